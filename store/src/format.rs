@@ -1,0 +1,288 @@
+//! The snapshot file's byte layout. `docs/snapshot-format.md` describes the
+//! same layout for people; the constants here are the source of truth.
+//!
+//! ```text
+//! [header: 128 bytes][records: packed, variable size][pad to 8][index: slot_count x u64]
+//! ```
+//!
+//! All integers are little-endian and read with `from_le_bytes`, so nothing in
+//! the file needs to be aligned and no byte pattern is undefined behaviour.
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use crate::error::OpenError;
+use crate::record::Seq;
+
+/// The first eight bytes of every snapshot.
+pub const MAGIC: [u8; 8] = *b"SHRTLNK\0";
+/// The layout version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the fixed header.
+pub const HEADER_SIZE: usize = 128;
+/// Size of a record's fixed part, before the code and target bytes.
+pub const RECORD_FIXED_SIZE: usize = 20;
+/// Size of one index slot.
+pub const SLOT_SIZE: usize = 8;
+/// Index slots per record, as a fraction: 4/3 slots per record keeps the load
+/// factor at 0.75, short probe runs and under 11 bytes of index per link.
+pub const SLOTS_PER_RECORD_NUMERATOR: u64 = 4;
+pub const SLOTS_PER_RECORD_DENOMINATOR: u64 = 3;
+/// Record offsets are stored in the low 48 bits of a slot.
+pub const RECORD_OFFSET_MAX: u64 = (1 << 48) - 2;
+
+const SLOT_OFFSET_MASK: u64 = (1 << 48) - 1;
+const HEADER_CHECKSUM_OFFSET: usize = 120;
+
+const _: () = assert!(HEADER_SIZE % SLOT_SIZE == 0);
+const _: () = assert!(HEADER_CHECKSUM_OFFSET + 8 == HEADER_SIZE);
+const _: () = assert!(crate::code::CODE_LEN_MAX <= u8::MAX as usize);
+const _: () = assert!(crate::code::TARGET_LEN_MAX <= u16::MAX as usize);
+
+/// Flag bits in a record's second byte.
+pub(crate) const FLAG_STATUS_MASK: u8 = 0b0000_0111;
+pub(crate) const FLAG_REDIRECT_SHIFT: u8 = 3;
+pub(crate) const FLAG_FORWARD_QUERY: u8 = 0b0010_0000;
+pub(crate) const FLAG_HAS_EXPIRY: u8 = 0b0100_0000;
+
+/// The decoded header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub sequence: Seq,
+    pub record_count: u64,
+    pub slot_count: u64,
+    pub records_size: u64,
+    pub index_offset: u64,
+    pub file_size: u64,
+    pub hash_seed: u64,
+    pub created_at_unix_ms: u64,
+    pub body_checksum: u64,
+}
+
+impl Header {
+    /// Encodes the header, checksum included.
+    #[must_use]
+    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut out = [0u8; HEADER_SIZE];
+        out[0..8].copy_from_slice(&MAGIC);
+        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        let fields = [
+            self.sequence.0,
+            self.record_count,
+            self.slot_count,
+            HEADER_SIZE as u64,
+            self.records_size,
+            self.index_offset,
+            self.file_size,
+            self.hash_seed,
+            self.created_at_unix_ms,
+            self.body_checksum,
+        ];
+        for (i, value) in fields.iter().enumerate() {
+            let at = 16 + i * 8;
+            out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        let checksum = xxh3_64(&out[..HEADER_CHECKSUM_OFFSET]);
+        out[HEADER_CHECKSUM_OFFSET..].copy_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    /// Decodes and checks a header against the length of the whole file.
+    pub fn decode(bytes: &[u8]) -> Result<Self, OpenError> {
+        if bytes.len() < HEADER_SIZE {
+            return Err(OpenError::Truncated {
+                len: bytes.len() as u64,
+                expected: HEADER_SIZE as u64,
+            });
+        }
+        if bytes[0..8] != MAGIC {
+            return Err(OpenError::Foreign);
+        }
+        let version = read_u32(bytes, 8);
+        if version != FORMAT_VERSION {
+            return Err(OpenError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let stored_checksum = read_u64(bytes, HEADER_CHECKSUM_OFFSET);
+        if xxh3_64(&bytes[..HEADER_CHECKSUM_OFFSET]) != stored_checksum {
+            return Err(OpenError::HeaderChecksum);
+        }
+        if read_u32(bytes, 12) as usize != HEADER_SIZE || read_u64(bytes, 40) != HEADER_SIZE as u64 {
+            return Err(OpenError::Layout("header size"));
+        }
+        let header = Self {
+            sequence: Seq(read_u64(bytes, 16)),
+            record_count: read_u64(bytes, 24),
+            slot_count: read_u64(bytes, 32),
+            records_size: read_u64(bytes, 48),
+            index_offset: read_u64(bytes, 56),
+            file_size: read_u64(bytes, 64),
+            hash_seed: read_u64(bytes, 72),
+            created_at_unix_ms: read_u64(bytes, 80),
+            body_checksum: read_u64(bytes, 88),
+        };
+        header.check_layout(bytes.len() as u64)?;
+        Ok(header)
+    }
+
+    fn check_layout(&self, file_len: u64) -> Result<(), OpenError> {
+        if file_len != self.file_size {
+            return Err(if file_len < self.file_size {
+                OpenError::Truncated {
+                    len: file_len,
+                    expected: self.file_size,
+                }
+            } else {
+                OpenError::Layout("file is longer than its header says")
+            });
+        }
+        let records_end = (HEADER_SIZE as u64)
+            .checked_add(self.records_size)
+            .ok_or(OpenError::Layout("records size overflows"))?;
+        if self.index_offset != align_up(records_end) {
+            return Err(OpenError::Layout("index does not follow the records"));
+        }
+        let index_size = self
+            .slot_count
+            .checked_mul(SLOT_SIZE as u64)
+            .ok_or(OpenError::Layout("slot count overflows"))?;
+        if self.index_offset.checked_add(index_size) != Some(self.file_size) {
+            return Err(OpenError::Layout("index does not end the file"));
+        }
+        if self.slot_count <= self.record_count {
+            return Err(OpenError::Layout("index has no free slot"));
+        }
+        if self.records_size > RECORD_OFFSET_MAX {
+            return Err(OpenError::Layout("records region too large"));
+        }
+        if self.record_count > self.records_size / RECORD_FIXED_SIZE as u64 {
+            return Err(OpenError::Layout("more records than the region can hold"));
+        }
+        Ok(())
+    }
+}
+
+/// The checksum of everything after the header.
+#[must_use]
+pub fn body_checksum(body: &[u8]) -> u64 {
+    xxh3_64(body)
+}
+
+/// The number of index slots for `record_count` records.
+#[must_use]
+pub fn slot_count_for(record_count: u64) -> u64 {
+    (record_count * SLOTS_PER_RECORD_NUMERATOR).div_ceil(SLOTS_PER_RECORD_DENOMINATOR) + 1
+}
+
+/// Rounds up to the slot size, so the index starts aligned for fast reads.
+#[must_use]
+pub fn align_up(offset: u64) -> u64 {
+    offset.div_ceil(SLOT_SIZE as u64) * SLOT_SIZE as u64
+}
+
+/// The hash of a code, as used by the index.
+#[inline]
+#[must_use]
+pub fn hash_code(code: &[u8], seed: u64) -> u64 {
+    xxh3_64_with_seed(code, seed)
+}
+
+/// The slot a hash starts probing from: a multiply-shift range reduction,
+/// which uses the hash's high bits.
+#[inline]
+#[must_use]
+pub fn home_slot(hash: u64, slot_count: u64) -> u64 {
+    ((u128::from(hash) * u128::from(slot_count)) >> 64) as u64
+}
+
+/// Packs a record offset and a 16-bit tag from the hash's low bits (the home
+/// slot uses the high bits, so the two are independent).
+#[inline]
+#[must_use]
+pub fn encode_slot(hash: u64, record_offset: u64) -> u64 {
+    debug_assert!(record_offset <= RECORD_OFFSET_MAX);
+    (hash << 48) | (record_offset + 1)
+}
+
+/// Whether an occupied slot's tag matches a hash.
+#[inline]
+#[must_use]
+pub fn slot_tag_matches(slot: u64, hash: u64) -> bool {
+    (slot >> 48) == (hash & 0xffff)
+}
+
+/// The record offset stored in an occupied slot.
+#[inline]
+#[must_use]
+pub fn slot_record_offset(slot: u64) -> u64 {
+    (slot & SLOT_OFFSET_MASK) - 1
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Header {
+        Header {
+            sequence: Seq(9),
+            record_count: 0,
+            slot_count: 1,
+            records_size: 0,
+            index_offset: HEADER_SIZE as u64,
+            file_size: HEADER_SIZE as u64 + 8,
+            hash_seed: 42,
+            created_at_unix_ms: 1,
+            body_checksum: 5,
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let header = sample();
+        let mut file = header.encode().to_vec();
+        file.extend_from_slice(&[0; 8]);
+        assert_eq!(Header::decode(&file).unwrap(), header);
+    }
+
+    #[test]
+    fn header_checks_magic_version_and_checksum() {
+        let mut file = sample().encode().to_vec();
+        file.extend_from_slice(&[0; 8]);
+        let mut foreign = file.clone();
+        foreign[0] = b'X';
+        assert!(matches!(Header::decode(&foreign), Err(OpenError::Foreign)));
+        let mut version = file.clone();
+        version[8] = 2;
+        assert!(matches!(
+            Header::decode(&version),
+            Err(OpenError::UnsupportedVersion { found: 2, .. })
+        ));
+        let mut flipped = file.clone();
+        flipped[20] ^= 1;
+        assert!(matches!(Header::decode(&flipped), Err(OpenError::HeaderChecksum)));
+        assert!(matches!(
+            Header::decode(&file[..file.len() - 1]),
+            Err(OpenError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn slots_carry_tag_and_offset() {
+        let hash = 0xdead_beef_1234_5678;
+        let slot = encode_slot(hash, 77);
+        assert!(slot_tag_matches(slot, hash));
+        assert!(!slot_tag_matches(slot, hash ^ 1));
+        assert_eq!(slot_record_offset(slot), 77);
+        assert_ne!(encode_slot(hash, 0), 0, "an occupied slot is never zero");
+    }
+}

@@ -1,0 +1,311 @@
+//! Opening snapshot files and looking codes up in them.
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use crate::error::OpenError;
+use crate::format::{
+    self, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_REDIRECT_SHIFT, FLAG_STATUS_MASK, HEADER_SIZE,
+    Header, RECORD_FIXED_SIZE, SLOT_SIZE,
+};
+use crate::record::{LinkId, LinkStatus, LinkView, RedirectStatus, Seq};
+
+/// Where a snapshot's bytes live.
+enum Backing {
+    Map(Mmap),
+    Heap(Box<[u8]>),
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Map(map) => map,
+            Self::Heap(bytes) => bytes,
+        }
+    }
+}
+
+/// An open, checked, immutable snapshot.
+///
+/// Lookups borrow from the mapped file, take no lock and allocate nothing. A
+/// file that passed [`Snapshot::open`] can still not make a lookup read out of
+/// bounds: every offset taken from the file is checked before use.
+pub struct Snapshot {
+    backing: Backing,
+    header: Header,
+}
+
+/// A snapshot's header facts, for logs, metrics and the inspect command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub sequence: Seq,
+    pub record_count: u64,
+    pub slot_count: u64,
+    pub file_size_bytes: u64,
+    pub records_size_bytes: u64,
+    pub created_at_unix_ms: u64,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("info", &self.info()).finish()
+    }
+}
+
+impl Snapshot {
+    /// Maps and checks the file at `path`: header, layout and body checksum.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let io = |source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len < HEADER_SIZE as u64 {
+            return Err(OpenError::Truncated {
+                len,
+                expected: HEADER_SIZE as u64,
+            });
+        }
+        // SAFETY: snapshot files are written once to a temporary name and
+        // renamed into place; nothing in Shortline writes to or truncates a file
+        // after that, so the mapped bytes do not change under us. Every read of
+        // the map goes through bounds-checked slices.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        Self::from_backing(Backing::Map(map))
+    }
+
+    /// Checks and wraps snapshot bytes held in memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, OpenError> {
+        Self::from_backing(Backing::Heap(bytes.into_boxed_slice()))
+    }
+
+    /// A snapshot with no links, covering nothing.
+    #[must_use]
+    pub fn empty() -> Self {
+        let bytes = crate::writer::encode_snapshot(Seq(0), std::iter::empty::<crate::LinkRecord>())
+            .expect("an empty snapshot always encodes");
+        Self::from_bytes(bytes).expect("an empty snapshot always decodes")
+    }
+
+    fn from_backing(backing: Backing) -> Result<Self, OpenError> {
+        let bytes = backing.bytes();
+        let header = Header::decode(bytes)?;
+        if format::body_checksum(&bytes[HEADER_SIZE..]) != header.body_checksum {
+            return Err(OpenError::BodyChecksum);
+        }
+        Ok(Self { backing, header })
+    }
+
+    /// The header's facts.
+    #[must_use]
+    pub fn info(&self) -> SnapshotInfo {
+        SnapshotInfo {
+            sequence: self.header.sequence,
+            record_count: self.header.record_count,
+            slot_count: self.header.slot_count,
+            file_size_bytes: self.header.file_size,
+            records_size_bytes: self.header.records_size,
+            created_at_unix_ms: self.header.created_at_unix_ms,
+        }
+    }
+
+    /// The last change sequence this snapshot includes.
+    #[must_use]
+    pub fn sequence(&self) -> Seq {
+        self.header.sequence
+    }
+
+    /// Number of links.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.header.record_count
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.header.record_count == 0
+    }
+
+    fn records(&self) -> &[u8] {
+        let start = HEADER_SIZE;
+        &self.backing.bytes()[start..start + self.header.records_size as usize]
+    }
+
+    fn index(&self) -> &[u8] {
+        let start = self.header.index_offset as usize;
+        &self.backing.bytes()[start..]
+    }
+
+    /// Looks `code` up. No lock, no allocation, no copy.
+    #[inline]
+    #[must_use]
+    pub fn get(&self, code: &[u8]) -> Option<LinkView<'_>> {
+        let slot_count = self.header.slot_count;
+        let hash = format::hash_code(code, self.header.hash_seed);
+        let index = self.index();
+        let records = self.records();
+        let mut i = format::home_slot(hash, slot_count) as usize;
+        // The writer leaves at least one slot empty, so a probe ends at an empty
+        // slot; the bound only matters for a hostile file that fills them all.
+        for _ in 0..slot_count {
+            let at = i * SLOT_SIZE;
+            let slot = u64::from_le_bytes(index.get(at..at + SLOT_SIZE)?.try_into().ok()?);
+            if slot == 0 {
+                return None;
+            }
+            if format::slot_tag_matches(slot, hash) {
+                let offset = format::slot_record_offset(slot);
+                if let Some((view, _)) = decode_record(records, offset as usize) {
+                    if view.code == code {
+                        return Some(view);
+                    }
+                }
+            }
+            i += 1;
+            if i as u64 == slot_count {
+                i = 0;
+            }
+        }
+        None
+    }
+
+    /// Iterates over every record in file order.
+    #[must_use]
+    pub fn iter(&self) -> RecordIter<'_> {
+        RecordIter {
+            records: self.records(),
+            offset: 0,
+            remaining: self.header.record_count,
+        }
+    }
+
+    /// Decodes every record and checks that each is reachable through the index
+    /// and well formed. Slower than [`Snapshot::open`]; for the inspect command
+    /// and tests.
+    pub fn verify_records(&self) -> Result<u64, OpenError> {
+        let mut count = 0u64;
+        for view in self.iter() {
+            let view = view?;
+            if !crate::is_valid_code(view.code) || crate::code::check_target_bytes(view.target).is_err() {
+                return Err(OpenError::Layout("record holds a bad code or target"));
+            }
+            if self.get(view.code) != Some(view) {
+                return Err(OpenError::Layout("record not reachable through the index"));
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// Decodes the record at `offset`, returning it and the offset after it.
+#[inline]
+fn decode_record(records: &[u8], offset: usize) -> Option<(LinkView<'_>, usize)> {
+    let fixed = records.get(offset..offset.checked_add(RECORD_FIXED_SIZE)?)?;
+    let code_len = fixed[0] as usize;
+    let flags = fixed[1];
+    let target_len = u16::from_le_bytes([fixed[2], fixed[3]]) as usize;
+    let link_id = u64::from_le_bytes(fixed[4..12].try_into().ok()?);
+    let expires_at = i64::from_le_bytes(fixed[12..20].try_into().ok()?);
+    let code_start = offset + RECORD_FIXED_SIZE;
+    let target_start = code_start + code_len;
+    let end = target_start + target_len;
+    let code = records.get(code_start..target_start)?;
+    let target = records.get(target_start..end)?;
+    let view = LinkView {
+        code,
+        target,
+        link_id: LinkId(link_id),
+        status: LinkStatus::from_bits(flags & FLAG_STATUS_MASK)?,
+        redirect: RedirectStatus::from_bits(flags >> FLAG_REDIRECT_SHIFT),
+        expires_at: (flags & FLAG_HAS_EXPIRY != 0).then_some(expires_at),
+        forward_query: flags & FLAG_FORWARD_QUERY != 0,
+    };
+    Some((view, end))
+}
+
+/// Iterator over a snapshot's records; yields an error and stops at the first
+/// record that does not decode.
+#[derive(Debug)]
+pub struct RecordIter<'a> {
+    records: &'a [u8],
+    offset: usize,
+    remaining: u64,
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<LinkView<'a>, OpenError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match decode_record(self.records, self.offset) {
+            Some((view, next)) => {
+                self.remaining -= 1;
+                self.offset = next;
+                Some(Ok(view))
+            }
+            None => {
+                self.remaining = 0;
+                Some(Err(OpenError::Layout("record does not decode")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Code, LinkRecord, Target, encode_snapshot};
+
+    fn record(code: &str, id: u64) -> LinkRecord {
+        LinkRecord::new(
+            Code::parse(code).unwrap(),
+            Target::parse(&format!("https://example.com/{code}")).unwrap(),
+            LinkId(id),
+        )
+    }
+
+    #[test]
+    fn finds_what_was_written_and_nothing_else() {
+        let records: Vec<_> = (0..1000).map(|i| record(&format!("c{i}"), i)).collect();
+        let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(3), &records).unwrap()).unwrap();
+        assert_eq!(snapshot.len(), 1000);
+        assert_eq!(snapshot.sequence(), Seq(3));
+        for r in &records {
+            assert_eq!(snapshot.get(r.code.as_bytes()), Some(r.view()));
+        }
+        assert_eq!(snapshot.get(b"c1000"), None);
+        assert_eq!(snapshot.get(b""), None);
+        assert_eq!(snapshot.verify_records().unwrap(), 1000);
+    }
+
+    #[test]
+    fn empty_snapshot_answers_nothing() {
+        let snapshot = Snapshot::empty();
+        assert!(snapshot.is_empty());
+        assert_eq!(snapshot.get(b"a"), None);
+        assert_eq!(snapshot.iter().count(), 0);
+    }
+
+    #[test]
+    fn duplicate_codes_are_refused() {
+        let err = encode_snapshot(Seq(1), [record("a", 1), record("a", 2)]).unwrap_err();
+        assert!(matches!(err, crate::WriteError::DuplicateCode(code) if code == "a"));
+    }
+
+    #[test]
+    fn every_field_round_trips() {
+        let mut r = record("x-Y_9", u64::MAX);
+        r.status = LinkStatus::Exhausted;
+        r.redirect = RedirectStatus::Permanent;
+        r.expires_at = Some(-5);
+        r.forward_query = true;
+        let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(1), [&r]).unwrap()).unwrap();
+        assert_eq!(snapshot.get(b"x-Y_9").unwrap().to_record(), Some(r));
+    }
+}

@@ -1,0 +1,231 @@
+//! Building snapshot files.
+
+use std::borrow::Borrow;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::WriteError;
+use crate::format::{
+    self, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_REDIRECT_SHIFT, HEADER_SIZE, Header,
+    RECORD_FIXED_SIZE, RECORD_OFFSET_MAX,
+};
+use crate::record::{LinkRecord, Seq};
+
+/// What a finished write produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotStats {
+    pub record_count: u64,
+    pub file_size_bytes: u64,
+    /// Bytes spent on code and target text.
+    pub payload_bytes: u64,
+}
+
+impl SnapshotStats {
+    /// Bytes per link beyond its code and target, header amortised in.
+    #[must_use]
+    pub fn overhead_bytes_per_link(&self) -> f64 {
+        if self.record_count == 0 {
+            return 0.0;
+        }
+        (self.file_size_bytes - self.payload_bytes) as f64 / self.record_count as f64
+    }
+}
+
+/// Writes `records` as a snapshot covering `sequence` to `path`.
+///
+/// The file is built in memory (memory is bounded by the output's size), written
+/// to a temporary file beside `path`, fsynced, renamed over `path` and the
+/// directory fsynced, so a reader sees either the old file or the whole new one.
+/// Codes must be unique.
+pub fn write_snapshot<I>(path: &Path, sequence: Seq, records: I) -> Result<SnapshotStats, WriteError>
+where
+    I: IntoIterator,
+    I::Item: Borrow<LinkRecord>,
+{
+    let seed = hash_seed();
+    let built = build(sequence, seed, records)?;
+    persist(path, &built)?;
+    Ok(built.stats)
+}
+
+struct Built {
+    header: [u8; HEADER_SIZE],
+    body: Vec<u8>,
+    stats: SnapshotStats,
+}
+
+fn build<I>(sequence: Seq, seed: u64, records: I) -> Result<Built, WriteError>
+where
+    I: IntoIterator,
+    I::Item: Borrow<LinkRecord>,
+{
+    let records = records.into_iter();
+    let mut body = Vec::with_capacity(records.size_hint().0 * (RECORD_FIXED_SIZE + 64));
+    // (hash, offset) per record; the index is built once the count is known.
+    let mut entries: Vec<(u64, u64)> = Vec::with_capacity(records.size_hint().0);
+    let mut payload_bytes = 0u64;
+    for record in records {
+        let record = record.borrow();
+        let offset = body.len() as u64;
+        if offset > RECORD_OFFSET_MAX {
+            return Err(WriteError::TooLarge { limit: RECORD_OFFSET_MAX });
+        }
+        encode_record(&mut body, record);
+        payload_bytes += (record.code.as_bytes().len() + record.target.as_str().len()) as u64;
+        entries.push((format::hash_code(record.code.as_bytes(), seed), offset));
+    }
+    let records_size = body.len() as u64;
+    let index_offset = format::align_up(HEADER_SIZE as u64 + records_size);
+    body.resize((index_offset - HEADER_SIZE as u64) as usize, 0);
+    let record_count = entries.len() as u64;
+    let slot_count = format::slot_count_for(record_count);
+    let slots = build_index(&body, &entries, slot_count)?;
+    body.reserve(slots.len() * format::SLOT_SIZE);
+    for slot in &slots {
+        body.extend_from_slice(&slot.to_le_bytes());
+    }
+    let file_size = HEADER_SIZE as u64 + body.len() as u64;
+    let header = Header {
+        sequence,
+        record_count,
+        slot_count,
+        records_size,
+        index_offset,
+        file_size,
+        hash_seed: seed,
+        created_at_unix_ms: unix_ms(),
+        body_checksum: format::body_checksum(&body),
+    };
+    let encoded = header.encode();
+    // Check the format at both ends: what we are about to write must decode.
+    let mut probe = encoded.to_vec();
+    probe.resize(file_size as usize, 0);
+    assert_eq!(Header::decode(&probe).ok(), Some(header), "encoded header must decode");
+    Ok(Built {
+        header: encoded,
+        body,
+        stats: SnapshotStats {
+            record_count,
+            file_size_bytes: file_size,
+            payload_bytes,
+        },
+    })
+}
+
+fn encode_record(out: &mut Vec<u8>, record: &LinkRecord) {
+    let code = record.code.as_bytes();
+    let target = record.target.as_str().as_bytes();
+    let mut flags = record.status as u8 | (record.redirect.to_bits() << FLAG_REDIRECT_SHIFT);
+    if record.forward_query {
+        flags |= FLAG_FORWARD_QUERY;
+    }
+    if record.expires_at.is_some() {
+        flags |= FLAG_HAS_EXPIRY;
+    }
+    out.push(code.len() as u8);
+    out.push(flags);
+    out.extend_from_slice(&(target.len() as u16).to_le_bytes());
+    out.extend_from_slice(&record.link_id.0.to_le_bytes());
+    out.extend_from_slice(&record.expires_at.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(code);
+    out.extend_from_slice(target);
+}
+
+/// The code bytes of the record at `offset` in a records region this module wrote.
+fn code_at(records: &[u8], offset: u64) -> &[u8] {
+    let at = offset as usize;
+    let len = records[at] as usize;
+    &records[at + RECORD_FIXED_SIZE..at + RECORD_FIXED_SIZE + len]
+}
+
+fn build_index(records: &[u8], entries: &[(u64, u64)], slot_count: u64) -> Result<Vec<u64>, WriteError> {
+    let mut slots = vec![0u64; slot_count as usize];
+    let mut hashes = vec![0u64; slot_count as usize];
+    for &(hash, offset) in entries {
+        let mut i = format::home_slot(hash, slot_count) as usize;
+        loop {
+            let slot = slots[i];
+            if slot == 0 {
+                slots[i] = format::encode_slot(hash, offset);
+                hashes[i] = hash;
+                break;
+            }
+            if hashes[i] == hash {
+                let existing = code_at(records, format::slot_record_offset(slot));
+                let code = code_at(records, offset);
+                if existing == code {
+                    return Err(WriteError::DuplicateCode(String::from_utf8_lossy(code).into_owned()));
+                }
+            }
+            i += 1;
+            if i == slots.len() {
+                i = 0;
+            }
+        }
+    }
+    Ok(slots)
+}
+
+fn persist(path: &Path, built: &Built) -> Result<(), WriteError> {
+    let io = |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = temporary_path(path);
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(&built.header)?;
+        file.write_all(&built.body)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_parent(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".tmp.{}.{}", std::process::id(), unix_ns()));
+    path.with_file_name(name)
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// A per-file hash seed, so no fixed set of codes collides in every snapshot.
+fn hash_seed() -> u64 {
+    let stack = 0u8;
+    let address = &stack as *const u8 as u64;
+    xxhash_rust::xxh3::xxh3_64(&[unix_ns().to_le_bytes(), address.to_le_bytes()].concat())
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Encodes a snapshot into memory instead of a file, for tests, fuzzing and
+/// shipping a snapshot over the network.
+pub fn encode_snapshot<I>(sequence: Seq, records: I) -> Result<Vec<u8>, WriteError>
+where
+    I: IntoIterator,
+    I::Item: Borrow<LinkRecord>,
+{
+    let built = build(sequence, hash_seed(), records)?;
+    let mut bytes = built.header.to_vec();
+    bytes.extend_from_slice(&built.body);
+    Ok(bytes)
+}
