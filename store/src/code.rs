@@ -33,7 +33,22 @@ pub enum CodeError {
 
 /// A short code: 1 to 64 bytes of `[A-Za-z0-9_-]`, case-sensitive.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "String", into = "String"))]
 pub struct Code(Box<str>);
+
+impl TryFrom<String> for Code {
+    type Error = CodeError;
+    fn try_from(text: String) -> Result<Self, CodeError> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Code> for String {
+    fn from(code: Code) -> Self {
+        code.0.into()
+    }
+}
 
 impl Code {
     /// Checks `text` and wraps it.
@@ -98,7 +113,22 @@ pub enum TargetError {
 /// written into a `Location` header as it is. Whether it is a *good* URL is the
 /// control plane's decision, made before it gets here.
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "String", into = "String"))]
 pub struct Target(Box<str>);
+
+impl TryFrom<String> for Target {
+    type Error = TargetError;
+    fn try_from(text: String) -> Result<Self, TargetError> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Target> for String {
+    fn from(target: Target) -> Self {
+        target.0.into()
+    }
+}
 
 impl Target {
     /// Checks `text` and wraps it.
@@ -150,10 +180,19 @@ mod tests {
     fn codes_accept_the_alphabet_and_refuse_the_rest() {
         assert!(Code::parse("aZ09_-").is_ok());
         assert_eq!(Code::parse(""), Err(CodeError::Empty));
-        assert_eq!(Code::parse(&"a".repeat(65)), Err(CodeError::TooLong { len: 65 }));
+        assert_eq!(
+            Code::parse(&"a".repeat(65)),
+            Err(CodeError::TooLong { len: 65 })
+        );
         assert!(Code::parse(&"a".repeat(64)).is_ok());
-        assert_eq!(Code::parse("a/b"), Err(CodeError::BadCharacter { found: '/' }));
-        assert_eq!(Code::parse("é"), Err(CodeError::BadCharacter { found: 'é' }));
+        assert_eq!(
+            Code::parse("a/b"),
+            Err(CodeError::BadCharacter { found: '/' })
+        );
+        assert_eq!(
+            Code::parse("é"),
+            Err(CodeError::BadCharacter { found: 'é' })
+        );
         assert!(!is_valid_code(b"a+"));
         assert!(is_valid_code(b"abc"));
     }
@@ -163,7 +202,10 @@ mod tests {
         assert!(Target::parse("https://example.com/a?b=c").is_ok());
         assert_eq!(
             Target::parse("https://e.com/\r\nSet-Cookie: x"),
-            Err(TargetError::ControlCharacter { byte: b'\r', position: 14 })
+            Err(TargetError::ControlCharacter {
+                byte: b'\r',
+                position: 14
+            })
         );
         assert_eq!(Target::parse(""), Err(TargetError::Empty));
         assert!(matches!(

@@ -33,7 +33,7 @@ pub const RECORD_OFFSET_MAX: u64 = (1 << 48) - 2;
 const SLOT_OFFSET_MASK: u64 = (1 << 48) - 1;
 const HEADER_CHECKSUM_OFFSET: usize = 120;
 
-const _: () = assert!(HEADER_SIZE % SLOT_SIZE == 0);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(SLOT_SIZE));
 const _: () = assert!(HEADER_CHECKSUM_OFFSET + 8 == HEADER_SIZE);
 const _: () = assert!(crate::code::CODE_LEN_MAX <= u8::MAX as usize);
 const _: () = assert!(crate::code::TARGET_LEN_MAX <= u16::MAX as usize);
@@ -109,7 +109,8 @@ impl Header {
         if xxh3_64(&bytes[..HEADER_CHECKSUM_OFFSET]) != stored_checksum {
             return Err(OpenError::HeaderChecksum);
         }
-        if read_u32(bytes, 12) as usize != HEADER_SIZE || read_u64(bytes, 40) != HEADER_SIZE as u64 {
+        if read_u32(bytes, 12) as usize != HEADER_SIZE || read_u64(bytes, 40) != HEADER_SIZE as u64
+        {
             return Err(OpenError::Layout("header size"));
         }
         let header = Self {
@@ -269,7 +270,10 @@ mod tests {
         ));
         let mut flipped = file.clone();
         flipped[20] ^= 1;
-        assert!(matches!(Header::decode(&flipped), Err(OpenError::HeaderChecksum)));
+        assert!(matches!(
+            Header::decode(&flipped),
+            Err(OpenError::HeaderChecksum)
+        ));
         assert!(matches!(
             Header::decode(&file[..file.len() - 1]),
             Err(OpenError::Truncated { .. })

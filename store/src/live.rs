@@ -9,10 +9,16 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 use crate::reader::Snapshot;
 use crate::record::{LinkRecord, LinkView, Seq};
 
-type OverlayMap = imbl::GenericHashMap<Box<str>, OverlayEntry, Xxh3DefaultBuilder, imbl::shared_ptr::DefaultSharedPtr>;
+type OverlayMap = imbl::GenericHashMap<
+    Box<str>,
+    OverlayEntry,
+    Xxh3DefaultBuilder,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 
 /// One committed change to one code: an upsert, or a delete when `record` is `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Change {
     pub seq: Seq,
     pub code: crate::Code,
@@ -41,10 +47,10 @@ impl View {
     pub fn get(&self, code: &[u8]) -> Option<LinkView<'_>> {
         if !self.overlay.is_empty() {
             // Codes are ASCII; anything else cannot be in the overlay.
-            if let Ok(text) = std::str::from_utf8(code) {
-                if let Some(entry) = self.overlay.get(text) {
-                    return entry.record.as_deref().map(LinkRecord::view);
-                }
+            if let Ok(text) = std::str::from_utf8(code)
+                && let Some(entry) = self.overlay.get(text)
+            {
+                return entry.record.as_deref().map(LinkRecord::view);
             }
         }
         self.snapshot.get(code)
@@ -183,7 +189,11 @@ mod tests {
     use crate::{Code, LinkId, Target, encode_snapshot};
 
     fn record(code: &str, target: &str) -> LinkRecord {
-        LinkRecord::new(Code::parse(code).unwrap(), Target::parse(target).unwrap(), LinkId(1))
+        LinkRecord::new(
+            Code::parse(code).unwrap(),
+            Target::parse(target).unwrap(),
+            LinkId(1),
+        )
     }
 
     fn upsert(seq: u64, code: &str, target: &str) -> Change {
@@ -210,10 +220,18 @@ mod tests {
         assert_eq!(view.sequence(), Seq(4));
         assert_eq!(view.overlay_len(), 2);
 
-        let next = encode_snapshot(Seq(3), [record("a", "https://two/"), record("b", "https://b/")]).unwrap();
+        let next = encode_snapshot(
+            Seq(3),
+            [record("a", "https://two/"), record("b", "https://b/")],
+        )
+        .unwrap();
         table.install(Snapshot::from_bytes(next).unwrap()).unwrap();
         let view = table.load();
-        assert_eq!(view.overlay_len(), 1, "only the delete at 4 is newer than the snapshot");
+        assert_eq!(
+            view.overlay_len(),
+            1,
+            "only the delete at 4 is newer than the snapshot"
+        );
         assert_eq!(view.get(b"b"), None);
         assert_eq!(view.get(b"a").unwrap().target(), b"https://two/");
     }
@@ -229,7 +247,10 @@ mod tests {
         let older = encode_snapshot(Seq(2), std::iter::empty::<LinkRecord>()).unwrap();
         assert_eq!(
             table.install(Snapshot::from_bytes(older).unwrap()),
-            Err(InstallError::Older { offered: 2, installed: 6 })
+            Err(InstallError::Older {
+                offered: 2,
+                installed: 6
+            })
         );
     }
 }

@@ -50,7 +50,9 @@ pub struct SnapshotInfo {
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("info", &self.info()).finish()
+        f.debug_struct("Snapshot")
+            .field("info", &self.info())
+            .finish()
     }
 }
 
@@ -158,10 +160,10 @@ impl Snapshot {
             }
             if format::slot_tag_matches(slot, hash) {
                 let offset = format::slot_record_offset(slot);
-                if let Some((view, _)) = decode_record(records, offset as usize) {
-                    if view.code == code {
-                        return Some(view);
-                    }
+                if let Some((view, _)) = decode_record(records, offset as usize)
+                    && view.code == code
+                {
+                    return Some(view);
                 }
             }
             i += 1;
@@ -189,7 +191,9 @@ impl Snapshot {
         let mut count = 0u64;
         for view in self.iter() {
             let view = view?;
-            if !crate::is_valid_code(view.code) || crate::code::check_target_bytes(view.target).is_err() {
+            if !crate::is_valid_code(view.code)
+                || crate::code::check_target_bytes(view.target).is_err()
+            {
                 return Err(OpenError::Layout("record holds a bad code or target"));
             }
             if self.get(view.code) != Some(view) {

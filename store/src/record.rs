@@ -5,14 +5,29 @@ use crate::code::{Code, Target};
 /// A position in the control plane's change log. Every committed change has
 /// one; a snapshot covers every change up to and including its sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct Seq(pub u64);
 
 /// A link's stable numeric id, used to attribute clicks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct LinkId(pub u64);
 
 /// The moderation and lifecycle state of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 #[repr(u8)]
 pub enum LinkStatus {
     #[default]
@@ -50,6 +65,8 @@ impl LinkStatus {
 
 /// The HTTP status a redirect answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "u16", into = "u16"))]
 pub enum RedirectStatus {
     /// 301: permanent; browsers cache it, so later clicks are not seen.
     Moved,
@@ -111,9 +128,24 @@ impl RedirectStatus {
     }
 }
 
+impl TryFrom<u16> for RedirectStatus {
+    type Error = String;
+    fn try_from(code: u16) -> Result<Self, String> {
+        Self::from_code(code)
+            .ok_or_else(|| format!("{code} is not a redirect status (301, 302, 307 or 308)"))
+    }
+}
+
+impl From<RedirectStatus> for u16 {
+    fn from(status: RedirectStatus) -> Self {
+        status.code()
+    }
+}
+
 /// One link as the data plane needs it, owned. Invariants live in the field
 /// types: [`Code`] and [`Target`] can only hold valid values.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LinkRecord {
     pub code: Code,
     pub target: Target,
@@ -245,11 +277,17 @@ mod tests {
         assert_eq!(record.view().resolve(100), Resolution::Redirect);
         record.expires_at = Some(100);
         assert_eq!(record.view().resolve(99), Resolution::Redirect);
-        assert_eq!(record.view().resolve(100), Resolution::Gone(LinkStatus::Expired));
+        assert_eq!(
+            record.view().resolve(100),
+            Resolution::Gone(LinkStatus::Expired)
+        );
         record.status = LinkStatus::Flagged;
         assert_eq!(record.view().resolve(0), Resolution::Flagged);
         record.status = LinkStatus::Disabled;
-        assert_eq!(record.view().resolve(0), Resolution::Gone(LinkStatus::Disabled));
+        assert_eq!(
+            record.view().resolve(0),
+            Resolution::Gone(LinkStatus::Disabled)
+        );
     }
 
     #[test]

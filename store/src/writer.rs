@@ -39,7 +39,11 @@ impl SnapshotStats {
 /// to a temporary file beside `path`, fsynced, renamed over `path` and the
 /// directory fsynced, so a reader sees either the old file or the whole new one.
 /// Codes must be unique.
-pub fn write_snapshot<I>(path: &Path, sequence: Seq, records: I) -> Result<SnapshotStats, WriteError>
+pub fn write_snapshot<I>(
+    path: &Path,
+    sequence: Seq,
+    records: I,
+) -> Result<SnapshotStats, WriteError>
 where
     I: IntoIterator,
     I::Item: Borrow<LinkRecord>,
@@ -70,7 +74,9 @@ where
         let record = record.borrow();
         let offset = body.len() as u64;
         if offset > RECORD_OFFSET_MAX {
-            return Err(WriteError::TooLarge { limit: RECORD_OFFSET_MAX });
+            return Err(WriteError::TooLarge {
+                limit: RECORD_OFFSET_MAX,
+            });
         }
         encode_record(&mut body, record);
         payload_bytes += (record.code.as_bytes().len() + record.target.as_str().len()) as u64;
@@ -102,7 +108,11 @@ where
     // Check the format at both ends: what we are about to write must decode.
     let mut probe = encoded.to_vec();
     probe.resize(file_size as usize, 0);
-    assert_eq!(Header::decode(&probe).ok(), Some(header), "encoded header must decode");
+    assert_eq!(
+        Header::decode(&probe).ok(),
+        Some(header),
+        "encoded header must decode"
+    );
     Ok(Built {
         header: encoded,
         body,
@@ -140,7 +150,11 @@ fn code_at(records: &[u8], offset: u64) -> &[u8] {
     &records[at + RECORD_FIXED_SIZE..at + RECORD_FIXED_SIZE + len]
 }
 
-fn build_index(records: &[u8], entries: &[(u64, u64)], slot_count: u64) -> Result<Vec<u64>, WriteError> {
+fn build_index(
+    records: &[u8],
+    entries: &[(u64, u64)],
+    slot_count: u64,
+) -> Result<Vec<u64>, WriteError> {
     let mut slots = vec![0u64; slot_count as usize];
     let mut hashes = vec![0u64; slot_count as usize];
     for &(hash, offset) in entries {
@@ -156,7 +170,9 @@ fn build_index(records: &[u8], entries: &[(u64, u64)], slot_count: u64) -> Resul
                 let existing = code_at(records, format::slot_record_offset(slot));
                 let code = code_at(records, offset);
                 if existing == code {
-                    return Err(WriteError::DuplicateCode(String::from_utf8_lossy(code).into_owned()));
+                    return Err(WriteError::DuplicateCode(
+                        String::from_utf8_lossy(code).into_owned(),
+                    ));
                 }
             }
             i += 1;
@@ -189,7 +205,10 @@ fn persist(path: &Path, built: &Built) -> Result<(), WriteError> {
 }
 
 fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp.{}.{}", std::process::id(), unix_ns()));
     path.with_file_name(name)
 }
@@ -210,11 +229,15 @@ fn hash_seed() -> u64 {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Encodes a snapshot into memory instead of a file, for tests, fuzzing and

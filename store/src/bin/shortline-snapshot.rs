@@ -56,7 +56,8 @@ fn main() -> ExitCode {
                 link.link_id.0,
                 link.status.as_str(),
                 link.redirect.code(),
-                link.expires_at.map_or_else(|| "none".to_owned(), |t| t.to_string()),
+                link.expires_at
+                    .map_or_else(|| "none".to_owned(), |t| t.to_string()),
                 link.forward_query,
                 String::from_utf8_lossy(link.target()),
             ),

@@ -45,7 +45,8 @@ fn allocations() -> u64 {
 #[test]
 fn lookups_allocate_nothing() {
     let records: Vec<_> = (0..1000).map(|i| record(&format!("k{i}"), i)).collect();
-    let table = LiveTable::new(Snapshot::from_bytes(encode_snapshot(Seq(1), &records).unwrap()).unwrap());
+    let table =
+        LiveTable::new(Snapshot::from_bytes(encode_snapshot(Seq(1), &records).unwrap()).unwrap());
     table.apply((0..50).map(|i| {
         let code = format!("o{i}");
         Change {

@@ -25,7 +25,11 @@ fn check_view(table: &LiveTable) -> u64 {
             .get(code.as_bytes())
             .unwrap_or_else(|| panic!("{code} vanished at sequence {}", view.sequence().0));
         let expected = record(&code, link.link_id.0);
-        assert_eq!(link.to_record().as_ref(), Some(&expected), "torn record for {code}");
+        assert_eq!(
+            link.to_record().as_ref(),
+            Some(&expected),
+            "torn record for {code}"
+        );
         checked += 1;
     }
     checked
@@ -79,20 +83,27 @@ fn readers_never_see_torn_or_missing_entries() {
             });
         }
         table.apply(batch);
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             let records: Vec<LinkRecord> = (0..STABLE_CODES)
                 .map(|i| record(&stable(i), versions[i as usize]))
                 .collect();
-            let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(seq), &records).unwrap()).unwrap();
+            let snapshot =
+                Snapshot::from_bytes(encode_snapshot(Seq(seq), &records).unwrap()).unwrap();
             table.install(snapshot).unwrap();
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let checked: u64 = readers.into_iter().map(|r| r.join().expect("reader panicked")).sum();
+    let checked: u64 = readers
+        .into_iter()
+        .map(|r| r.join().expect("reader panicked"))
+        .sum();
     assert!(checked > 0, "readers ran");
     let view = table.load();
     for i in 0..STABLE_CODES {
-        assert_eq!(view.get(stable(i).as_bytes()).unwrap().link_id.0, versions[i as usize]);
+        assert_eq!(
+            view.get(stable(i).as_bytes()).unwrap().link_id.0,
+            versions[i as usize]
+        );
     }
     assert_eq!(view.sequence(), Seq(seq));
 }

@@ -41,9 +41,15 @@ fn truncated_file_on_disk_is_refused() {
     let path = dir.path().join("links.snap");
     let file = small_file();
     std::fs::write(&path, &file[..file.len() / 2]).unwrap();
-    assert!(matches!(Snapshot::open(&path), Err(OpenError::Truncated { .. })));
+    assert!(matches!(
+        Snapshot::open(&path),
+        Err(OpenError::Truncated { .. })
+    ));
     std::fs::write(&path, b"").unwrap();
-    assert!(matches!(Snapshot::open(&path), Err(OpenError::Truncated { .. })));
+    assert!(matches!(
+        Snapshot::open(&path),
+        Err(OpenError::Truncated { .. })
+    ));
 }
 
 #[test]
@@ -52,7 +58,10 @@ fn every_single_byte_flip_is_detected() {
     for at in 0..file.len() {
         let mut bad = file.clone();
         bad[at] ^= 0x5a;
-        assert!(Snapshot::from_bytes(bad).is_err(), "flip at byte {at} went unnoticed");
+        assert!(
+            Snapshot::from_bytes(bad).is_err(),
+            "flip at byte {at} went unnoticed"
+        );
     }
 }
 
@@ -76,7 +85,10 @@ fn random_damage_never_panics() {
 fn foreign_and_future_files_are_named_as_such() {
     let mut foreign = small_file();
     foreign[..8].copy_from_slice(b"GIF89a\0\0");
-    assert!(matches!(Snapshot::from_bytes(foreign), Err(OpenError::Foreign)));
+    assert!(matches!(
+        Snapshot::from_bytes(foreign),
+        Err(OpenError::Foreign)
+    ));
     let mut future = small_file();
     future[8..12].copy_from_slice(&(format::FORMAT_VERSION + 1).to_le_bytes());
     let err = Snapshot::from_bytes(future).unwrap_err();

@@ -18,7 +18,14 @@ fn written_files_open_and_answer() {
     assert_eq!(snapshot.sequence(), Seq(77));
     assert_eq!(snapshot.info().file_size_bytes, stats.file_size_bytes);
     for r in &records {
-        assert_eq!(snapshot.get(r.code.as_bytes()).unwrap().to_record().as_ref(), Some(r));
+        assert_eq!(
+            snapshot
+                .get(r.code.as_bytes())
+                .unwrap()
+                .to_record()
+                .as_ref(),
+            Some(r)
+        );
     }
     assert_eq!(snapshot.verify_records().unwrap(), 5000);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -26,7 +33,10 @@ fn written_files_open_and_answer() {
         .map(|e| e.unwrap().file_name())
         .filter(|n| n != "links.snap")
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -67,5 +77,8 @@ fn inspect_command_prints_header_and_lookups() {
     assert!(text.contains("abc: id=1"), "{text}");
     assert!(text.contains("target=https://example.com/abc/v1"), "{text}");
     assert!(text.contains("zzz: not found"), "{text}");
-    assert!(!out.status.success(), "a missing code makes the command fail");
+    assert!(
+        !out.status.success(),
+        "a missing code makes the command fail"
+    );
 }

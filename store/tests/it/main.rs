@@ -17,9 +17,17 @@ pub fn record(code: &str, version: u64) -> LinkRecord {
         Target::parse(&format!("https://example.com/{code}/v{version}")).expect("valid target"),
         LinkId(version),
     );
-    record.redirect = [RedirectStatus::Found, RedirectStatus::Moved, RedirectStatus::Temporary][version as usize % 3];
-    record.status = if version % 7 == 0 { LinkStatus::Disabled } else { LinkStatus::Active };
-    record.forward_query = version % 2 == 0;
-    record.expires_at = (version % 5 == 0).then_some(version as i64);
+    record.redirect = [
+        RedirectStatus::Found,
+        RedirectStatus::Moved,
+        RedirectStatus::Temporary,
+    ][version as usize % 3];
+    record.status = if version.is_multiple_of(7) {
+        LinkStatus::Disabled
+    } else {
+        LinkStatus::Active
+    };
+    record.forward_query = version.is_multiple_of(2);
+    record.expires_at = version.is_multiple_of(5).then_some(version as i64);
     record
 }

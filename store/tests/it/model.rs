@@ -33,7 +33,9 @@ fn check_all(table: &LiveTable, model: &HashMap<String, LinkRecord>) {
     let view = table.load();
     for n in 0..40u8 {
         let code = code_name(n);
-        let got = view.get(code.as_bytes()).map(|v| v.to_record().expect("valid"));
+        let got = view
+            .get(code.as_bytes())
+            .map(|v| v.to_record().expect("valid"));
         assert_eq!(got.as_ref(), model.get(&code), "code {code}");
     }
     assert!(view.get(b"absent").is_none());
