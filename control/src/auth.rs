@@ -1,0 +1,188 @@
+//! Bearer API keys. Tokens are random, shown once, and stored only as SHA-256
+//! hashes; a token is found by its hash, so a lookup never compares secrets
+//! byte by byte.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::codes::base62_fixed;
+use crate::model::{KeyDoc, Role};
+use crate::store::{Backend, ReadTxn, Space, StoreResult, Txn};
+
+/// How long a verified token is trusted without asking the store again. A key
+/// deleted through this process is dropped from the cache at once; one
+/// deleted through another sidecar is refused after at most this long.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+/// Most cached tokens; the cache is cleared when it grows past this.
+const CACHE_ENTRIES_MAX: usize = 100_000;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: String,
+    pub owner: String,
+    pub role: Role,
+}
+
+impl Principal {
+    #[must_use]
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether this caller may see and change a link owned by `owner`.
+    #[must_use]
+    pub fn may_access(&self, owner: &str) -> bool {
+        self.is_admin() || self.owner == owner
+    }
+}
+
+/// The SHA-256 of a token.
+#[must_use]
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random token: `sl_` and 43 base62 characters (256 bits).
+#[must_use]
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let high = u128::from_le_bytes(bytes[..16].try_into().expect("16 bytes"));
+    let low = u128::from_le_bytes(bytes[16..].try_into().expect("16 bytes"));
+    format!("sl_{}{}", base62_fixed(high, 22), base62_fixed(low, 22))
+}
+
+/// A new key id.
+#[must_use]
+pub fn new_key_id() -> String {
+    format!("key_{}", crate::codes::random_code(12))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a key for `token` in `txn`.
+pub fn put_key(txn: &mut dyn Txn, doc: &KeyDoc, hash: &[u8; 32]) -> StoreResult<()> {
+    txn.set(Space::Keys, doc.id.as_bytes(), &doc.encode())?;
+    txn.set(Space::KeyHashes, hash, doc.id.as_bytes())
+}
+
+/// A new key document for `token`.
+#[must_use]
+pub fn key_doc(
+    id: String,
+    name: String,
+    role: Role,
+    owner: String,
+    token: &str,
+    now: i64,
+) -> KeyDoc {
+    KeyDoc {
+        id,
+        name,
+        role,
+        owner,
+        created_at: now,
+        token_sha256: hex(&token_hash(token)),
+    }
+}
+
+/// Finds the key for a token.
+pub fn find_key(txn: &dyn ReadTxn, token: &str) -> StoreResult<Option<KeyDoc>> {
+    let Some(id) = txn.get(Space::KeyHashes, &token_hash(token))? else {
+        return Ok(None);
+    };
+    match txn.get(Space::Keys, &id)? {
+        Some(bytes) => Ok(Some(KeyDoc::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Removes a key and its hash entry. Returns whether it existed.
+pub fn delete_key(txn: &mut dyn Txn, id: &str) -> StoreResult<bool> {
+    let Some(bytes) = txn.get(Space::Keys, id.as_bytes())? else {
+        return Ok(false);
+    };
+    let doc = KeyDoc::decode(&bytes)?;
+    txn.clear(Space::Keys, id.as_bytes())?;
+    let hash: Vec<u8> = (0..doc.token_sha256.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&doc.token_sha256[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    txn.clear(Space::KeyHashes, &hash)?;
+    Ok(true)
+}
+
+/// All keys, in id order.
+pub fn list_keys(txn: &dyn ReadTxn, limit: usize) -> StoreResult<Vec<KeyDoc>> {
+    txn.range(Space::Keys, b"", &[0xff], limit)?
+        .iter()
+        .map(|(_, v)| KeyDoc::decode(v))
+        .collect()
+}
+
+/// Verified tokens, by hash, with when they were verified.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries: DashMap<[u8; 32], (Principal, Instant)>,
+}
+
+impl KeyCache {
+    /// The principal for `token`, from the cache or the store.
+    pub fn verify(
+        &self,
+        backend: &Arc<dyn Backend>,
+        token: &str,
+    ) -> StoreResult<Option<Principal>> {
+        let hash = token_hash(token);
+        if let Some(entry) = self.entries.get(&hash)
+            && entry.1.elapsed() < CACHE_TTL
+        {
+            return Ok(Some(entry.0.clone()));
+        }
+        let mut found = None;
+        backend.read(&mut |txn| {
+            found = find_key(txn, token)?;
+            Ok(())
+        })?;
+        let Some(doc) = found else {
+            self.entries.remove(&hash);
+            return Ok(None);
+        };
+        let principal = Principal {
+            key_id: doc.id,
+            owner: doc.owner,
+            role: doc.role,
+        };
+        if self.entries.len() >= CACHE_ENTRIES_MAX {
+            self.entries.clear();
+        }
+        self.entries
+            .insert(hash, (principal.clone(), Instant::now()));
+        Ok(Some(principal))
+    }
+
+    /// Forgets every cached token of key `id`.
+    pub fn forget(&self, id: &str) {
+        self.entries.retain(|_, (p, _)| p.key_id != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_and_distinct() {
+        let a = new_token();
+        assert_eq!(a.len(), 47);
+        assert!(a.starts_with("sl_"));
+        assert_ne!(a, new_token());
+        assert_eq!(hex(&[0, 255]), "00ff");
+    }
+}

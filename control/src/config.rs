@@ -1,0 +1,420 @@
+//! Configuration: one TOML file, overridden by `SHORTLINE_<KEY>` environment
+//! variables, overridden by command-line flags. Every key has a documented
+//! default (`docs/configuration.md` lists them), and a bad value stops start-up
+//! with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::codes::Strategy;
+
+/// The control plane's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the store, keys and snapshots.
+    pub data_dir: PathBuf,
+    /// Address of the admin REST API and the internal proxy endpoints.
+    pub control_listen: SocketAddr,
+    /// Address the proxy listens on (used by `up`).
+    pub proxy_listen: SocketAddr,
+    /// Address of the proxy's metrics listener (used by `up`).
+    pub proxy_metrics_listen: SocketAddr,
+    /// Base of every `short_url`.
+    pub public_url: String,
+    /// Other host names that serve short links, refused as targets (loops).
+    pub short_domains: Vec<String>,
+    /// Bootstrap admin key; when unset and no admin key exists, one is generated.
+    pub admin_token: Option<String>,
+    /// Shared secret of the internal endpoints; read from the data directory when unset.
+    pub internal_token: Option<String>,
+    /// Code strategy when a create names none.
+    pub default_strategy: Strategy,
+    /// Length of generated codes for counter, random and hash.
+    pub code_length: usize,
+    /// Ids leased from the store per block by the counter strategy.
+    pub id_block_size: u64,
+    /// Longest accepted target URL, in bytes.
+    pub url_length_max: usize,
+    /// Schemes accepted in targets.
+    pub allowed_schemes: Vec<String>,
+    /// Domains refused as targets, with all their subdomains.
+    pub blocked_domains: Vec<String>,
+    /// Most links in one batch create.
+    pub batch_links_max: usize,
+    /// Largest accepted request body, in bytes.
+    pub request_body_bytes_max: usize,
+    /// Largest page of a list.
+    pub list_limit_max: usize,
+    /// Most tags on one link.
+    pub tags_max: usize,
+    /// Longest tag or title, in bytes.
+    pub tag_length_max: usize,
+    pub title_length_max: usize,
+    /// Most write operations committed together in one store transaction.
+    pub commit_batch_max: usize,
+    /// Most write operations waiting for the committer before callers get 503.
+    pub commit_queue_max: usize,
+    /// How often the snapshot builder looks for new changes.
+    pub snapshot_interval_ms: u64,
+    /// Snapshot files kept in the snapshot folder.
+    pub snapshot_keep: usize,
+    /// Changes kept in the change log behind the newest snapshot, for
+    /// proxies that resume from an older sequence.
+    pub change_log_keep: u64,
+    /// Changes sent per message batch on the change stream.
+    pub stream_batch_max: usize,
+    /// How often the expiry sweeper runs.
+    pub sweep_interval_ms: u64,
+    /// Requests per second allowed per API key on writes.
+    pub rate_limit_key_per_second: u32,
+    /// Requests per second allowed per client address on writes.
+    pub rate_limit_ip_per_second: u32,
+    /// Burst above the per-second rates.
+    pub rate_limit_burst: u32,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Proxy worker threads (used by `up`).
+    pub proxy_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            control_listen: ([127, 0, 0, 1], 8081).into(),
+            proxy_listen: ([0, 0, 0, 0], 8080).into(),
+            proxy_metrics_listen: ([127, 0, 0, 1], 9090).into(),
+            public_url: "http://localhost:8080".to_owned(),
+            short_domains: Vec::new(),
+            admin_token: None,
+            internal_token: None,
+            default_strategy: Strategy::Counter,
+            code_length: 7,
+            id_block_size: 1000,
+            url_length_max: 4096,
+            allowed_schemes: vec!["http".to_owned(), "https".to_owned()],
+            blocked_domains: Vec::new(),
+            batch_links_max: 1000,
+            request_body_bytes_max: 4 << 20,
+            list_limit_max: 1000,
+            tags_max: 20,
+            tag_length_max: 64,
+            title_length_max: 512,
+            commit_batch_max: 1024,
+            commit_queue_max: 65_536,
+            snapshot_interval_ms: 1000,
+            snapshot_keep: 2,
+            change_log_keep: 100_000,
+            stream_batch_max: 1024,
+            sweep_interval_ms: 10_000,
+            rate_limit_key_per_second: 2000,
+            rate_limit_ip_per_second: 2000,
+            rate_limit_burst: 4000,
+            log_format: LogFormat::Text,
+            proxy_threads: 2,
+        }
+    }
+}
+
+/// How a key's environment value is read.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Integer,
+    List,
+}
+
+/// Every key, with how `SHORTLINE_<KEY>` is parsed.
+const KEYS: &[(&str, Kind)] = &[
+    ("data_dir", Kind::Text),
+    ("control_listen", Kind::Text),
+    ("proxy_listen", Kind::Text),
+    ("proxy_metrics_listen", Kind::Text),
+    ("public_url", Kind::Text),
+    ("short_domains", Kind::List),
+    ("admin_token", Kind::Text),
+    ("internal_token", Kind::Text),
+    ("default_strategy", Kind::Text),
+    ("code_length", Kind::Integer),
+    ("id_block_size", Kind::Integer),
+    ("url_length_max", Kind::Integer),
+    ("allowed_schemes", Kind::List),
+    ("blocked_domains", Kind::List),
+    ("batch_links_max", Kind::Integer),
+    ("request_body_bytes_max", Kind::Integer),
+    ("list_limit_max", Kind::Integer),
+    ("tags_max", Kind::Integer),
+    ("tag_length_max", Kind::Integer),
+    ("title_length_max", Kind::Integer),
+    ("commit_batch_max", Kind::Integer),
+    ("commit_queue_max", Kind::Integer),
+    ("snapshot_interval_ms", Kind::Integer),
+    ("snapshot_keep", Kind::Integer),
+    ("change_log_keep", Kind::Integer),
+    ("stream_batch_max", Kind::Integer),
+    ("sweep_interval_ms", Kind::Integer),
+    ("rate_limit_key_per_second", Kind::Integer),
+    ("rate_limit_ip_per_second", Kind::Integer),
+    ("rate_limit_burst", Kind::Integer),
+    ("log_format", Kind::Text),
+    ("proxy_threads", Kind::Integer),
+];
+
+/// Overrides given on the command line, applied last.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub control_listen: Option<SocketAddr>,
+    pub proxy_listen: Option<SocketAddr>,
+    pub public_url: Option<String>,
+}
+
+impl Config {
+    /// Loads the file (if any), then the environment, then `overrides`, and checks the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env, overrides)
+    }
+
+    /// [`Config::load`] with the environment given, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let mut config: Self = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| bad_key(&table, &e))?;
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(addr) = overrides.control_listen {
+            config.control_listen = addr;
+        }
+        if let Some(addr) = overrides.proxy_listen {
+            config.proxy_listen = addr;
+        }
+        if let Some(url) = &overrides.public_url {
+            config.public_url.clone_from(url);
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let public = url::Url::parse(&self.public_url).map_err(|e| {
+            anyhow::anyhow!(
+                "bad configuration: public_url {:?} is not a URL: {e}",
+                self.public_url
+            )
+        })?;
+        if !matches!(public.scheme(), "http" | "https") || public.host_str().is_none() {
+            bail!("bad configuration: public_url must be an http or https URL with a host");
+        }
+        range("code_length", self.code_length as u64, 4, 32)?;
+        range("id_block_size", self.id_block_size, 1, 1_000_000)?;
+        range(
+            "url_length_max",
+            self.url_length_max as u64,
+            16,
+            shortline_store::TARGET_LEN_MAX as u64,
+        )?;
+        range("batch_links_max", self.batch_links_max as u64, 1, 10_000)?;
+        range(
+            "request_body_bytes_max",
+            self.request_body_bytes_max as u64,
+            1024,
+            64 << 20,
+        )?;
+        range("list_limit_max", self.list_limit_max as u64, 1, 10_000)?;
+        range("tags_max", self.tags_max as u64, 0, 100)?;
+        range("tag_length_max", self.tag_length_max as u64, 1, 256)?;
+        range("title_length_max", self.title_length_max as u64, 1, 4096)?;
+        range("commit_batch_max", self.commit_batch_max as u64, 1, 100_000)?;
+        range(
+            "commit_queue_max",
+            self.commit_queue_max as u64,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "snapshot_interval_ms",
+            self.snapshot_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range("snapshot_keep", self.snapshot_keep as u64, 1, 100)?;
+        range("change_log_keep", self.change_log_keep, 0, 100_000_000)?;
+        range("stream_batch_max", self.stream_batch_max as u64, 1, 100_000)?;
+        range("sweep_interval_ms", self.sweep_interval_ms, 100, 86_400_000)?;
+        range(
+            "rate_limit_key_per_second",
+            u64::from(self.rate_limit_key_per_second),
+            1,
+            10_000_000,
+        )?;
+        range(
+            "rate_limit_ip_per_second",
+            u64::from(self.rate_limit_ip_per_second),
+            1,
+            10_000_000,
+        )?;
+        range(
+            "rate_limit_burst",
+            u64::from(self.rate_limit_burst),
+            1,
+            10_000_000,
+        )?;
+        range("proxy_threads", self.proxy_threads as u64, 1, 1024)?;
+        if self.allowed_schemes.is_empty() {
+            bail!("bad configuration: allowed_schemes must name at least one scheme");
+        }
+        if let Some(token) = &self.admin_token
+            && token.len() < 16
+        {
+            bail!("bad configuration: admin_token must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    /// Where snapshot files live.
+    #[must_use]
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
+}
+
+/// Names the key behind a deserialisation error by trying each key alone.
+fn bad_key(table: &toml::Table, error: &toml::de::Error) -> anyhow::Error {
+    for (key, value) in table {
+        let mut alone = toml::Table::new();
+        alone.insert(key.clone(), value.clone());
+        if let Err(e) = toml::Value::Table(alone).try_into::<Config>() {
+            return anyhow::anyhow!("bad configuration: {key}: {}", e.message().trim());
+        }
+    }
+    anyhow::anyhow!("bad configuration: {}", error.message().trim())
+}
+
+fn range(key: &str, value: u64, min: u64, max: u64) -> Result<()> {
+    if value < min || value > max {
+        bail!("bad configuration: {key} is {value}, it must be between {min} and {max}");
+    }
+    Ok(())
+}
+
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<()> {
+    for (name, value) in env {
+        let Some(key) = name.strip_prefix("SHORTLINE_") else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        let Some((_, kind)) = KEYS.iter().find(|(k, _)| *k == key) else {
+            continue;
+        };
+        let parsed = match kind {
+            Kind::Text => toml::Value::String(value.clone()),
+            Kind::Integer => toml::Value::Integer(value.trim().parse().map_err(|_| {
+                anyhow::anyhow!("bad configuration: {name}={value:?}: {key} must be an integer")
+            })?),
+            Kind::List => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        };
+        table.insert(key, parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_suit_one_machine() {
+        let config = Config::load_from(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(config.control_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.proxy_listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.public_url, "http://localhost:8080");
+        assert_eq!(config.default_strategy, Strategy::Counter);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("control.toml");
+        std::fs::write(
+            &file,
+            "code_length = 9\npublic_url = \"https://s.example\"\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("SHORTLINE_CODE_LENGTH", "10"),
+            ("SHORTLINE_BLOCKED_DOMAINS", "evil.example, bad.example"),
+            ("SHORTLINE_CONTROL_LISTEN", "127.0.0.1:9000"),
+        ]);
+        let overrides = Overrides {
+            control_listen: Some("127.0.0.1:9001".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let config = Config::load_from(Some(&file), &vars, &overrides).unwrap();
+        assert_eq!(config.code_length, 10);
+        assert_eq!(config.public_url, "https://s.example");
+        assert_eq!(config.blocked_domains, ["evil.example", "bad.example"]);
+        assert_eq!(config.control_listen.to_string(), "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = |vars: &[(&str, &str)]| {
+            Config::load_from(None, &env(vars), &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("SHORTLINE_CONTROL_LISTEN", "nowhere")]).contains("control_listen"));
+        assert!(err(&[("SHORTLINE_CODE_LENGTH", "abc")]).contains("code_length"));
+        assert!(err(&[("SHORTLINE_CODE_LENGTH", "99")]).contains("code_length"));
+        assert!(err(&[("SHORTLINE_DEFAULT_STRATEGY", "dice")]).contains("default_strategy"));
+        assert!(err(&[("SHORTLINE_PUBLIC_URL", "ftp//x")]).contains("public_url"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("control.toml");
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        let message = Config::load_from(Some(&file), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("no_such_key"), "{message}");
+    }
+}

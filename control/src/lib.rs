@@ -1,0 +1,27 @@
+//! Shortline's control plane: the sidecar that owns every write.
+//!
+//! It serves the admin REST API, authenticates callers, validates targets,
+//! allocates codes, commits links to the metadata store with group commit, and
+//! keeps proxies current through snapshots and a change stream.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let config = shortline_control::config::Config::load(None, &Default::default())?;
+//! shortline_control::server::serve(config, None).await
+//! # }
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod codes;
+pub mod committer;
+pub mod config;
+pub mod error;
+pub mod links;
+pub mod model;
+pub mod publish;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod up;
+pub mod validate;

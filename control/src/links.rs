@@ -1,0 +1,452 @@
+//! Link operations inside one store transaction. Each checks every
+//! precondition before it writes, so a refused request leaves nothing behind
+//! in a transaction it shares with others (group commit).
+
+use shortline_store::{LinkStatus, RedirectStatus};
+
+use crate::auth::Principal;
+use crate::codes::{self, Permutation, Strategy};
+use crate::error::ApiError;
+use crate::model::{ChangeDoc, LinkDoc};
+use crate::store::{Pairs, ReadTxn, Space, StoreResult, Txn, prefix_end};
+
+/// Collisions tolerated at one length before random codes get longer.
+const RANDOM_TRIES_PER_LENGTH: usize = 3;
+/// Salts tried before hash codes get longer.
+const HASH_SALTS_PER_LENGTH: u32 = 4;
+/// Lengths tried beyond the configured one before giving up.
+const EXTRA_LENGTHS_MAX: usize = 4;
+
+/// Counter of a link's total clicks, keyed by link id.
+#[must_use]
+pub fn clicks_key(link_id: u64) -> Vec<u8> {
+    let mut key = b"clicks/".to_vec();
+    key.extend_from_slice(&link_id.to_be_bytes());
+    key
+}
+
+/// Index key `first NUL second`.
+fn index_key(first: &str, second: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(first.len() + second.len() + 1);
+    key.extend_from_slice(first.as_bytes());
+    key.push(0);
+    key.extend_from_slice(second.as_bytes());
+    key
+}
+
+fn expiry_key(at: i64, code: &str) -> Vec<u8> {
+    // Offset so negative times still sort before positive ones.
+    let mut key = ((at as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    key.extend_from_slice(code.as_bytes());
+    key
+}
+
+/// How the code of a new link is chosen.
+#[derive(Debug, Clone)]
+pub enum CodePlan {
+    Alias(String),
+    Generated { strategy: Strategy, length: usize },
+}
+
+/// A validated create request, ready to run in a transaction.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    pub id: u64,
+    pub code: CodePlan,
+    pub url: String,
+    pub owner: String,
+    pub now: i64,
+    pub expires_at: Option<i64>,
+    pub max_clicks: Option<u64>,
+    pub redirect: RedirectStatus,
+    pub forward_query: bool,
+    pub tags: Vec<String>,
+    pub title: Option<String>,
+}
+
+/// What a create did.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub link: LinkDoc,
+    /// False when the hash strategy found the same link already there.
+    pub created: bool,
+}
+
+fn code_free(txn: &mut dyn Txn, code: &str) -> StoreResult<bool> {
+    Ok(txn.get(Space::Links, code.as_bytes())?.is_none()
+        && txn.get(Space::Retired, code.as_bytes())?.is_none())
+}
+
+/// Claims a code and writes the link, or says why not.
+pub fn create(
+    txn: &mut dyn Txn,
+    new: &NewLink,
+    permutation: &Permutation,
+) -> StoreResult<Result<Created, ApiError>> {
+    let code = match &new.code {
+        CodePlan::Alias(alias) => {
+            if txn.get(Space::Links, alias.as_bytes())?.is_some() {
+                return Ok(Err(ApiError::Conflict {
+                    field: "alias".into(),
+                    reason: format!("alias {alias:?} is taken"),
+                }));
+            }
+            if txn.get(Space::Retired, alias.as_bytes())?.is_some() {
+                return Ok(Err(ApiError::Conflict {
+                    field: "alias".into(),
+                    reason: format!(
+                        "alias {alias:?} was used before and is never handed out again"
+                    ),
+                }));
+            }
+            alias.clone()
+        }
+        CodePlan::Generated { strategy, length } => {
+            match generate(txn, new, *strategy, *length, permutation)? {
+                Generated::Fresh(code) => code,
+                Generated::Existing(link) => {
+                    return Ok(Ok(Created {
+                        link,
+                        created: false,
+                    }));
+                }
+                Generated::Exhausted => {
+                    return Ok(Err(ApiError::Unavailable(
+                        "could not find a free code; retry or use a longer code_length".into(),
+                    )));
+                }
+            }
+        }
+    };
+    let link = LinkDoc {
+        id: new.id,
+        code,
+        url: new.url.clone(),
+        owner: new.owner.clone(),
+        created_at: new.now,
+        updated_at: new.now,
+        expires_at: new.expires_at,
+        max_clicks: new.max_clicks,
+        redirect: new.redirect,
+        status: LinkStatus::Active,
+        forward_query: new.forward_query,
+        tags: new.tags.clone(),
+        title: new.title.clone(),
+    };
+    write_link(txn, &link, None)?;
+    Ok(Ok(Created {
+        link,
+        created: true,
+    }))
+}
+
+enum Generated {
+    Fresh(String),
+    Existing(LinkDoc),
+    Exhausted,
+}
+
+fn generate(
+    txn: &mut dyn Txn,
+    new: &NewLink,
+    strategy: Strategy,
+    length: usize,
+    permutation: &Permutation,
+) -> StoreResult<Generated> {
+    match strategy {
+        Strategy::Counter => {
+            // Unique by construction; the check guards against an alias or
+            // random code that happens to equal this id's code.
+            let code = permutation.code_for_id(new.id, length);
+            if code_free(txn, &code)? {
+                return Ok(Generated::Fresh(code));
+            }
+            for extra in 1..=EXTRA_LENGTHS_MAX {
+                let code = permutation.code_for_id(new.id, length + extra);
+                if code_free(txn, &code)? {
+                    return Ok(Generated::Fresh(code));
+                }
+            }
+        }
+        Strategy::Random => {
+            for extra in 0..=EXTRA_LENGTHS_MAX {
+                for _ in 0..RANDOM_TRIES_PER_LENGTH {
+                    let code = codes::random_code(length + extra);
+                    if code_free(txn, &code)? {
+                        return Ok(Generated::Fresh(code));
+                    }
+                    metrics::counter!("control_code_collisions_total", "strategy" => "random")
+                        .increment(1);
+                }
+            }
+        }
+        Strategy::Hash => {
+            for extra in 0..=EXTRA_LENGTHS_MAX {
+                for salt in 0..HASH_SALTS_PER_LENGTH {
+                    let code = codes::hash_code(&new.owner, &new.url, salt, length + extra);
+                    match txn.get(Space::Links, code.as_bytes())? {
+                        Some(bytes) => {
+                            let existing = LinkDoc::decode(&bytes)?;
+                            if existing.owner == new.owner && existing.url == new.url {
+                                return Ok(Generated::Existing(existing));
+                            }
+                        }
+                        None if txn.get(Space::Retired, code.as_bytes())?.is_none() => {
+                            return Ok(Generated::Fresh(code));
+                        }
+                        None => {}
+                    }
+                    metrics::counter!("control_code_collisions_total", "strategy" => "hash")
+                        .increment(1);
+                }
+            }
+        }
+        Strategy::Uuid => {
+            for _ in 0..RANDOM_TRIES_PER_LENGTH {
+                let code = codes::uuid_code();
+                if code_free(txn, &code)? {
+                    return Ok(Generated::Fresh(code));
+                }
+            }
+        }
+    }
+    Ok(Generated::Exhausted)
+}
+
+/// Writes `link` with its indexes and logs the change; `old` is the version
+/// it replaces, whose index entries are removed.
+fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> StoreResult<()> {
+    if let Some(old) = old {
+        for tag in &old.tags {
+            txn.clear(Space::ByTag, &index_key(tag, &old.code))?;
+        }
+        if let Some(at) = old.expires_at {
+            txn.clear(Space::ByExpiry, &expiry_key(at, &old.code))?;
+        }
+    }
+    txn.set(Space::Links, link.code.as_bytes(), &link.encode())?;
+    txn.set(Space::ByOwner, &index_key(&link.owner, &link.code), b"")?;
+    for tag in &link.tags {
+        txn.set(Space::ByTag, &index_key(tag, &link.code), b"")?;
+    }
+    if let (Some(at), LinkStatus::Active) = (link.expires_at, link.status) {
+        txn.set(Space::ByExpiry, &expiry_key(at, &link.code), b"")?;
+    }
+    let change = ChangeDoc {
+        code: shortline_store::Code::parse(&link.code)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?,
+        record: Some(link.record()?),
+    };
+    txn.log_change(&change.encode())
+}
+
+/// Reads a link for `principal`: another owner's link is "not found".
+pub fn load_for(
+    txn: &mut dyn Txn,
+    code: &str,
+    principal: &Principal,
+) -> StoreResult<Result<LinkDoc, ApiError>> {
+    let Some(bytes) = txn.get(Space::Links, code.as_bytes())? else {
+        return Ok(Err(ApiError::NotFound));
+    };
+    let link = LinkDoc::decode(&bytes)?;
+    if !principal.may_access(&link.owner) {
+        return Ok(Err(ApiError::NotFound));
+    }
+    Ok(Ok(link))
+}
+
+/// A validated patch. `None` leaves a field alone; `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    pub url: Option<String>,
+    pub expires_at: Option<Option<i64>>,
+    pub max_clicks: Option<Option<u64>>,
+    pub redirect: Option<RedirectStatus>,
+    pub status: Option<LinkStatus>,
+    pub forward_query: Option<bool>,
+    pub tags: Option<Vec<String>>,
+    pub title: Option<Option<String>>,
+}
+
+/// Applies a patch.
+pub fn patch(
+    txn: &mut dyn Txn,
+    code: &str,
+    principal: &Principal,
+    patch: &Patch,
+    now: i64,
+) -> StoreResult<Result<LinkDoc, ApiError>> {
+    let old = match load_for(txn, code, principal)? {
+        Ok(link) => link,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut link = old.clone();
+    if let Some(url) = &patch.url {
+        link.url.clone_from(url);
+    }
+    if let Some(expires_at) = patch.expires_at {
+        link.expires_at = expires_at;
+        // A new expiry revives an expired link; clearing it does too.
+        if link.status == LinkStatus::Expired {
+            link.status = LinkStatus::Active;
+        }
+    }
+    if let Some(max_clicks) = patch.max_clicks {
+        link.max_clicks = max_clicks;
+        if link.status == LinkStatus::Exhausted {
+            link.status = LinkStatus::Active;
+        }
+    }
+    if let Some(redirect) = patch.redirect {
+        link.redirect = redirect;
+    }
+    if let Some(status) = patch.status {
+        link.status = status;
+    }
+    if let Some(forward_query) = patch.forward_query {
+        link.forward_query = forward_query;
+    }
+    if let Some(tags) = &patch.tags {
+        link.tags.clone_from(tags);
+    }
+    if let Some(title) = &patch.title {
+        link.title.clone_from(title);
+    }
+    link.updated_at = now;
+    write_link(txn, &link, Some(&old))?;
+    Ok(Ok(link))
+}
+
+/// Deletes a link; its code is retired for good.
+pub fn delete(
+    txn: &mut dyn Txn,
+    code: &str,
+    principal: &Principal,
+) -> StoreResult<Result<(), ApiError>> {
+    let link = match load_for(txn, code, principal)? {
+        Ok(link) => link,
+        Err(e) => return Ok(Err(e)),
+    };
+    txn.clear(Space::Links, code.as_bytes())?;
+    txn.clear(Space::ByOwner, &index_key(&link.owner, code))?;
+    for tag in &link.tags {
+        txn.clear(Space::ByTag, &index_key(tag, code))?;
+    }
+    if let Some(at) = link.expires_at {
+        txn.clear(Space::ByExpiry, &expiry_key(at, code))?;
+    }
+    txn.set(Space::Retired, code.as_bytes(), &link.id.to_le_bytes())?;
+    let change = ChangeDoc {
+        code: shortline_store::Code::parse(code)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?,
+        record: None,
+    };
+    txn.log_change(&change.encode())?;
+    Ok(Ok(()))
+}
+
+/// Marks links whose expiry has passed, up to `limit`. Returns how many.
+pub fn expire_due(txn: &mut dyn Txn, now: i64, limit: usize) -> StoreResult<usize> {
+    let due = txn.range(
+        Space::ByExpiry,
+        &[],
+        &expiry_key(now.saturating_add(1), ""),
+        limit,
+    )?;
+    let mut expired = 0;
+    for (key, _) in due {
+        txn.clear(Space::ByExpiry, &key)?;
+        let code = String::from_utf8_lossy(&key[8..]).into_owned();
+        let Some(bytes) = txn.get(Space::Links, code.as_bytes())? else {
+            continue;
+        };
+        let old = LinkDoc::decode(&bytes)?;
+        if old.status != LinkStatus::Active || old.expires_at.is_none_or(|at| at > now) {
+            continue;
+        }
+        let mut link = old.clone();
+        link.status = LinkStatus::Expired;
+        link.updated_at = now;
+        write_link(txn, &link, Some(&old))?;
+        expired += 1;
+    }
+    Ok(expired)
+}
+
+/// Reads one link.
+pub fn get(txn: &dyn ReadTxn, code: &str) -> StoreResult<Option<LinkDoc>> {
+    txn.get(Space::Links, code.as_bytes())?
+        .map(|bytes| LinkDoc::decode(&bytes))
+        .transpose()
+}
+
+/// A link's total clicks.
+pub fn clicks(txn: &dyn ReadTxn, link_id: u64) -> StoreResult<u64> {
+    Ok(txn
+        .get(Space::Counters, &clicks_key(link_id))?
+        .and_then(|v| v.try_into().ok())
+        .map_or(0, |b: [u8; 8]| i64::from_le_bytes(b).max(0) as u64))
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub owner: Option<String>,
+    pub tag: Option<String>,
+    /// List codes strictly after this one.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of links in code order, and the cursor of the next page.
+pub fn list(txn: &dyn ReadTxn, query: &ListQuery) -> StoreResult<(Vec<LinkDoc>, Option<String>)> {
+    let after = query.after.as_deref().unwrap_or("");
+    let mut links = Vec::with_capacity(query.limit);
+    // Scan a little more than a page at a time; entries filtered out by a
+    // second condition (tag and owner) are skipped.
+    let (space, prefix) = match (&query.tag, &query.owner) {
+        (Some(tag), _) => (Space::ByTag, index_key(tag, "")),
+        (None, Some(owner)) => (Space::ByOwner, index_key(owner, "")),
+        (None, None) => (Space::Links, Vec::new()),
+    };
+    let end = if prefix.is_empty() {
+        vec![0xff]
+    } else {
+        prefix_end(&prefix)
+    };
+    let mut start = prefix.clone();
+    start.extend_from_slice(after.as_bytes());
+    if !after.is_empty() {
+        start.push(0);
+    }
+    loop {
+        let pairs: Pairs = txn.range(space, &start, &end, query.limit + 1)?;
+        let exhausted = pairs.len() <= query.limit;
+        for (key, value) in &pairs {
+            let code = &key[prefix.len()..];
+            let link = if space == Space::Links {
+                LinkDoc::decode(value)?
+            } else {
+                match txn.get(Space::Links, code)? {
+                    Some(bytes) => LinkDoc::decode(&bytes)?,
+                    None => continue,
+                }
+            };
+            if query.owner.as_ref().is_some_and(|o| *o != link.owner) {
+                continue;
+            }
+            if links.len() == query.limit {
+                let next = links.last().map(|l: &LinkDoc| l.code.clone());
+                return Ok((links, next));
+            }
+            links.push(link);
+        }
+        if exhausted {
+            return Ok((links, None));
+        }
+        let (last, _) = pairs.last().expect("a full page is not empty");
+        start.clone_from(last);
+        start.push(0);
+    }
+}

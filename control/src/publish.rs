@@ -1,0 +1,400 @@
+//! Keeping proxies current: full snapshots built in the background, and a
+//! change stream resumable by sequence number.
+//!
+//! The stream is `GET /internal/v1/changes?after=SEQ`, a long-lived response of
+//! newline-delimited JSON messages (see [`Message`]). It is not part of the
+//! public API: it lives under `/internal/`, is absent from the OpenAPI
+//! document, and needs the internal token.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use shortline_store::{Change, LinkRecord, Seq};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ApiError;
+use crate::model::{ChangeDoc, LinkDoc};
+use crate::state::AppState;
+use crate::store::{Space, StoreResult};
+
+/// How often an idle stream says it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Messages buffered per subscriber before the stream waits for the proxy.
+const STREAM_BUFFER_MESSAGES: usize = 64;
+/// Links read per page while building a snapshot.
+const SNAPSHOT_PAGE_LINKS: usize = 10_000;
+
+/// One message on the change stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Message {
+    /// Committed changes, in sequence order.
+    Changes { changes: Vec<Change> },
+    /// A snapshot covering `seq` exists (`GET /internal/v1/snapshots/{seq}`).
+    /// When `required`, the changes before it are gone from the log: the
+    /// subscriber must install it before applying what follows.
+    Snapshot { seq: Seq, required: bool },
+    /// Nothing new; the newest committed sequence.
+    Heartbeat { seq: Seq },
+}
+
+/// A message as one line of JSON.
+fn line(message: &Message) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(message).expect("messages serialise");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The file name of the snapshot covering `seq`.
+#[must_use]
+pub fn snapshot_file_name(seq: Seq) -> String {
+    format!("links-{:020}.snap", seq.0)
+}
+
+/// Snapshot files in `dir`, newest first.
+#[must_use]
+pub fn snapshot_files(dir: &Path) -> Vec<(Seq, PathBuf)> {
+    let mut files: Vec<(Seq, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let seq = name
+                .strip_prefix("links-")?
+                .strip_suffix(".snap")?
+                .parse()
+                .ok()?;
+            Some((Seq(seq), entry.path()))
+        })
+        .collect();
+    files.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    files
+}
+
+/// Reads every link and the sequence they are current at, in one read view.
+fn read_all_records(state: &AppState) -> StoreResult<(Seq, Vec<LinkRecord>)> {
+    let mut seq = Seq(0);
+    let mut records = Vec::new();
+    state.backend.read(&mut |txn| {
+        records.clear();
+        seq = txn.last_seq()?;
+        let mut start = Vec::new();
+        loop {
+            let page = txn.range(Space::Links, &start, &[0xff], SNAPSHOT_PAGE_LINKS)?;
+            for (_, value) in &page {
+                records.push(LinkDoc::decode(value)?.record()?);
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == SNAPSHOT_PAGE_LINKS => {
+                    start.clone_from(key);
+                    start.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    })?;
+    Ok((seq, records))
+}
+
+/// Builds a snapshot if the log has moved past the newest one, removes old
+/// files, prunes the change log and announces the snapshot. Returns its sequence.
+pub fn build_snapshot(state: &AppState) -> anyhow::Result<Option<Seq>> {
+    let dir = state.config.snapshot_dir();
+    std::fs::create_dir_all(&dir)?;
+    let newest = snapshot_files(&dir).first().map(|(s, _)| *s);
+    let committed = *state.committed.borrow();
+    if newest.is_some_and(|s| s >= committed) {
+        if let Some(seq) = newest {
+            state
+                .snapshot
+                .send_if_modified(|cur| std::mem::replace(cur, seq) != seq);
+        }
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let (seq, records) = read_all_records(state)?;
+    let path = dir.join(snapshot_file_name(seq));
+    let stats = shortline_store::write_snapshot(&path, seq, &records)?;
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::histogram!("control_snapshot_build_seconds").record(seconds);
+    metrics::gauge!("control_snapshot_size_bytes").set(stats.file_size_bytes as f64);
+    metrics::gauge!("control_snapshot_links").set(stats.record_count as f64);
+    metrics::gauge!("control_snapshot_sequence").set(seq.0 as f64);
+    tracing::info!(
+        seq = seq.0,
+        links = stats.record_count,
+        bytes = stats.file_size_bytes,
+        seconds,
+        "built snapshot"
+    );
+    for (_, old) in snapshot_files(&dir)
+        .into_iter()
+        .skip(state.config.snapshot_keep)
+    {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!(path = %old.display(), error = %e, "cannot remove old snapshot");
+        }
+    }
+    let prune_through = Seq(seq.0.saturating_sub(state.config.change_log_keep));
+    if prune_through.0 > 0 {
+        let removed = state.backend.prune_changes(prune_through)?;
+        metrics::counter!("control_changes_pruned_total").increment(removed);
+    }
+    state.snapshot.send_replace(seq);
+    Ok(Some(seq))
+}
+
+/// Builds snapshots every `snapshot_interval_ms` until the process ends.
+pub async fn snapshot_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(state.config.snapshot_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let worker = Arc::clone(&state);
+        match tokio::task::spawn_blocking(move || build_snapshot(&worker)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                metrics::counter!("control_snapshot_errors_total").increment(1);
+                tracing::error!(error = %e, "snapshot build failed");
+            }
+            Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+        }
+    }
+}
+
+/// Marks expired links every `sweep_interval_ms`, publishing each change.
+pub async fn sweep_loop(state: Arc<AppState>) {
+    const SWEEP_BATCH_LINKS: usize = 1000;
+    let mut tick = tokio::time::interval(Duration::from_millis(state.config.sweep_interval_ms));
+    loop {
+        tick.tick().await;
+        loop {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            match state
+                .committer
+                .write(move |txn| crate::links::expire_due(txn, now, SWEEP_BATCH_LINKS))
+                .await
+            {
+                Ok(0) => break,
+                Ok(n) => {
+                    metrics::counter!("control_links_expired_total").increment(n as u64);
+                    tracing::info!(links = n, "expired links");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Internal routes for proxies.
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/internal/v1/changes", get(changes))
+        .route("/internal/v1/snapshots/{seq}", get(snapshot_file))
+        .with_state(state)
+}
+
+/// Checks the internal token.
+pub fn check_internal(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    // Compare hashes, so the comparison's time says nothing about the token.
+    if crate::auth::token_hash(given) == crate::auth::token_hash(&state.internal_token) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangesParams {
+    after: u64,
+}
+
+async fn changes(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<ChangesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_internal(&state, &headers)?;
+    let Query(params) = params.map_err(|e| ApiError::invalid("after", e.body_text()))?;
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(STREAM_BUFFER_MESSAGES);
+    tokio::spawn(stream_changes(state, Seq(params.after), tx));
+    metrics::gauge!("control_stream_subscribers").increment(1.0);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+/// Reads up to `limit` changes after `after`; `Err(snapshot seq)` when they
+/// were pruned and the subscriber must load a snapshot first.
+fn read_changes(
+    state: &AppState,
+    after: Seq,
+    limit: usize,
+) -> StoreResult<Result<Vec<Change>, ()>> {
+    let mut out = Ok(Vec::new());
+    state.backend.read(&mut |txn| {
+        if txn.pruned_through()? > after {
+            out = Err(());
+            return Ok(());
+        }
+        let mut changes = Vec::new();
+        for (seq, bytes) in txn.changes_after(after, limit)? {
+            let doc = ChangeDoc::decode(&bytes)?;
+            changes.push(Change {
+                seq,
+                code: doc.code,
+                record: doc.record,
+            });
+        }
+        out = Ok(changes);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+async fn stream_changes(
+    state: Arc<AppState>,
+    mut after: Seq,
+    tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) {
+    let _guard = SubscriberGuard;
+    let mut committed = state.committed.clone();
+    let mut snapshots = state.snapshot.subscribe();
+    let announced = *snapshots.borrow_and_update();
+    if announced.0 > 0
+        && announced > after
+        && tx
+            .send(Ok(line(&Message::Snapshot {
+                seq: announced,
+                required: false,
+            })))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    loop {
+        let worker = Arc::clone(&state);
+        let limit = state.config.stream_batch_max;
+        let read = tokio::task::spawn_blocking(move || read_changes(&worker, after, limit)).await;
+        let message = match read {
+            Ok(Ok(Ok(changes))) if changes.is_empty() => None,
+            Ok(Ok(Ok(changes))) => {
+                after = changes.last().map_or(after, |c| c.seq);
+                Some(Message::Changes { changes })
+            }
+            Ok(Ok(Err(()))) => {
+                let seq = *state.snapshot.borrow();
+                if seq <= after {
+                    // The log was pruned past the newest snapshot we know of:
+                    // wait for the next one rather than send a useless reset.
+                    tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                    continue;
+                }
+                after = seq;
+                Some(Message::Snapshot {
+                    seq,
+                    required: true,
+                })
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "change stream read failed");
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "change stream task failed");
+                return;
+            }
+        };
+        if let Some(message) = message {
+            if tx.send(Ok(line(&message))).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        // Caught up: wait for a commit, a snapshot, or the heartbeat.
+        tokio::select! {
+            changed = committed.changed() => if changed.is_err() { return },
+            changed = snapshots.changed() => {
+                if changed.is_err() { return }
+                let seq = *snapshots.borrow_and_update();
+                if tx.send(Ok(line(&Message::Snapshot { seq, required: false }))).await.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {
+                let seq = *committed.borrow();
+                if tx.send(Ok(line(&Message::Heartbeat { seq }))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct SubscriberGuard;
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("control_stream_subscribers").decrement(1.0);
+    }
+}
+
+async fn snapshot_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(seq): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    check_internal(&state, &headers)?;
+    let dir = state.config.snapshot_dir();
+    let path = if seq == "latest" {
+        snapshot_files(&dir).first().map(|(_, p)| p.clone())
+    } else {
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| ApiError::invalid("seq", "a sequence number or latest"))?;
+        Some(dir.join(snapshot_file_name(Seq(seq))))
+    };
+    let path = path.ok_or(ApiError::NotFound)?;
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound),
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Internal(format!("{error:#}"))
+    }
+}

@@ -1,0 +1,115 @@
+//! Start-up, the HTTP server and shutdown.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::store::redb::RedbBackend;
+use crate::{api, publish};
+
+/// Latency buckets, in seconds, for every histogram.
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+fn metrics_handle() -> Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Makes sure the data directory exists and is a writable directory.
+pub fn prepare_data_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("data_dir {} exists but is not a directory", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("snapshots"))
+        .with_context(|| format!("cannot create data_dir {}", dir.display()))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("data_dir {} is not writable", dir.display()))?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
+}
+
+/// The whole application router.
+pub fn app(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
+    let body_limit = state.config.request_body_bytes_max;
+    api::routes(Arc::clone(&state))
+        .merge(publish::routes(state))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .layer(axum::middleware::from_fn(api::track))
+        .layer(DefaultBodyLimit::max(body_limit))
+}
+
+/// Runs the control plane until SIGTERM or SIGINT. `ready` receives the bound
+/// address once the listener is up.
+pub async fn serve(
+    config: Config,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<()> {
+    prepare_data_dir(&config.data_dir)?;
+    let backend = Arc::new(RedbBackend::open(&config.data_dir)?);
+    let metrics = metrics_handle()?;
+    let listen = config.control_listen;
+    let (state, bootstrap) = AppState::start(config, backend)?;
+    if let Some(token) = &bootstrap.generated_admin_token {
+        println!("admin token (shown once, only its hash is stored): {token}");
+    }
+    let initial = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || publish::build_snapshot(&initial))
+        .await?
+        .context("cannot build the first snapshot")?;
+    tokio::spawn(publish::snapshot_loop(Arc::clone(&state)));
+    tokio::spawn(publish::sweep_loop(Arc::clone(&state)));
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on control_listen {listen}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, public_url = %state.config.public_url, "control plane listening");
+    println!("control listening on http://{bound}");
+    if let Some(ready) = ready {
+        let _ = ready.send(bound);
+    }
+    let app = app(state, metrics).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,242 @@
+//! The control plane's shared state and start-up: secrets, the bootstrap
+//! admin key, id leasing and rate limiters.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rand::RngCore;
+use shortline_store::Seq;
+use tokio::sync::{Mutex, watch};
+
+use crate::auth::{self, KeyCache, Principal};
+use crate::codes::Permutation;
+use crate::committer::Committer;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::model::{KeyDoc, Role};
+use crate::store::{Backend, Space};
+use crate::validate::Validator;
+
+const ID_NEXT_KEY: &[u8] = b"id_next";
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub backend: Arc<dyn Backend>,
+    pub committer: Committer,
+    pub validator: Validator,
+    pub permutation: Permutation,
+    pub keys: KeyCache,
+    pub internal_token: String,
+    /// The newest committed change sequence.
+    pub committed: watch::Receiver<Seq>,
+    /// The sequence of the newest snapshot file.
+    pub snapshot: watch::Sender<Seq>,
+    ids: Mutex<IdBlock>,
+    key_limiter: DefaultKeyedRateLimiter<String>,
+    ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl std::fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend({})", self.name())
+    }
+}
+
+#[derive(Debug, Default)]
+struct IdBlock {
+    next: u64,
+    end: u64,
+}
+
+/// What start-up tells the operator once.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// A generated admin token, printed once and never stored.
+    pub generated_admin_token: Option<String>,
+}
+
+impl AppState {
+    /// Builds the state over an opened backend; starts the committer.
+    pub fn start(config: Config, backend: Arc<dyn Backend>) -> Result<(Arc<Self>, Bootstrap)> {
+        let permutation = Permutation::new(&load_or_create_secret(
+            &config.data_dir.join("permutation.key"),
+        )?);
+        let internal_token = match &config.internal_token {
+            Some(token) => token.clone(),
+            None => {
+                let secret = load_or_create_secret(&config.data_dir.join("internal.token"))?;
+                hex(&secret)
+            }
+        };
+        let mut last = Seq(0);
+        backend.read(&mut |txn| {
+            last = txn.last_seq()?;
+            Ok(())
+        })?;
+        let (committed_tx, committed) = watch::channel(last);
+        let committer = Committer::start(
+            Arc::clone(&backend),
+            config.commit_queue_max,
+            config.commit_batch_max,
+            committed_tx,
+        )
+        .context("cannot start the committer thread")?;
+        let burst = NonZeroU32::new(config.rate_limit_burst).expect("checked at load");
+        let quota = |per_second: u32| {
+            Quota::per_second(NonZeroU32::new(per_second).expect("checked at load"))
+                .allow_burst(burst)
+        };
+        let bootstrap = bootstrap_admin(&config, &*backend)?;
+        let state = Self {
+            validator: Validator::new(&config),
+            key_limiter: RateLimiter::keyed(quota(config.rate_limit_key_per_second)),
+            ip_limiter: RateLimiter::keyed(quota(config.rate_limit_ip_per_second)),
+            config,
+            backend,
+            committer,
+            permutation,
+            keys: KeyCache::default(),
+            internal_token,
+            committed,
+            snapshot: watch::channel(Seq(0)).0,
+            ids: Mutex::new(IdBlock::default()),
+        };
+        Ok((Arc::new(state), bootstrap))
+    }
+
+    /// Takes `count` link ids, leasing new blocks from the store as needed.
+    pub async fn take_ids(&self, count: usize) -> Result<Vec<u64>, ApiError> {
+        let mut block = self.ids.lock().await;
+        let mut ids = Vec::with_capacity(count);
+        while ids.len() < count {
+            if block.next == block.end {
+                let size = self.config.id_block_size.max((count - ids.len()) as u64);
+                let start = self
+                    .committer
+                    .write(move |txn| {
+                        let start = txn
+                            .get(Space::Meta, ID_NEXT_KEY)?
+                            .and_then(|v| v.try_into().ok())
+                            .map_or(0, u64::from_le_bytes);
+                        txn.set(Space::Meta, ID_NEXT_KEY, &(start + size).to_le_bytes())?;
+                        Ok(start)
+                    })
+                    .await?;
+                metrics::counter!("control_id_blocks_leased_total").increment(1);
+                *block = IdBlock {
+                    next: start,
+                    end: start + size,
+                };
+            }
+            ids.push(block.next);
+            block.next += 1;
+        }
+        Ok(ids)
+    }
+
+    /// Charges one write to the caller's key and address.
+    pub fn limit_write(
+        &self,
+        principal: Option<&Principal>,
+        client: IpAddr,
+    ) -> Result<(), ApiError> {
+        let refuse = |not_until: governor::NotUntil<governor::clock::QuantaInstant>| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::QuantaClock::default(),
+            ));
+            metrics::counter!("control_rate_limited_total").increment(1);
+            ApiError::TooManyRequests {
+                retry_after_seconds: wait.as_secs().max(1),
+            }
+        };
+        if let Some(p) = principal {
+            self.key_limiter.check_key(&p.key_id).map_err(refuse)?;
+        }
+        self.ip_limiter.check_key(&client).map_err(refuse)?;
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a 32-byte secret, creating it (mode 0600) on first start.
+fn load_or_create_secret(path: &Path) -> Result<[u8; 32]> {
+    match std::fs::read(path) {
+        Ok(bytes) => bytes.try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not a 32-byte secret; restore it from backup",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            rand::rng().fill_bytes(&mut secret);
+            write_private(path, &secret)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(secret)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Makes sure an admin key exists: the configured token, or a generated one.
+fn bootstrap_admin(config: &Config, backend: &dyn Backend) -> Result<Bootstrap> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut existing_admin = false;
+    let mut configured_present = false;
+    backend.read(&mut |txn| {
+        existing_admin = auth::list_keys(txn, usize::MAX)?
+            .iter()
+            .any(|k| k.role == Role::Admin);
+        if let Some(token) = &config.admin_token {
+            configured_present = auth::find_key(txn, token)?.is_some();
+        }
+        Ok(())
+    })?;
+    let token = match &config.admin_token {
+        Some(_) if configured_present => return Ok(Bootstrap::default()),
+        Some(token) => token.clone(),
+        None if existing_admin => return Ok(Bootstrap::default()),
+        None => auth::new_token(),
+    };
+    let doc: KeyDoc = auth::key_doc(
+        auth::new_key_id(),
+        "bootstrap admin".into(),
+        Role::Admin,
+        "admin".into(),
+        &token,
+        now,
+    );
+    let hash = auth::token_hash(&token);
+    backend.write(&mut |txn| auth::put_key(txn, &doc, &hash))?;
+    Ok(Bootstrap {
+        generated_admin_token: config.admin_token.is_none().then_some(token),
+    })
+}

@@ -1,0 +1,258 @@
+//! The store conformance suite. Every backend must pass it; the embedded one
+//! runs it in unit tests, FoundationDB's whenever `FDB_CLUSTER_FILE` is set.
+//! Each check panics with a message naming what the backend got wrong.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shortline_store::Seq;
+
+use super::{Backend, Space, StoreError, prefix_end};
+
+/// Runs every check against `backend`, which must start empty.
+pub fn run_all(backend: &dyn Backend) {
+    reads_see_own_writes_and_commits(backend);
+    failed_transactions_leave_nothing(backend);
+    ranges_are_ordered_bounded_and_limited(backend);
+    change_log_is_ordered_and_resumable(backend);
+    counters_add(backend);
+}
+
+/// Checks that need the backend shared between threads.
+pub fn run_concurrent<B: Backend>(backend: Arc<B>) {
+    concurrent_claims_have_one_winner(Arc::clone(&backend));
+    concurrent_adds_are_not_lost(backend);
+}
+
+fn get(backend: &dyn Backend, space: Space, key: &[u8]) -> Option<Vec<u8>> {
+    let mut out = None;
+    backend
+        .read(&mut |txn| {
+            out = txn.get(space, key)?;
+            Ok(())
+        })
+        .expect("read");
+    out
+}
+
+fn reads_see_own_writes_and_commits(backend: &dyn Backend) {
+    backend
+        .write(&mut |txn| {
+            txn.set(Space::Links, b"conf/a", b"1")?;
+            assert_eq!(
+                txn.get(Space::Links, b"conf/a")?.as_deref(),
+                Some(&b"1"[..]),
+                "own write"
+            );
+            txn.set(Space::Links, b"conf/b", b"2")?;
+            txn.clear(Space::Links, b"conf/b")?;
+            assert_eq!(txn.get(Space::Links, b"conf/b")?, None, "own clear");
+            Ok(())
+        })
+        .expect("write");
+    assert_eq!(
+        get(backend, Space::Links, b"conf/a").as_deref(),
+        Some(&b"1"[..]),
+        "committed write"
+    );
+    assert_eq!(
+        get(backend, Space::Links, b"conf/b"),
+        None,
+        "committed clear"
+    );
+    assert_eq!(
+        get(backend, Space::Keys, b"conf/a"),
+        None,
+        "spaces are separate"
+    );
+}
+
+fn failed_transactions_leave_nothing(backend: &dyn Backend) {
+    let before = last_seq(backend);
+    let result = backend.write(&mut |txn| {
+        txn.set(Space::Links, b"conf/failed", b"x")?;
+        txn.log_change(b"never")?;
+        Err(StoreError::Conflict)
+    });
+    assert!(result.is_err(), "the body's error is returned");
+    assert_eq!(
+        get(backend, Space::Links, b"conf/failed"),
+        None,
+        "no write of a failed transaction"
+    );
+    assert_eq!(
+        last_seq(backend),
+        before,
+        "no change logged by a failed transaction"
+    );
+}
+
+fn ranges_are_ordered_bounded_and_limited(backend: &dyn Backend) {
+    backend
+        .write(&mut |txn| {
+            for key in ["r/c", "r/a", "r/b", "r/d", "q/z", "s/a"] {
+                txn.set(Space::ByTag, key.as_bytes(), b"")?;
+            }
+            Ok(())
+        })
+        .expect("write");
+    let mut pairs = Vec::new();
+    backend
+        .read(&mut |txn| {
+            pairs = txn.range(Space::ByTag, b"r/", &prefix_end(b"r/"), 3)?;
+            Ok(())
+        })
+        .expect("read");
+    let keys: Vec<_> = pairs
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(keys, ["r/a", "r/b", "r/c"], "ordered, bounded and limited");
+    backend
+        .read(&mut |txn| {
+            pairs = txn.range(Space::ByTag, b"r/b", b"r/d", 100)?;
+            Ok(())
+        })
+        .expect("read");
+    assert_eq!(pairs.len(), 2, "end is exclusive");
+}
+
+fn last_seq(backend: &dyn Backend) -> Seq {
+    let mut seq = Seq(0);
+    backend
+        .read(&mut |txn| {
+            seq = txn.last_seq()?;
+            Ok(())
+        })
+        .expect("read");
+    seq
+}
+
+fn change_log_is_ordered_and_resumable(backend: &dyn Backend) {
+    let start = last_seq(backend);
+    let first = backend
+        .write(&mut |txn| {
+            txn.log_change(b"one")?;
+            txn.log_change(b"two")
+        })
+        .expect("write");
+    let second = backend
+        .write(&mut |txn| txn.log_change(b"three"))
+        .expect("write");
+    assert!(
+        first > start && second > first,
+        "sequences grow: {start:?} {first:?} {second:?}"
+    );
+    assert_eq!(last_seq(backend), second, "last_seq is the newest commit");
+    let mut changes = Vec::new();
+    backend
+        .read(&mut |txn| {
+            changes = txn.changes_after(start, 100)?;
+            Ok(())
+        })
+        .expect("read");
+    let bodies: Vec<_> = changes.iter().map(|(_, v)| v.as_slice()).collect();
+    assert_eq!(bodies, [&b"one"[..], b"two", b"three"], "oldest first");
+    assert!(
+        changes.windows(2).all(|w| w[0].0 < w[1].0),
+        "strictly increasing"
+    );
+    let resume_at = changes[0].0;
+    backend
+        .read(&mut |txn| {
+            changes = txn.changes_after(resume_at, 1)?;
+            Ok(())
+        })
+        .expect("read");
+    assert_eq!(changes.len(), 1, "limited");
+    assert_eq!(changes[0].1, b"two", "resumes after the given sequence");
+    let unchanged = backend
+        .write(&mut |txn| txn.set(Space::Meta, b"conf", b"1"))
+        .expect("write");
+    assert_eq!(
+        unchanged, second,
+        "a write without changes reports the current sequence"
+    );
+
+    backend.prune_changes(resume_at).expect("prune");
+    let mut oldest = None;
+    backend
+        .read(&mut |txn| {
+            oldest = txn.first_change()?;
+            Ok(())
+        })
+        .expect("read");
+    assert!(
+        oldest > Some(resume_at),
+        "pruned through {resume_at:?}, oldest now {oldest:?}"
+    );
+    let mut pruned = Seq(0);
+    backend
+        .read(&mut |txn| {
+            pruned = txn.pruned_through()?;
+            Ok(())
+        })
+        .expect("read");
+    assert_eq!(pruned, resume_at, "pruned_through records the prune");
+}
+
+fn counters_add(backend: &dyn Backend) {
+    backend
+        .write(&mut |txn| {
+            txn.add(Space::Counters, b"conf/n", 5)?;
+            txn.add(Space::Counters, b"conf/n", -2)
+        })
+        .expect("write");
+    let value = get(backend, Space::Counters, b"conf/n").expect("counter exists");
+    assert_eq!(i64::from_le_bytes(value.try_into().expect("8 bytes")), 3);
+}
+
+fn concurrent_claims_have_one_winner<B: Backend>(backend: Arc<B>) {
+    let winners = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let backend = Arc::clone(&backend);
+            let winners = Arc::clone(&winners);
+            std::thread::spawn(move || {
+                let mut won = false;
+                backend
+                    .write(&mut |txn| {
+                        won = false;
+                        if txn.get(Space::Links, b"conf/contested")?.is_none() {
+                            txn.set(Space::Links, b"conf/contested", format!("{i}").as_bytes())?;
+                            won = true;
+                        }
+                        Ok(())
+                    })
+                    .expect("write");
+                if won {
+                    winners.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("claimer");
+    }
+    assert_eq!(winners.load(Ordering::SeqCst), 1, "exactly one claim wins");
+}
+
+fn concurrent_adds_are_not_lost<B: Backend>(backend: Arc<B>) {
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let backend = Arc::clone(&backend);
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    backend
+                        .write(&mut |txn| txn.add(Space::Counters, b"conf/concurrent", 1))
+                        .expect("add");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("adder");
+    }
+    let value = get(&*backend, Space::Counters, b"conf/concurrent").expect("counter exists");
+    assert_eq!(i64::from_le_bytes(value.try_into().expect("8 bytes")), 200);
+}

@@ -1,0 +1,154 @@
+//! The metadata store: a small key-value interface with explicit transactions,
+//! shaped so FoundationDB fits it as well as the embedded store.
+//!
+//! Keys live in [`Space`]s (tables in redb, subspaces in FoundationDB). A write
+//! transaction may read, write, clear, scan, add atomically to a counter and
+//! append to the change log. Everything in one transaction commits together
+//! and durably, or not at all.
+
+pub mod conformance;
+pub mod redb;
+
+use shortline_store::Seq;
+
+/// A keyspace. The names are part of the on-disk layout: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// code -> link document.
+    Links,
+    /// Codes that existed once and were deleted; never handed out again.
+    Retired,
+    /// owner NUL code -> empty.
+    ByOwner,
+    /// tag NUL code -> empty.
+    ByTag,
+    /// key id -> API key document.
+    Keys,
+    /// SHA-256 of a token -> key id.
+    KeyHashes,
+    /// Named singletons: id counter, change sequence, secrets.
+    Meta,
+    /// Big-endian sequence -> change document.
+    Changes,
+    /// Counter key -> little-endian i64, changed only by atomic adds.
+    Counters,
+    /// Domain -> blocklist entry.
+    Blocklist,
+    /// Big-endian expiry time, code -> empty: links for the expiry sweeper.
+    ByExpiry,
+}
+
+impl Space {
+    /// Every space, for backends that create them up front.
+    pub const ALL: [Self; 11] = [
+        Self::Links,
+        Self::Retired,
+        Self::ByOwner,
+        Self::ByTag,
+        Self::Keys,
+        Self::KeyHashes,
+        Self::Meta,
+        Self::Changes,
+        Self::Counters,
+        Self::Blocklist,
+        Self::ByExpiry,
+    ];
+
+    /// The stable name of the space.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Links => "links",
+            Self::Retired => "retired",
+            Self::ByOwner => "by_owner",
+            Self::ByTag => "by_tag",
+            Self::Keys => "keys",
+            Self::KeyHashes => "key_hashes",
+            Self::Meta => "meta",
+            Self::Changes => "changes",
+            Self::Counters => "counters",
+            Self::Blocklist => "blocklist",
+            Self::ByExpiry => "by_expiry",
+        }
+    }
+}
+
+/// A failure of the store itself (not of the caller's request).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store i/o failed: {0}")]
+    Io(String),
+    #[error("store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("transaction conflicted too often; retry later")]
+    Conflict,
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Key-value pairs from a range scan.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A transaction. Reads see the transaction's own writes.
+pub trait Txn {
+    fn get(&mut self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    fn set(&mut self, space: Space, key: &[u8], value: &[u8]) -> StoreResult<()>;
+    fn clear(&mut self, space: Space, key: &[u8]) -> StoreResult<()>;
+    /// Up to `limit` pairs with `start <= key < end`, in key order.
+    fn range(&mut self, space: Space, start: &[u8], end: &[u8], limit: usize)
+    -> StoreResult<Pairs>;
+    /// Adds `delta` to a little-endian i64 counter (absent counts as zero)
+    /// without reading it, so concurrent adds never conflict.
+    fn add(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()>;
+    /// Appends a change to the log. The sequence is assigned at commit and
+    /// is greater than every sequence committed before.
+    fn log_change(&mut self, change: &[u8]) -> StoreResult<()>;
+}
+
+/// A read-only view at one point in time.
+pub trait ReadTxn {
+    fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs>;
+    /// The sequence of the newest change this view includes.
+    fn last_seq(&self) -> StoreResult<Seq>;
+    /// Changes with sequence greater than `after`, oldest first, up to `limit`.
+    fn changes_after(&self, after: Seq, limit: usize) -> StoreResult<Vec<(Seq, Vec<u8>)>>;
+    /// The oldest change still in the log, if any.
+    fn first_change(&self) -> StoreResult<Option<Seq>>;
+    /// Every change at or below this sequence has been pruned: a reader
+    /// resuming from below it must load a snapshot first.
+    fn pruned_through(&self) -> StoreResult<Seq>;
+}
+
+/// A backend: the embedded store or FoundationDB.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs `body` in a write transaction and commits it durably. `body` may run
+    /// more than once (a backend with optimistic concurrency retries on
+    /// conflict), so it must not have effects outside the transaction.
+    /// Returns the sequence of the last change logged, or the current one.
+    fn write(&self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<Seq>;
+
+    /// Runs `body` against a consistent read view.
+    fn read(&self, body: &mut dyn FnMut(&dyn ReadTxn) -> StoreResult<()>) -> StoreResult<()>;
+
+    /// Removes changes with sequence at or below `through`.
+    fn prune_changes(&self, through: Seq) -> StoreResult<u64>;
+
+    /// A short name for logs and metrics.
+    fn name(&self) -> &'static str;
+}
+
+/// The exclusive upper bound of every key that starts with `prefix`.
+#[must_use]
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}

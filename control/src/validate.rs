@@ -1,0 +1,205 @@
+//! Target URL and field validation. Nothing here touches the network: no DNS,
+//! no fetch. Every refusal names the field and the reason.
+
+use url::{Host, Url};
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Checks targets against the configured policy.
+#[derive(Debug, Clone)]
+pub struct Validator {
+    schemes: Vec<String>,
+    url_length_max: usize,
+    /// Hosts of the shortener itself, lowercase ASCII (punycode).
+    own_hosts: Vec<String>,
+    blocked_domains: Vec<String>,
+}
+
+/// Lowercase ASCII form of a domain as given in configuration.
+fn normalise_domain(domain: &str) -> Option<String> {
+    let trimmed = domain.trim().trim_end_matches('.');
+    if trimmed.is_empty() {
+        return None;
+    }
+    idna::domain_to_ascii(trimmed).ok()
+}
+
+/// Whether `host` is `domain` or one of its subdomains.
+#[must_use]
+pub fn host_matches(host: &str, domain: &str) -> bool {
+    host == domain
+        || (host.len() > domain.len()
+            && host.ends_with(domain)
+            && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+}
+
+impl Validator {
+    #[must_use]
+    pub fn new(config: &Config) -> Self {
+        let mut own_hosts: Vec<String> = config
+            .short_domains
+            .iter()
+            .filter_map(|d| normalise_domain(d))
+            .collect();
+        if let Some(host) = Url::parse(&config.public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+        {
+            own_hosts.push(host.to_ascii_lowercase());
+        }
+        Self {
+            schemes: config
+                .allowed_schemes
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            url_length_max: config.url_length_max,
+            own_hosts,
+            blocked_domains: config
+                .blocked_domains
+                .iter()
+                .filter_map(|d| normalise_domain(d))
+                .collect(),
+        }
+    }
+
+    /// Checks a target and returns its normalised form (host in punycode).
+    pub fn target(&self, raw: &str) -> Result<String, ApiError> {
+        let refuse = |reason: String| Err(ApiError::invalid("url", reason));
+        if raw.is_empty() {
+            return refuse("url is required".into());
+        }
+        if raw.len() > self.url_length_max {
+            return refuse(format!(
+                "url is {} bytes long, the limit is {}",
+                raw.len(),
+                self.url_length_max
+            ));
+        }
+        // The url crate silently drops tabs and newlines, so look before parsing.
+        if let Some(c) = raw.chars().find(|c| c.is_control()) {
+            return refuse(format!(
+                "url contains the control character U+{:04X}",
+                c as u32
+            ));
+        }
+        if raw.chars().any(char::is_whitespace) {
+            return refuse("url contains whitespace".into());
+        }
+        let url = match Url::parse(raw) {
+            Ok(url) => url,
+            Err(url::ParseError::RelativeUrlWithoutBase) => {
+                return refuse("url must be absolute, with a scheme such as https://".into());
+            }
+            Err(e) => return refuse(format!("url does not parse: {e}")),
+        };
+        if !self.schemes.iter().any(|s| s == url.scheme()) {
+            return refuse(format!(
+                "scheme {:?} is not allowed; allowed: {}",
+                url.scheme(),
+                self.schemes.join(", ")
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return refuse("url must not contain credentials (user:password@)".into());
+        }
+        let host = match url.host() {
+            Some(Host::Domain(d)) if !d.is_empty() => d.to_ascii_lowercase(),
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            Some(Host::Ipv6(ip)) => format!("[{ip}]"),
+            _ => return refuse("url has no host".into()),
+        };
+        let bare_host = host.trim_end_matches('.');
+        if let Some(own) = self
+            .own_hosts
+            .iter()
+            .find(|own| host_matches(bare_host, own))
+        {
+            return refuse(format!(
+                "url points at this shortener ({own}); links to short links are refused"
+            ));
+        }
+        if let Some(blocked) = self
+            .blocked_domains
+            .iter()
+            .find(|d| host_matches(bare_host, d))
+        {
+            return refuse(format!("domain {blocked} is blocked"));
+        }
+        let normalised = url.as_str();
+        if normalised.len() > self.url_length_max {
+            return refuse(format!(
+                "url is {} bytes long once normalised, the limit is {}",
+                normalised.len(),
+                self.url_length_max
+            ));
+        }
+        Ok(normalised.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn validator() -> Validator {
+        let mut config = Config::load_from(None, &[], &Overrides::default()).unwrap();
+        config.public_url = "https://sho.rt".into();
+        config.short_domains = vec!["s.example".into()];
+        config.blocked_domains = vec!["evil.example".into()];
+        Validator::new(&config)
+    }
+
+    fn refusal(raw: &str) -> String {
+        match validator().target(raw) {
+            Err(ApiError::Invalid { field, reason }) => {
+                assert_eq!(field, "url");
+                reason
+            }
+            other => panic!("{raw:?} was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_urls_are_normalised() {
+        let v = validator();
+        assert_eq!(
+            v.target("https://example.com").unwrap(),
+            "https://example.com/"
+        );
+        assert_eq!(
+            v.target("http://bücher.example/a?b=c#d").unwrap(),
+            "http://xn--bcher-kva.example/a?b=c#d"
+        );
+        assert_eq!(
+            v.target("https://EXAMPLE.com/Path").unwrap(),
+            "https://example.com/Path"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        assert!(refusal("").contains("required"));
+        assert!(refusal("javascript:alert(1)").contains("scheme"));
+        assert!(refusal("data:text/html,x").contains("scheme"));
+        assert!(refusal("ftp://example.com/").contains("scheme"));
+        assert!(refusal("https://example.com/\r\nSet-Cookie:x").contains("control"));
+        assert!(refusal("https://exa\tmple.com/").contains("control"));
+        assert!(refusal("https://user:pw@example.com/").contains("credentials"));
+        assert!(refusal("https://google.com@evil.example/").contains("credentials"));
+        assert!(refusal("https://sho.rt/abc").contains("shortener"));
+        assert!(refusal("https://x.s.example/abc").contains("shortener"));
+        assert!(refusal("https://evil.example/").contains("blocked"));
+        assert!(refusal("https://a.b.evil.example/").contains("blocked"));
+        assert!(refusal("example.com/path").contains("absolute"));
+        assert!(refusal("/relative").contains("absolute"));
+        assert!(refusal(&format!("https://example.com/{}", "a".repeat(10_000))).contains("limit"));
+        assert!(refusal("https://exa mple.com/").contains("whitespace"));
+        assert!(
+            validator().target("https://notevil.example/").is_ok(),
+            "suffix without a dot is not a subdomain"
+        );
+    }
+}

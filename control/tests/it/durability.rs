@@ -1,0 +1,80 @@
+//! SIGKILL the control plane while clients create; after restart every
+//! acknowledged link exists exactly as acknowledged.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{agent, start_in};
+
+#[test]
+fn acknowledged_creates_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let mut control = start_in(dir.path(), &[]);
+        let acknowledged: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = control.url("/api/v1/links");
+        let token = control.token.clone();
+        let clients: Vec<_> = (0..8)
+            .map(|c| {
+                let acknowledged = Arc::clone(&acknowledged);
+                let stop = Arc::clone(&stop);
+                let url = url.clone();
+                let token = token.clone();
+                std::thread::spawn(move || {
+                    let agent = agent();
+                    let mut i = 0u32;
+                    // Bounded: at most 2000 requests per client.
+                    while !stop.load(Ordering::Relaxed) && i < 2000 {
+                        i += 1;
+                        let body = json!({"url": format!("https://example.com/{round}/{c}/{i}"), "tags": [format!("r{round}")]});
+                        let Ok(mut response) = agent
+                            .post(&url)
+                            .header("Authorization", &format!("Bearer {token}"))
+                            .send_json(&body)
+                        else {
+                            return; // the server died mid-request: not acknowledged
+                        };
+                        if response.status().as_u16() == 201
+                            && let Ok(link) = response.body_mut().read_json::<Value>() {
+                                acknowledged.lock().unwrap().push(link);
+                            }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        control.kill();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+        let acknowledged = acknowledged.lock().unwrap().clone();
+        assert!(
+            !acknowledged.is_empty(),
+            "round {round}: some creates were acknowledged"
+        );
+
+        let control = start_in(dir.path(), &[]);
+        for link in &acknowledged {
+            let code = link["code"].as_str().unwrap();
+            let answer = control.get(&format!("/api/v1/links/{code}"));
+            assert_eq!(
+                answer.status, 200,
+                "round {round}: acknowledged {code} lost"
+            );
+            assert_eq!(&answer.body, link, "round {round}: {code} changed");
+        }
+        let mut codes: Vec<&str> = acknowledged
+            .iter()
+            .map(|l| l["code"].as_str().unwrap())
+            .collect();
+        codes.sort_unstable();
+        let before = codes.len();
+        codes.dedup();
+        assert_eq!(codes.len(), before, "two acknowledged links share a code");
+    }
+}
