@@ -7,12 +7,13 @@
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
 //! let config = shortline_control::config::Config::load(None, &Default::default())?;
-//! shortline_control::server::serve(config, None).await
+//! shortline_control::server::serve(config).await
 //! # }
 //! ```
 
 pub mod api;
 pub mod auth;
+pub mod clicks;
 pub mod codes;
 pub mod committer;
 pub mod config;

@@ -106,7 +106,7 @@ fn run(config: Config, with_proxy: bool) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         if !with_proxy {
-            return shortline_control::server::serve(config, None).await;
+            return shortline_control::server::serve(config).await;
         }
         shortline_control::up::run(config).await
     })

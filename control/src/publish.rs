@@ -185,7 +185,18 @@ pub async fn sweep_loop(state: Arc<AppState>) {
                 .write(move |txn| crate::links::expire_due(txn, now, SWEEP_BATCH_LINKS))
                 .await
             {
-                Ok(0) => break,
+                Ok(0) => {
+                    let pruned = state
+                        .committer
+                        .write(move |txn| {
+                            crate::clicks::prune_batch_ids(txn, now, SWEEP_BATCH_LINKS)
+                        })
+                        .await;
+                    if let Err(e) = pruned {
+                        tracing::warn!(error = %e, "pruning click batch ids failed");
+                    }
+                    break;
+                }
                 Ok(n) => {
                     metrics::counter!("control_links_expired_total").increment(n as u64);
                     tracing::info!(links = n, "expired links");
@@ -283,6 +294,7 @@ async fn stream_changes(
     let _guard = SubscriberGuard;
     let mut committed = state.committed.clone();
     let mut snapshots = state.snapshot.subscribe();
+    let mut shutdown = state.shutdown.subscribe();
     let announced = *snapshots.borrow_and_update();
     if announced.0 > 0
         && announced > after
@@ -336,8 +348,12 @@ async fn stream_changes(
             }
             continue;
         }
-        // Caught up: wait for a commit, a snapshot, or the heartbeat.
+        // Caught up: wait for a commit, a snapshot, the heartbeat or shutdown.
+        if *shutdown.borrow() {
+            return;
+        }
         tokio::select! {
+            _ = shutdown.changed() => return,
             changed = committed.changed() => if changed.is_err() { return },
             changed = snapshots.changed() => {
                 if changed.is_err() { return }

@@ -50,7 +50,8 @@ pub fn prepare_data_dir(dir: &Path) -> Result<()> {
 pub fn app(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
     let body_limit = state.config.request_body_bytes_max;
     api::routes(Arc::clone(&state))
-        .merge(publish::routes(state))
+        .merge(publish::routes(Arc::clone(&state)))
+        .merge(crate::clicks::routes(state))
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
@@ -59,11 +60,17 @@ pub fn app(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
 }
 
-/// Runs the control plane until SIGTERM or SIGINT. `ready` receives the bound
+/// Runs the control plane until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> Result<()> {
+    serve_until(config, None, shutdown_signal()).await
+}
+
+/// Runs the control plane until `stop` resolves. `ready` receives the bound
 /// address once the listener is up.
-pub async fn serve(
+pub async fn serve_until(
     config: Config,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     prepare_data_dir(&config.data_dir)?;
     let backend = Arc::new(RedbBackend::open(&config.data_dir)?);
@@ -88,9 +95,14 @@ pub async fn serve(
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
+    let shutdown = state.shutdown.clone();
     let app = app(state, metrics).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            stop.await;
+            // End the change streams so in-flight requests can drain.
+            shutdown.send_replace(true);
+        })
         .await
         .context("server failed")?;
     tracing::info!("control plane stopped");

@@ -37,6 +37,8 @@ pub struct AppState {
     pub committed: watch::Receiver<Seq>,
     /// The sequence of the newest snapshot file.
     pub snapshot: watch::Sender<Seq>,
+    /// Set once shutdown begins: long-lived streams end so the server can drain.
+    pub shutdown: watch::Sender<bool>,
     ids: Mutex<IdBlock>,
     key_limiter: DefaultKeyedRateLimiter<String>,
     ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
@@ -105,6 +107,7 @@ impl AppState {
             internal_token,
             committed,
             snapshot: watch::channel(Seq(0)).0,
+            shutdown: watch::channel(false).0,
             ids: Mutex::new(IdBlock::default()),
         };
         Ok((Arc::new(state), bootstrap))

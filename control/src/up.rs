@@ -39,8 +39,15 @@ fn spawn_proxy(config: &Config, control: std::net::SocketAddr) -> Result<Child> 
 /// SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let control_config = config.clone();
-    let control = tokio::spawn(crate::server::serve(control_config, Some(ready_tx)));
+    let mut control = tokio::spawn(crate::server::serve_until(
+        control_config,
+        Some(ready_tx),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     let Ok(bound) = ready_rx.await else {
         return control.await.context("control plane task failed")?;
     };
@@ -57,12 +64,20 @@ pub async fn run(config: Config) -> Result<()> {
     );
     println!("  data:       {}", config.data_dir.display());
     tokio::select! {
-        result = control => {
+        () = crate::server::shutdown_signal() => {
+            // The proxy stops first, while control can still take its last clicks.
+            stop(&mut proxy).await;
+            let _ = stop_tx.send(());
+            (&mut control).await.context("control plane task failed")?
+        }
+        result = &mut control => {
             stop(&mut proxy).await;
             result.context("control plane task failed")?
         }
         status = proxy.wait() => {
             let status = status.context("cannot wait for the proxy")?;
+            let _ = stop_tx.send(());
+            let _ = control.await;
             anyhow::bail!("the proxy exited ({status}); stopping")
         }
     }

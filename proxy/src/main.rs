@@ -1,1 +1,210 @@
-fn main() {}
+//! `shortline-proxy`: the redirect server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use clap::Parser;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use shortline_proxy::app::{Limits, RedirectApp};
+use shortline_proxy::clicks::ClickRing;
+use shortline_proxy::config::ProxyConfig;
+use shortline_proxy::metrics::Metrics;
+use shortline_proxy::shipper::Shipper;
+use shortline_proxy::snapshots;
+use shortline_proxy::sync::{Persister, Subscriber};
+use shortline_store::{LiveTable, Snapshot};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shortline-proxy",
+    version,
+    about = "Shortline's redirect proxy"
+)]
+struct Cli {
+    /// TOML configuration file; every key is optional (see docs/configuration.md).
+    #[arg(long, env = "SHORTLINE_PROXY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Take over the listening sockets of a running proxy (graceful upgrade);
+    /// then send the old process SIGQUIT.
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+}
+
+/// The metrics listener.
+struct MetricsApp {
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        let (status, content_type, body) = match path {
+            "/metrics" => (
+                200,
+                "text/plain; version=0.0.4",
+                self.metrics.render().into_bytes(),
+            ),
+            "/healthz" | "/readyz" => (200, "text/plain", b"ok\n".to_vec()),
+            _ => (404, "text/plain", b"not found\n".to_vec()),
+        };
+        http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .expect("a valid response")
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn server_conf(config: &ProxyConfig, cli: &Cli) -> Result<ServerConf> {
+    let mut conf = ServerConf::new().context("cannot build the server configuration")?;
+    conf.threads = config.proxy_threads;
+    conf.daemon = cli.daemon;
+    conf.grace_period_seconds = Some(config.grace_period_seconds);
+    conf.graceful_shutdown_timeout_seconds = Some(config.grace_period_seconds.max(1) + 2);
+    let dir = std::fs::canonicalize(&config.data_dir)
+        .with_context(|| format!("data_dir {} does not exist", config.data_dir.display()))?;
+    conf.upgrade_sock = dir
+        .join("proxy-upgrade.sock")
+        .to_string_lossy()
+        .into_owned();
+    conf.pid_file = dir.join("proxy.pid").to_string_lossy().into_owned();
+    Ok(conf)
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let config = ProxyConfig::load(cli.config.as_deref())?;
+    init_logging(&config.log_format);
+    std::fs::create_dir_all(config.cache_dir())
+        .with_context(|| format!("cannot create {}", config.cache_dir().display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let snapshot = snapshots::newest_valid(
+        &[config.control_snapshot_dir(), config.cache_dir()],
+        &metrics,
+    )
+    .unwrap_or_else(|| {
+        tracing::warn!("no snapshot found; starting empty until the control plane answers");
+        Snapshot::empty()
+    });
+    snapshots::note_installed(&snapshot, &metrics);
+    tracing::info!(
+        seq = snapshot.sequence().0,
+        links = snapshot.len(),
+        "loaded snapshot"
+    );
+    let table = Arc::new(LiveTable::new(snapshot));
+    let ring = Arc::new(ClickRing::new(
+        config.click_ring_capacity,
+        Arc::clone(&metrics),
+    ));
+
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, cli)?);
+    server.bootstrap();
+
+    let limits = Limits {
+        keepalive_timeout_seconds: config.keepalive_timeout_seconds,
+        read_timeout: Duration::from_millis(config.read_timeout_ms),
+        write_timeout: Duration::from_millis(config.write_timeout_ms),
+        keepalive_requests_max: config.keepalive_requests_max,
+    };
+    let app = RedirectApp::new(
+        Arc::clone(&table),
+        Arc::clone(&ring),
+        Arc::clone(&metrics),
+        limits,
+    );
+    let mut redirects = Service::new("redirects".to_owned(), app);
+    redirects.add_tcp(&config.proxy_listen.to_string());
+    redirects.threads = Some(config.proxy_threads);
+    server.add_service(redirects);
+
+    let mut metrics_service = Service::new(
+        "metrics".to_owned(),
+        pingora::apps::http_app::HttpServer::new_app(MetricsApp {
+            metrics: Arc::clone(&metrics),
+        }),
+    );
+    metrics_service.add_tcp(&config.proxy_metrics_listen.to_string());
+    metrics_service.threads = Some(1);
+    server.add_service(metrics_service);
+
+    server.add_service(background_service(
+        "subscriber",
+        Subscriber {
+            config: config.clone(),
+            table: Arc::clone(&table),
+            metrics: Arc::clone(&metrics),
+        },
+    ));
+    server.add_service(background_service(
+        "persister",
+        Persister {
+            config: config.clone(),
+            table: Arc::clone(&table),
+        },
+    ));
+    server.add_service(background_service(
+        "clicks",
+        Shipper {
+            config: config.clone(),
+            ring,
+            metrics,
+            proxy_id: format!("{:016x}", rand_id()),
+        },
+    ));
+    println!("proxy listening on http://{}", config.proxy_listen);
+    server.run_forever();
+}
+
+/// A process-unique id from the clock and the pid.
+fn rand_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -68,6 +68,28 @@ impl View {
         &self.snapshot
     }
 
+    /// Every live record: the snapshot's, minus what the overlay replaces or
+    /// deletes, plus the overlay's. For persisting a view as a new snapshot.
+    #[must_use]
+    pub fn to_records(&self) -> Vec<LinkRecord> {
+        let mut records: Vec<LinkRecord> = self
+            .snapshot
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|link| {
+                std::str::from_utf8(link.code())
+                    .map_or(true, |code| !self.overlay.contains_key(code))
+            })
+            .filter_map(|link| link.to_record())
+            .collect();
+        records.extend(
+            self.overlay
+                .values()
+                .filter_map(|entry| entry.record.as_deref().cloned()),
+        );
+        records
+    }
+
     /// Number of codes whose newest state is in the overlay.
     #[must_use]
     pub fn overlay_len(&self) -> usize {
@@ -234,6 +256,13 @@ mod tests {
         );
         assert_eq!(view.get(b"b"), None);
         assert_eq!(view.get(b"a").unwrap().target(), b"https://two/");
+        let mut merged = view.to_records();
+        merged.sort_by(|x, y| x.code.cmp(&y.code));
+        assert_eq!(
+            merged,
+            [record("a", "https://two/")],
+            "b is deleted, a replaced"
+        );
     }
 
     #[test]

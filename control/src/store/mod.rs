@@ -36,11 +36,13 @@ pub enum Space {
     Blocklist,
     /// Big-endian expiry time, code -> empty: links for the expiry sweeper.
     ByExpiry,
+    /// proxy id -> highest click batch sequence counted, and when.
+    IngestedBatches,
 }
 
 impl Space {
     /// Every space, for backends that create them up front.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Links,
         Self::Retired,
         Self::ByOwner,
@@ -52,6 +54,7 @@ impl Space {
         Self::Counters,
         Self::Blocklist,
         Self::ByExpiry,
+        Self::IngestedBatches,
     ];
 
     /// The stable name of the space.
@@ -69,6 +72,7 @@ impl Space {
             Self::Counters => "counters",
             Self::Blocklist => "blocklist",
             Self::ByExpiry => "by_expiry",
+            Self::IngestedBatches => "ingested_batches",
         }
     }
 }

@@ -1,0 +1,316 @@
+//! The proxy's settings: a TOML file, then `SHORTLINE_<KEY>` variables, then
+//! flags. It shares `SHORTLINE_DATA_DIR`, `SHORTLINE_CONTROL_LISTEN` and
+//! `SHORTLINE_PROXY_LISTEN` with the control plane, so one environment
+//! starts either binary.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Every setting, with its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Shared with the control plane: its `snapshots/` folder is read here,
+    /// and the proxy keeps its own copies in `proxy-cache/`.
+    pub data_dir: PathBuf,
+    /// Where browsers connect.
+    pub proxy_listen: SocketAddr,
+    /// Prometheus metrics and health, on a separate listener.
+    pub proxy_metrics_listen: SocketAddr,
+    /// The control plane's address, as it listens.
+    pub control_listen: SocketAddr,
+    /// Overrides the control plane's base URL (for a remote control plane).
+    pub control_url: Option<String>,
+    /// The internal token; read from the data directory when unset.
+    pub internal_token: Option<String>,
+    /// Worker threads of the redirect listener.
+    pub proxy_threads: usize,
+    /// Keep-alive idle timeout of client connections.
+    pub keepalive_timeout_seconds: u64,
+    /// Longest wait for a request's headers.
+    pub read_timeout_ms: u64,
+    /// Longest wait to write a response.
+    pub write_timeout_ms: u64,
+    /// Requests served on one connection before it is closed.
+    pub keepalive_requests_max: u32,
+    /// Click events held between the redirect path and the batcher.
+    pub click_ring_capacity: usize,
+    /// Most click events per batch sent to control.
+    pub click_batch_max: usize,
+    /// Longest a click waits before its batch is sent.
+    pub click_flush_interval_ms: u64,
+    /// Longest wait between retries of a failed batch.
+    pub click_retry_backoff_max_ms: u64,
+    /// Longest a shutdown waits to ship queued clicks.
+    pub click_shutdown_flush_ms: u64,
+    /// Longest wait between attempts to reach the control plane.
+    pub reconnect_backoff_max_ms: u64,
+    /// A stream silent for this long is considered dead (control heartbeats every second).
+    pub stream_idle_timeout_ms: u64,
+    /// How often the live view is persisted when it holds changes newer than any snapshot file.
+    pub persist_interval_ms: u64,
+    /// Snapshot files kept in `proxy-cache/`.
+    pub snapshot_keep: usize,
+    /// Seconds to finish in-flight requests after SIGTERM or an upgrade.
+    pub grace_period_seconds: u64,
+    /// Log format: text or json.
+    pub log_format: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            proxy_listen: ([0, 0, 0, 0], 8080).into(),
+            proxy_metrics_listen: ([127, 0, 0, 1], 9090).into(),
+            control_listen: ([127, 0, 0, 1], 8081).into(),
+            control_url: None,
+            internal_token: None,
+            proxy_threads: 2,
+            keepalive_timeout_seconds: 60,
+            read_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+            keepalive_requests_max: 10_000,
+            click_ring_capacity: 1 << 18,
+            click_batch_max: 8192,
+            click_flush_interval_ms: 200,
+            click_retry_backoff_max_ms: 5000,
+            click_shutdown_flush_ms: 3000,
+            reconnect_backoff_max_ms: 2000,
+            stream_idle_timeout_ms: 5000,
+            persist_interval_ms: 2000,
+            snapshot_keep: 2,
+            grace_period_seconds: 5,
+            log_format: "text".to_owned(),
+        }
+    }
+}
+
+/// How an environment variable's text becomes a TOML value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Integer,
+}
+
+const KEYS: &[(&str, Kind)] = &[
+    ("data_dir", Kind::Text),
+    ("proxy_listen", Kind::Text),
+    ("proxy_metrics_listen", Kind::Text),
+    ("control_listen", Kind::Text),
+    ("control_url", Kind::Text),
+    ("internal_token", Kind::Text),
+    ("proxy_threads", Kind::Integer),
+    ("keepalive_timeout_seconds", Kind::Integer),
+    ("read_timeout_ms", Kind::Integer),
+    ("write_timeout_ms", Kind::Integer),
+    ("keepalive_requests_max", Kind::Integer),
+    ("click_ring_capacity", Kind::Integer),
+    ("click_batch_max", Kind::Integer),
+    ("click_flush_interval_ms", Kind::Integer),
+    ("click_retry_backoff_max_ms", Kind::Integer),
+    ("click_shutdown_flush_ms", Kind::Integer),
+    ("reconnect_backoff_max_ms", Kind::Integer),
+    ("stream_idle_timeout_ms", Kind::Integer),
+    ("persist_interval_ms", Kind::Integer),
+    ("snapshot_keep", Kind::Integer),
+    ("grace_period_seconds", Kind::Integer),
+    ("log_format", Kind::Text),
+];
+
+impl ProxyConfig {
+    /// Loads the file (if any), then the environment, and checks the result.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// [`ProxyConfig::load`] with the environment given.
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Self> {
+        let mut table = match file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?
+                .parse::<toml::Table>()
+                .with_context(|| format!("config file {} is not valid TOML", path.display()))?,
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("SHORTLINE_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            let Some((_, kind)) = KEYS.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            let parsed = match kind {
+                Kind::Text => toml::Value::String(value.clone()),
+                Kind::Integer => toml::Value::Integer(value.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("bad configuration: {name}={value:?}: {key} must be an integer")
+                })?),
+            };
+            table.insert(key, parsed);
+        }
+        let config: Self =
+            toml::Value::Table(table.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    // Name the key: try each alone.
+                    for (key, value) in &table {
+                        let mut alone = toml::Table::new();
+                        alone.insert(key.clone(), value.clone());
+                        if let Err(e) = toml::Value::Table(alone).try_into::<Self>() {
+                            return anyhow::anyhow!(
+                                "bad configuration: {key}: {}",
+                                e.message().trim()
+                            );
+                        }
+                    }
+                    anyhow::anyhow!("bad configuration: {}", e.message().trim())
+                })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let range = |key: &str, value: u64, min: u64, max: u64| {
+            if value < min || value > max {
+                bail!("bad configuration: {key} is {value}, it must be between {min} and {max}");
+            }
+            Ok(())
+        };
+        range("proxy_threads", self.proxy_threads as u64, 1, 1024)?;
+        range(
+            "keepalive_timeout_seconds",
+            self.keepalive_timeout_seconds,
+            1,
+            3600,
+        )?;
+        range("read_timeout_ms", self.read_timeout_ms, 100, 600_000)?;
+        range("write_timeout_ms", self.write_timeout_ms, 100, 600_000)?;
+        range(
+            "keepalive_requests_max",
+            u64::from(self.keepalive_requests_max),
+            1,
+            10_000_000,
+        )?;
+        range(
+            "click_ring_capacity",
+            self.click_ring_capacity as u64,
+            16,
+            1 << 26,
+        )?;
+        range("click_batch_max", self.click_batch_max as u64, 1, 1 << 20)?;
+        range(
+            "click_flush_interval_ms",
+            self.click_flush_interval_ms,
+            1,
+            60_000,
+        )?;
+        range(
+            "click_retry_backoff_max_ms",
+            self.click_retry_backoff_max_ms,
+            10,
+            600_000,
+        )?;
+        range(
+            "click_shutdown_flush_ms",
+            self.click_shutdown_flush_ms,
+            0,
+            600_000,
+        )?;
+        range(
+            "reconnect_backoff_max_ms",
+            self.reconnect_backoff_max_ms,
+            10,
+            600_000,
+        )?;
+        range(
+            "stream_idle_timeout_ms",
+            self.stream_idle_timeout_ms,
+            1500,
+            600_000,
+        )?;
+        range(
+            "persist_interval_ms",
+            self.persist_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range("snapshot_keep", self.snapshot_keep as u64, 1, 100)?;
+        range("grace_period_seconds", self.grace_period_seconds, 0, 3600)?;
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("bad configuration: log_format must be text or json");
+        }
+        if self.control_url.as_ref().is_some_and(|url| !url.starts_with("http://")) {
+            bail!("bad configuration: control_url must be an http:// URL");
+        }
+        Ok(())
+    }
+
+    /// The control plane's base URL.
+    #[must_use]
+    pub fn control_base(&self) -> String {
+        if let Some(url) = &self.control_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let mut addr = self.control_listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    }
+
+    /// The control plane's snapshot folder (shared on one host).
+    #[must_use]
+    pub fn control_snapshot_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
+
+    /// The proxy's own snapshot folder.
+    #[must_use]
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("proxy-cache")
+    }
+
+    /// The internal token: configured, or the control plane's file in the data directory.
+    pub fn resolve_internal_token(&self) -> Option<String> {
+        if let Some(token) = &self.internal_token {
+            return Some(token.clone());
+        }
+        let bytes = std::fs::read(self.data_dir.join("internal.token")).ok()?;
+        Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_variables_and_bad_values() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let config = ProxyConfig::load_from(
+            None,
+            &env(&[
+                ("SHORTLINE_CONTROL_LISTEN", "0.0.0.0:9001"),
+                ("SHORTLINE_PROXY_THREADS", "4"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.control_base(), "http://127.0.0.1:9001");
+        assert_eq!(config.proxy_threads, 4);
+        let err = ProxyConfig::load_from(None, &env(&[("SHORTLINE_PROXY_LISTEN", "nowhere")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("proxy_listen"), "{err}");
+        let err =
+            ProxyConfig::load_from(None, &env(&[("SHORTLINE_PROXY_THREADS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("proxy_threads"), "{err}");
+    }
+}

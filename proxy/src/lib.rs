@@ -1,0 +1,24 @@
+//! Shortline's data plane: a Pingora server that answers `GET`/`HEAD /{code}`
+//! from the live snapshot table and captures clicks without waiting.
+//!
+//! ```
+//! use shortline_proxy::app::answer;
+//! use shortline_store::{Code, LinkId, LinkRecord, LiveTable, Seq, Snapshot, Target, encode_snapshot};
+//!
+//! let record = LinkRecord::new(Code::parse("abc").unwrap(), Target::parse("https://example.com/").unwrap(), LinkId(1));
+//! let table = LiveTable::new(Snapshot::from_bytes(encode_snapshot(Seq(1), [&record]).unwrap()).unwrap());
+//! let view = table.load();
+//! let mut buffer = Vec::new();
+//! let reply = answer(&view, &http::Method::GET, b"/abc", 0, &mut buffer);
+//! assert_eq!(reply.status, 302);
+//! assert_eq!(reply.location, Some(&b"https://example.com/"[..]));
+//! ```
+
+pub mod app;
+pub mod clicks;
+pub mod config;
+pub mod metrics;
+pub mod path;
+pub mod shipper;
+pub mod snapshots;
+pub mod sync;
