@@ -74,7 +74,7 @@ impl Default for ProxyConfig {
             read_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
             keepalive_requests_max: 10_000,
-            click_ring_capacity: 1 << 18,
+            click_ring_capacity: 1 << 16,
             click_batch_max: 8192,
             click_flush_interval_ms: 200,
             click_retry_backoff_max_ms: 5000,
@@ -243,7 +243,11 @@ impl ProxyConfig {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("bad configuration: log_format must be text or json");
         }
-        if self.control_url.as_ref().is_some_and(|url| !url.starts_with("http://")) {
+        if self
+            .control_url
+            .as_ref()
+            .is_some_and(|url| !url.starts_with("http://"))
+        {
             bail!("bad configuration: control_url must be an http:// URL");
         }
         Ok(())

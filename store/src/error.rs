@@ -39,4 +39,6 @@ pub enum WriteError {
     DuplicateCode(String),
     #[error("snapshot would exceed the format's limit of {limit} record bytes")]
     TooLarge { limit: u64 },
+    #[error("index probe distance overflowed with every seed tried")]
+    Clustered,
 }

@@ -27,10 +27,13 @@ pub const SLOT_SIZE: usize = 8;
 /// factor at 0.75, short probe runs and under 11 bytes of index per link.
 pub const SLOTS_PER_RECORD_NUMERATOR: u64 = 4;
 pub const SLOTS_PER_RECORD_DENOMINATOR: u64 = 3;
-/// Record offsets are stored in the low 48 bits of a slot.
-pub const RECORD_OFFSET_MAX: u64 = (1 << 48) - 2;
+/// Record offsets are stored in the low 40 bits of a slot (a 1 TiB region).
+pub const RECORD_OFFSET_MAX: u64 = (1 << 40) - 2;
+/// The longest Robin Hood probe distance a slot can record.
+pub const PROBE_DISTANCE_MAX: u64 = 255;
 
-const SLOT_OFFSET_MASK: u64 = (1 << 48) - 1;
+const SLOT_OFFSET_MASK: u64 = (1 << 40) - 1;
+const SLOT_DISTANCE_SHIFT: u32 = 40;
 const HEADER_CHECKSUM_OFFSET: usize = 120;
 
 const _: () = assert!(HEADER_SIZE.is_multiple_of(SLOT_SIZE));
@@ -198,13 +201,22 @@ pub fn home_slot(hash: u64, slot_count: u64) -> u64 {
     ((u128::from(hash) * u128::from(slot_count)) >> 64) as u64
 }
 
-/// Packs a record offset and a 16-bit tag from the hash's low bits (the home
-/// slot uses the high bits, so the two are independent).
+/// Packs a 16-bit tag from the hash's low bits (the home slot uses the high
+/// bits, so the two are independent), the entry's probe distance from its
+/// home slot, and its record offset.
 #[inline]
 #[must_use]
-pub fn encode_slot(hash: u64, record_offset: u64) -> u64 {
+pub fn encode_slot(hash: u64, distance: u64, record_offset: u64) -> u64 {
     debug_assert!(record_offset <= RECORD_OFFSET_MAX);
-    (hash << 48) | (record_offset + 1)
+    debug_assert!(distance <= PROBE_DISTANCE_MAX);
+    (hash << 48) | (distance << SLOT_DISTANCE_SHIFT) | (record_offset + 1)
+}
+
+/// How far an occupied slot's entry sits from its home slot.
+#[inline]
+#[must_use]
+pub fn slot_distance(slot: u64) -> u64 {
+    (slot >> SLOT_DISTANCE_SHIFT) & 0xff
 }
 
 /// Whether an occupied slot's tag matches a hash.
@@ -283,10 +295,15 @@ mod tests {
     #[test]
     fn slots_carry_tag_and_offset() {
         let hash = 0xdead_beef_1234_5678;
-        let slot = encode_slot(hash, 77);
+        let slot = encode_slot(hash, 9, 77);
         assert!(slot_tag_matches(slot, hash));
         assert!(!slot_tag_matches(slot, hash ^ 1));
         assert_eq!(slot_record_offset(slot), 77);
-        assert_ne!(encode_slot(hash, 0), 0, "an occupied slot is never zero");
+        assert_eq!(slot_distance(slot), 9);
+        let far = encode_slot(u64::MAX, PROBE_DISTANCE_MAX, RECORD_OFFSET_MAX);
+        assert_eq!(slot_distance(far), PROBE_DISTANCE_MAX);
+        assert_eq!(slot_record_offset(far), RECORD_OFFSET_MAX);
+        assert!(slot_tag_matches(far, u64::MAX));
+        assert_ne!(encode_slot(hash, 0, 0), 0, "an occupied slot is never zero");
     }
 }

@@ -150,21 +150,22 @@ impl Snapshot {
         let index = self.index();
         let records = self.records();
         let mut i = format::home_slot(hash, slot_count) as usize;
-        // The writer leaves at least one slot empty, so a probe ends at an empty
-        // slot; the bound only matters for a hostile file that fills them all.
-        for _ in 0..slot_count {
+        // Robin Hood order: once the probe is farther from home than the
+        // resident is from its own, the code cannot be further on. The bound
+        // also ends the loop on a hostile file whose slots are all full.
+        let probes_max = slot_count.min(format::PROBE_DISTANCE_MAX + 1);
+        for distance in 0..probes_max {
             let at = i * SLOT_SIZE;
             let slot = u64::from_le_bytes(index.get(at..at + SLOT_SIZE)?.try_into().ok()?);
-            if slot == 0 {
+            if slot == 0 || format::slot_distance(slot) < distance {
                 return None;
             }
-            if format::slot_tag_matches(slot, hash) {
-                let offset = format::slot_record_offset(slot);
-                if let Some((view, _)) = decode_record(records, offset as usize)
-                    && view.code == code
-                {
-                    return Some(view);
-                }
+            if format::slot_tag_matches(slot, hash)
+                && let Some((view, _)) =
+                    decode_record(records, format::slot_record_offset(slot) as usize)
+                && view.code == code
+            {
+                return Some(view);
             }
             i += 1;
             if i as u64 == slot_count {
@@ -286,6 +287,17 @@ mod tests {
         assert_eq!(snapshot.get(b"c1000"), None);
         assert_eq!(snapshot.get(b""), None);
         assert_eq!(snapshot.verify_records().unwrap(), 1000);
+    }
+
+    #[test]
+    fn every_size_reaches_every_record_including_wrapped_runs() {
+        for n in 0..300u64 {
+            let records: Vec<_> = (0..n).map(|i| record(&format!("w{i}"), i)).collect();
+            let snapshot =
+                Snapshot::from_bytes(encode_snapshot(Seq(1), &records).unwrap()).unwrap();
+            assert_eq!(snapshot.verify_records().unwrap(), n, "n = {n}");
+            assert!(snapshot.get(b"absent").is_none());
+        }
     }
 
     #[test]

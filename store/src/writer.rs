@@ -48,8 +48,7 @@ where
     I: IntoIterator,
     I::Item: Borrow<LinkRecord>,
 {
-    let seed = hash_seed();
-    let built = build(sequence, seed, records)?;
+    let built = build_with_fresh_seeds(sequence, records)?;
     persist(path, &built)?;
     Ok(built.stats)
 }
@@ -87,7 +86,7 @@ where
     body.resize((index_offset - HEADER_SIZE as u64) as usize, 0);
     let record_count = entries.len() as u64;
     let slot_count = format::slot_count_for(record_count);
-    let slots = build_index(&body, &entries, slot_count)?;
+    let slots = build_index(&body, &mut entries, slot_count)?;
     body.reserve(slots.len() * format::SLOT_SIZE);
     for slot in &slots {
         body.extend_from_slice(&slot.to_le_bytes());
@@ -150,38 +149,83 @@ fn code_at(records: &[u8], offset: u64) -> &[u8] {
     &records[at + RECORD_FIXED_SIZE..at + RECORD_FIXED_SIZE + len]
 }
 
+/// Builds the Robin Hood index. Entries are sorted by home slot (then hash)
+/// and laid down in that order: each goes to its home slot or just after the
+/// previous entry, whichever is later. That is exactly the Robin Hood layout
+/// (along any probe run, homes never decrease), it touches the index
+/// sequentially, and a duplicate code sorts next to its twin.
 fn build_index(
     records: &[u8],
-    entries: &[(u64, u64)],
+    entries: &mut [(u64, u64)],
     slot_count: u64,
 ) -> Result<Vec<u64>, WriteError> {
-    let mut slots = vec![0u64; slot_count as usize];
-    let mut hashes = vec![0u64; slot_count as usize];
-    for &(hash, offset) in entries {
-        let mut i = format::home_slot(hash, slot_count) as usize;
-        loop {
-            let slot = slots[i];
-            if slot == 0 {
-                slots[i] = format::encode_slot(hash, offset);
-                hashes[i] = hash;
-                break;
-            }
-            if hashes[i] == hash {
-                let existing = code_at(records, format::slot_record_offset(slot));
-                let code = code_at(records, offset);
-                if existing == code {
-                    return Err(WriteError::DuplicateCode(
-                        String::from_utf8_lossy(code).into_owned(),
-                    ));
-                }
-            }
-            i += 1;
-            if i == slots.len() {
-                i = 0;
-            }
+    let home = |hash: u64| format::home_slot(hash, slot_count);
+    entries.sort_unstable_by_key(|&(hash, _)| (home(hash), hash));
+    for pair in entries.windows(2) {
+        let ((a_hash, a_offset), (b_hash, b_offset)) = (pair[0], pair[1]);
+        if a_hash == b_hash && code_at(records, a_offset) == code_at(records, b_offset) {
+            return Err(WriteError::DuplicateCode(
+                String::from_utf8_lossy(code_at(records, a_offset)).into_owned(),
+            ));
         }
     }
+    let mut slots = vec![0u64; slot_count as usize];
+    // Entries pushed past the last slot wrap to the start; they are placed
+    // afterwards, before the first entries' runs begin.
+    let mut wrapped: Vec<(u64, u64, u64)> = Vec::new();
+    let mut next_free = 0u64;
+    for &(hash, offset) in entries.iter() {
+        let position = home(hash).max(next_free);
+        let distance = position - home(hash);
+        if position >= slot_count {
+            wrapped.push((hash, offset, distance));
+            continue;
+        }
+        if distance > format::PROBE_DISTANCE_MAX {
+            return Err(WriteError::Clustered);
+        }
+        slots[position as usize] = format::encode_slot(hash, distance, offset);
+        next_free = position + 1;
+    }
+    // Wrapped entries belong before everything whose home is at the start, so
+    // shift those runs right, Robin Hood style, as they are inserted.
+    for (hash, offset, distance) in wrapped {
+        insert_robin_hood(&mut slots, hash, offset, distance)?;
+    }
     Ok(slots)
+}
+
+/// Inserts one entry `distance` slots past its home (wrapping), displacing
+/// residents nearer their homes.
+fn insert_robin_hood(
+    slots: &mut [u64],
+    hash: u64,
+    offset: u64,
+    distance: u64,
+) -> Result<(), WriteError> {
+    let len = slots.len();
+    let (mut carried_hash_tag, mut carried_offset, mut carried_distance) = (hash, offset, distance);
+    let mut i = ((format::home_slot(hash, len as u64) + distance) % len as u64) as usize;
+    loop {
+        if carried_distance > format::PROBE_DISTANCE_MAX {
+            return Err(WriteError::Clustered);
+        }
+        let resident = slots[i];
+        if resident == 0 {
+            slots[i] = format::encode_slot(carried_hash_tag, carried_distance, carried_offset);
+            return Ok(());
+        }
+        let resident_distance = format::slot_distance(resident);
+        if resident_distance < carried_distance {
+            slots[i] = format::encode_slot(carried_hash_tag, carried_distance, carried_offset);
+            // Only the tag survives in a slot; it is all a later slot needs.
+            carried_hash_tag = resident >> 48;
+            carried_offset = format::slot_record_offset(resident);
+            carried_distance = resident_distance;
+        }
+        i = if i + 1 == len { 0 } else { i + 1 };
+        carried_distance += 1;
+    }
 }
 
 fn persist(path: &Path, built: &Built) -> Result<(), WriteError> {
@@ -240,6 +284,27 @@ fn unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Builds with a fresh hash seed, retrying with another seed in the
+/// astronomically unlikely case that a probe distance overflows its byte.
+fn build_with_fresh_seeds<I>(sequence: Seq, records: I) -> Result<Built, WriteError>
+where
+    I: IntoIterator,
+    I::Item: Borrow<LinkRecord>,
+{
+    let records: Vec<I::Item> = records.into_iter().collect();
+    let mut attempt = 0;
+    loop {
+        match build(
+            sequence,
+            hash_seed() ^ attempt,
+            records.iter().map(Borrow::borrow),
+        ) {
+            Err(WriteError::Clustered) if attempt < 3 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
 /// Encodes a snapshot into memory instead of a file, for tests, fuzzing and
 /// shipping a snapshot over the network.
 pub fn encode_snapshot<I>(sequence: Seq, records: I) -> Result<Vec<u8>, WriteError>
@@ -247,7 +312,7 @@ where
     I: IntoIterator,
     I::Item: Borrow<LinkRecord>,
 {
-    let built = build(sequence, hash_seed(), records)?;
+    let built = build_with_fresh_seeds(sequence, records)?;
     let mut bytes = built.header.to_vec();
     bytes.extend_from_slice(&built.body);
     Ok(bytes)

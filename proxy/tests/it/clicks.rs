@@ -29,12 +29,21 @@ fn every_redirect_is_counted_once() {
         t.join().unwrap();
     }
     for _ in 0..10 {
-        assert_eq!(sys.proxy.request("HEAD", &format!("/{code}"), "").status, 302);
+        assert_eq!(
+            sys.proxy.request("HEAD", &format!("/{code}"), "").status,
+            302
+        );
         assert_eq!(sys.proxy.get(&format!("/{code}+")).status, 200);
     }
-    eventually(15, "200 clicks counted", || sys.control.clicks(&code) == 200);
+    eventually(15, "200 clicks counted", || {
+        sys.control.clicks(&code) == 200
+    });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(sys.control.clicks(&code), 200, "HEAD and previews are not clicks, and nothing is counted twice");
+    assert_eq!(
+        sys.control.clicks(&code),
+        200,
+        "HEAD and previews are not clicks, and nothing is counted twice"
+    );
     assert_eq!(sys.proxy.metric("proxy_clicks_dropped_total"), 0.0);
 }
 
@@ -60,12 +69,20 @@ fn clicks_wait_out_a_control_outage() {
     let mut control = start_control(dir.path(), &addr, &[]);
     let proxy = start_proxy(dir.path(), control.addr, &[]);
     let code = control.create(link("https://example.com/outage"));
-    eventually(10, "visible", || proxy.request("HEAD", &format!("/{code}"), "").status == 302);
+    eventually(10, "visible", || {
+        proxy.request("HEAD", &format!("/{code}"), "").status == 302
+    });
     control.kill();
     for _ in 0..30 {
-        assert_eq!(proxy.get(&format!("/{code}")).status, 302, "served while control is down");
+        assert_eq!(
+            proxy.get(&format!("/{code}")).status,
+            302,
+            "served while control is down"
+        );
     }
     std::thread::sleep(Duration::from_millis(500));
     let control = start_control(dir.path(), &addr, &[]);
-    eventually(20, "clicks shipped after control returns", || control.clicks(&code) == 30);
+    eventually(20, "clicks shipped after control returns", || {
+        control.clicks(&code) == 30
+    });
 }

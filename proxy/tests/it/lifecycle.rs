@@ -11,11 +11,19 @@ fn restart_with_control_down_serves_every_link_served_before() {
     let dir = tempfile::tempdir().unwrap();
     // Control builds no snapshot after start-up: new links live only in the
     // proxy's overlay until the proxy persists its view.
-    let mut control = start_control(dir.path(), "127.0.0.1:0", &[("SHORTLINE_SNAPSHOT_INTERVAL_MS", "3600000")]);
+    let mut control = start_control(
+        dir.path(),
+        "127.0.0.1:0",
+        &[("SHORTLINE_SNAPSHOT_INTERVAL_MS", "3600000")],
+    );
     let mut proxy = start_proxy(dir.path(), control.addr, &[]);
-    let codes: Vec<String> = (0..20).map(|i| control.create(link(&format!("https://example.com/{i}")))).collect();
+    let codes: Vec<String> = (0..20)
+        .map(|i| control.create(link(&format!("https://example.com/{i}"))))
+        .collect();
     for code in &codes {
-        eventually(10, "visible", || proxy.request("HEAD", &format!("/{code}"), "").status == 302);
+        eventually(10, "visible", || {
+            proxy.request("HEAD", &format!("/{code}"), "").status == 302
+        });
     }
     control.kill();
     // Let the persister write the view.
@@ -25,18 +33,27 @@ fn restart_with_control_down_serves_every_link_served_before() {
     for (i, code) in codes.iter().enumerate() {
         let answer = proxy.get(&format!("/{code}"));
         assert_eq!(answer.status, 302, "{code} lost across the restart");
-        assert_eq!(answer.header("location"), Some(format!("https://example.com/{i}").as_str()));
+        assert_eq!(
+            answer.header("location"),
+            Some(format!("https://example.com/{i}").as_str())
+        );
     }
 }
 
 #[test]
 fn corrupt_truncated_and_foreign_snapshots_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut control = start_control(dir.path(), "127.0.0.1:0", &[("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50")]);
+    let mut control = start_control(
+        dir.path(),
+        "127.0.0.1:0",
+        &[("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50")],
+    );
     let code = control.create(link("https://example.com/kept"));
     let snapshots = dir.path().join("snapshots");
     eventually(10, "a snapshot with the link", || {
-        shortline_proxy::snapshots::list(&snapshots).first().is_some_and(|(seq, _)| seq.0 >= 1)
+        shortline_proxy::snapshots::list(&snapshots)
+            .first()
+            .is_some_and(|(seq, _)| seq.0 >= 1)
     });
     control.kill();
     let (newest, path) = shortline_proxy::snapshots::list(&snapshots)[0].clone();
@@ -47,12 +64,34 @@ fn corrupt_truncated_and_foreign_snapshots_are_refused() {
     let mut flipped = good.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0xff;
-    std::fs::write(cache.join(shortline_proxy::snapshots::file_name(shortline_store::Seq(newest.0 + 1))), &flipped).unwrap();
-    std::fs::write(cache.join(shortline_proxy::snapshots::file_name(shortline_store::Seq(newest.0 + 2))), &good[..good.len() / 2]).unwrap();
-    std::fs::write(cache.join(shortline_proxy::snapshots::file_name(shortline_store::Seq(newest.0 + 3))), b"GIF89a not a snapshot").unwrap();
+    std::fs::write(
+        cache.join(shortline_proxy::snapshots::file_name(shortline_store::Seq(
+            newest.0 + 1,
+        ))),
+        &flipped,
+    )
+    .unwrap();
+    std::fs::write(
+        cache.join(shortline_proxy::snapshots::file_name(shortline_store::Seq(
+            newest.0 + 2,
+        ))),
+        &good[..good.len() / 2],
+    )
+    .unwrap();
+    std::fs::write(
+        cache.join(shortline_proxy::snapshots::file_name(shortline_store::Seq(
+            newest.0 + 3,
+        ))),
+        b"GIF89a not a snapshot",
+    )
+    .unwrap();
 
     let proxy = start_proxy(dir.path(), control.addr, &[]);
-    assert_eq!(proxy.get(&format!("/{code}")).status, 302, "served from the older valid snapshot");
+    assert_eq!(
+        proxy.get(&format!("/{code}")).status,
+        302,
+        "served from the older valid snapshot"
+    );
     assert_eq!(proxy.metric("proxy_snapshots_rejected_total"), 3.0);
     assert_eq!(proxy.metric("proxy_snapshot_sequence"), newest.0 as f64);
 }
@@ -68,14 +107,20 @@ fn graceful_upgrade_under_load_fails_no_request() {
     let port = proxy.port;
     let load: Vec<_> = (0..4)
         .map(|_| {
-            let (stop, ok, failed, code) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed), code.clone());
+            let (stop, ok, failed, code) = (
+                Arc::clone(&stop),
+                Arc::clone(&ok),
+                Arc::clone(&failed),
+                code.clone(),
+            );
             std::thread::spawn(move || {
                 // Bounded: at most 20 000 requests per thread.
                 for _ in 0..20_000 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let request = format!("GET /{code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    let request =
+                        format!("GET /{code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                     match crate::raw_request(port, &request) {
                         Ok(answer) if answer.status == 302 => ok.fetch_add(1, Ordering::Relaxed),
                         other => {
@@ -97,8 +142,15 @@ fn graceful_upgrade_under_load_fails_no_request() {
     for t in load {
         t.join().unwrap();
     }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during the upgrades");
-    assert!(ok.load(Ordering::Relaxed) > after_first, "the new process served");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the upgrades"
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > after_first,
+        "the new process served"
+    );
     assert_eq!(proxy.get(&format!("/{code}")).status, 302);
     drop(sys.control);
 }

@@ -4,6 +4,7 @@
 //! The control binary is taken from the same target directory; `cargo test
 //! --workspace` builds it (the control package's own tests need it).
 
+mod alloc;
 mod answering;
 mod clicks;
 mod lifecycle;
@@ -22,7 +23,10 @@ pub const ADMIN_TOKEN: &str = "proxy-tests-admin-token-0123";
 
 fn target_dir_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -34,7 +38,11 @@ fn target_dir_binary(name: &str) -> PathBuf {
 
 /// A free loopback port (bound, then released for the child to bind).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running control plane.
@@ -79,7 +87,9 @@ pub fn start_control(dir: &Path, addr: &str, env: &[(&str, &str)]) -> Control {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("control address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("control address");
     Control {
         child,
         addr,
@@ -93,9 +103,21 @@ impl Control {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let response = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &auth).call(),
-            ("POST", Some(b)) => self.agent.post(&url).header("Authorization", &auth).send_json(&b),
-            ("PATCH", Some(b)) => self.agent.patch(&url).header("Authorization", &auth).send_json(&b),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(&b),
+            ("PATCH", Some(b)) => self
+                .agent
+                .patch(&url)
+                .header("Authorization", &auth)
+                .send_json(&b),
             other => panic!("unsupported {other:?}"),
         };
         let mut response = response.expect("control request");
@@ -144,10 +166,16 @@ pub fn start_proxy(dir: &Path, control: SocketAddr, env: &[(&str, &str)]) -> Pro
     let port = free_port();
     let metrics_port = free_port();
     let mut all: Vec<(String, String)> = vec![
-        ("SHORTLINE_DATA_DIR".into(), dir.to_string_lossy().into_owned()),
+        (
+            "SHORTLINE_DATA_DIR".into(),
+            dir.to_string_lossy().into_owned(),
+        ),
         ("SHORTLINE_CONTROL_LISTEN".into(), control.to_string()),
         ("SHORTLINE_PROXY_LISTEN".into(), format!("127.0.0.1:{port}")),
-        ("SHORTLINE_PROXY_METRICS_LISTEN".into(), format!("127.0.0.1:{metrics_port}")),
+        (
+            "SHORTLINE_PROXY_METRICS_LISTEN".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ),
         ("SHORTLINE_PERSIST_INTERVAL_MS".into(), "100".into()),
         ("SHORTLINE_CLICK_FLUSH_INTERVAL_MS".into(), "50".into()),
         ("SHORTLINE_GRACE_PERIOD_SECONDS".into(), "1".into()),
@@ -162,9 +190,19 @@ pub fn start_proxy(dir: &Path, control: SocketAddr, env: &[(&str, &str)]) -> Pro
     proxy
 }
 
-fn spawn_proxy(env: &[(String, String)], args: &[&str], port: u16, metrics_port: u16, dir: &Path) -> Proxy {
+fn spawn_proxy(
+    env: &[(String, String)],
+    args: &[&str],
+    port: u16,
+    metrics_port: u16,
+    dir: &Path,
+) -> Proxy {
     let mut command = Command::new(target_dir_binary("shortline-proxy"));
-    command.args(args).env_clear().stdout(Stdio::null()).stderr(Stdio::inherit());
+    command
+        .args(args)
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     for (k, v) in env {
         command.env(k, v);
     }
@@ -235,9 +273,12 @@ impl Proxy {
     }
 
     pub fn metrics(&self) -> String {
-        raw_request(self.metrics_port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .map(|a| a.body)
-            .unwrap_or_default()
+        raw_request(
+            self.metrics_port,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .map(|a| a.body)
+        .unwrap_or_default()
     }
 
     pub fn metric(&self, name: &str) -> f64 {
@@ -251,7 +292,12 @@ impl Proxy {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while raw_request(self.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        while raw_request(
+            self.port,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .is_err()
+        {
             assert!(Instant::now() < deadline, "proxy did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -315,7 +361,11 @@ pub fn system(control_env: &[(&str, &str)], proxy_env: &[(&str, &str)]) -> Syste
     let dir = tempfile::tempdir().unwrap();
     let control = start_control(dir.path(), "127.0.0.1:0", control_env);
     let proxy = start_proxy(dir.path(), control.addr, proxy_env);
-    System { proxy, control, dir }
+    System {
+        proxy,
+        control,
+        dir,
+    }
 }
 
 impl System {
@@ -323,7 +373,9 @@ impl System {
     pub fn create_visible(&self, body: Value) -> String {
         let code = self.control.create(body);
         // HEAD, so the check itself is not a click.
-        eventually(10, "the new code to reach the proxy", || self.proxy.request("HEAD", &format!("/{code}"), "").status != 404);
+        eventually(10, "the new code to reach the proxy", || {
+            self.proxy.request("HEAD", &format!("/{code}"), "").status != 404
+        });
         code
     }
 }

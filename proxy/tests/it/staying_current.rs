@@ -23,14 +23,20 @@ fn swaps_and_deltas_under_load_fail_no_request() {
     let port = sys.proxy.port;
     let load: Vec<_> = (0..3)
         .map(|t| {
-            let (stable, stop, ok, failed) = (Arc::clone(&stable), Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+            let (stable, stop, ok, failed) = (
+                Arc::clone(&stable),
+                Arc::clone(&stop),
+                Arc::clone(&ok),
+                Arc::clone(&failed),
+            );
             std::thread::spawn(move || {
                 for i in 0..20_000usize {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let (code, url) = &stable[(i + t) % stable.len()];
-                    let request = format!("GET /{code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    let request =
+                        format!("GET /{code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                     match crate::raw_request(port, &request) {
                         Ok(a) if a.status == 302 && a.header("location") == Some(url.as_str()) => {
                             ok.fetch_add(1, Ordering::Relaxed);
@@ -47,9 +53,13 @@ fn swaps_and_deltas_under_load_fail_no_request() {
     // Meanwhile: creates, patches and deletes flow to the proxy as deltas.
     let mut created = Vec::new();
     for i in 0..60 {
-        let code = sys.control.create(link(&format!("https://example.com/new/{i}")));
+        let code = sys
+            .control
+            .create(link(&format!("https://example.com/new/{i}")));
         if i % 3 == 0 {
-            let (status, _) = sys.control.request("DELETE", &format!("/api/v1/links/{code}"), None);
+            let (status, _) = sys
+                .control
+                .request("DELETE", &format!("/api/v1/links/{code}"), None);
             assert_eq!(status, 204);
         } else {
             created.push((code, i));
@@ -58,7 +68,8 @@ fn swaps_and_deltas_under_load_fail_no_request() {
     }
     for (code, i) in &created {
         crate::eventually(10, "new links visible", || {
-            sys.proxy.get(&format!("/{code}")).header("location") == Some(format!("https://example.com/new/{i}").as_str())
+            sys.proxy.get(&format!("/{code}")).header("location")
+                == Some(format!("https://example.com/new/{i}").as_str())
         });
     }
     stop.store(true, Ordering::Relaxed);
@@ -67,6 +78,12 @@ fn swaps_and_deltas_under_load_fail_no_request() {
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(ok.load(Ordering::Relaxed) > 100);
-    assert!(sys.proxy.metric("proxy_snapshots_installed_total") >= 2.0, "snapshots were swapped");
-    assert!(sys.proxy.metric("proxy_changes_applied_total") >= 60.0, "deltas were applied");
+    assert!(
+        sys.proxy.metric("proxy_snapshots_installed_total") >= 2.0,
+        "snapshots were swapped"
+    );
+    assert!(
+        sys.proxy.metric("proxy_changes_applied_total") >= 60.0,
+        "deltas were applied"
+    );
 }

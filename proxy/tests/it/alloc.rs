@@ -1,0 +1,127 @@
+//! The redirect path allocates nothing of its own: deciding the answer,
+//! capturing the click and recording metrics, counted by a global allocator
+//! that tallies the current thread's allocations. (Pingora's own request and
+//! response header maps are outside this path.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+use shortline_proxy::app::answer;
+use shortline_proxy::clicks::{ClickEvent, ClickRing};
+use shortline_proxy::metrics::Metrics;
+use shortline_store::{
+    Change, Code, LinkId, LinkRecord, LiveTable, Seq, Snapshot, Target, encode_snapshot,
+};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the counter
+// is a const-initialised thread local, which never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: as for `dealloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn record(code: &str, forward_query: bool) -> LinkRecord {
+    let mut record = LinkRecord::new(
+        Code::parse(code).unwrap(),
+        Target::parse(&format!("https://example.com/{code}")).unwrap(),
+        LinkId(7),
+    );
+    record.forward_query = forward_query;
+    record
+}
+
+#[test]
+fn the_redirect_path_allocates_nothing() {
+    let records: Vec<_> = (0..1000)
+        .map(|i| record(&format!("c{i}"), i % 2 == 0))
+        .collect();
+    let table =
+        LiveTable::new(Snapshot::from_bytes(encode_snapshot(Seq(1), &records).unwrap()).unwrap());
+    table.apply([Change {
+        seq: Seq(2),
+        code: Code::parse("fresh").unwrap(),
+        record: Some(record("fresh", false)),
+    }]);
+    let metrics = Arc::new(Metrics::default());
+    let ring = ClickRing::new(4096, Arc::clone(&metrics));
+    let targets: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("/c{i}").into_bytes())
+        .chain([b"/fresh".to_vec(), b"/missing".to_vec(), b"/a/b".to_vec()])
+        .collect();
+    let forwarded: Vec<Vec<u8>> = (0..1000)
+        .step_by(2)
+        .map(|i| format!("/c{i}?utm_source=x").into_bytes())
+        .collect();
+    let method = http::Method::GET;
+    // The reused per-connection buffer for forwarded queries, grown once.
+    let mut location = Vec::with_capacity(256);
+    let _ = table.load();
+
+    let before = allocations();
+    let mut redirects = 0;
+    for target in &targets {
+        let view = table.load();
+        let reply = answer(&view, &method, target, 0, &mut location);
+        if let Some(link_id) = reply.click {
+            ring.push(ClickEvent::new(
+                link_id,
+                1,
+                false,
+                None,
+                b"https://ref.example/",
+                b"Mozilla/5.0",
+            ));
+            redirects += 1;
+        }
+        metrics.record(reply.outcome, 1000);
+    }
+    // Forwarded queries go through the reused buffer.
+    let mut forwarded_ok = 0;
+    for target in &forwarded {
+        let view = table.load();
+        let reply = answer(&view, &method, target, 0, &mut location);
+        forwarded_ok += usize::from(
+            reply
+                .location
+                .is_some_and(|l| l.ends_with(b"?utm_source=x")),
+        );
+    }
+    assert_eq!(allocations() - before, 0, "the redirect path allocated");
+    assert_eq!(forwarded_ok, 500);
+    // The counter sees allocations: a preview page is built per request.
+    let before = allocations();
+    let view = table.load();
+    let preview = answer(&view, &method, b"/c1+", 0, &mut location);
+    assert_eq!(preview.status, 200);
+    assert!(allocations() > before, "the counting allocator counts");
+    assert_eq!(redirects, 1001);
+    assert_eq!(ring.len(), 1001);
+}
