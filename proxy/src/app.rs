@@ -26,6 +26,8 @@ const BODY_NOT_FOUND: &[u8] = b"not found\n";
 const BODY_GONE: &[u8] = b"this link is no longer available\n";
 const BODY_BAD_REQUEST: &[u8] = b"bad request\n";
 const BODY_METHOD: &[u8] = b"method not allowed\n";
+const BODY_URI_TOO_LONG: &[u8] = b"request target too long\n";
+const BODY_HEADERS_TOO_LARGE: &[u8] = b"request headers too large\n";
 const BODY_HEALTH: &[u8] = b"ok\n";
 const CACHE_TEMPORARY: &str = "private, no-store";
 const CACHE_PERMANENT: &str = "public, max-age=86400";
@@ -37,6 +39,7 @@ pub struct Limits {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub keepalive_requests_max: u32,
+    pub request_headers_bytes_max: usize,
 }
 
 /// The redirect application.
@@ -167,6 +170,9 @@ pub fn answer<'a>(
     if method != Method::GET && method != Method::HEAD {
         return plain(405, BODY_METHOD, Outcome::MethodNotAllowed);
     }
+    if target.len() > path::TARGET_LEN_MAX {
+        return plain(414, BODY_URI_TOO_LONG, Outcome::BadRequest);
+    }
     let (code, query, preview) = match path::parse(target) {
         Route::Code { code, query } => (code, query, false),
         Route::Preview { code } => (code, None, true),
@@ -274,13 +280,22 @@ impl RedirectApp {
         let head = request.method == Method::HEAD;
         let mut location_buffer = Vec::new();
         let view = self.table.load();
-        let reply = answer(
-            &view,
-            &request.method,
-            request.raw_path(),
-            now_unix,
-            &mut location_buffer,
-        );
+        let headers_bytes: usize = request
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        let reply = if headers_bytes > self.limits.request_headers_bytes_max {
+            plain(431, BODY_HEADERS_TOO_LARGE, Outcome::BadRequest)
+        } else {
+            answer(
+                &view,
+                &request.method,
+                request.raw_path(),
+                now_unix,
+                &mut location_buffer,
+            )
+        };
         if let Some(link_id) = reply.click {
             self.capture_click(http, link_id, head, now);
         }

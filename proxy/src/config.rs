@@ -36,6 +36,8 @@ pub struct ProxyConfig {
     pub write_timeout_ms: u64,
     /// Requests served on one connection before it is closed.
     pub keepalive_requests_max: u32,
+    /// Largest request header section accepted; larger ones get 431.
+    pub request_headers_bytes_max: usize,
     /// Click events held between the redirect path and the batcher.
     pub click_ring_capacity: usize,
     /// Most click events per batch sent to control.
@@ -74,6 +76,7 @@ impl Default for ProxyConfig {
             read_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
             keepalive_requests_max: 10_000,
+            request_headers_bytes_max: 16 * 1024,
             click_ring_capacity: 1 << 16,
             click_batch_max: 8192,
             click_flush_interval_ms: 200,
@@ -108,6 +111,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("read_timeout_ms", Kind::Integer),
     ("write_timeout_ms", Kind::Integer),
     ("keepalive_requests_max", Kind::Integer),
+    ("request_headers_bytes_max", Kind::Integer),
     ("click_ring_capacity", Kind::Integer),
     ("click_batch_max", Kind::Integer),
     ("click_flush_interval_ms", Kind::Integer),

@@ -140,6 +140,7 @@ fn run(cli: &Cli) -> Result<()> {
         read_timeout: Duration::from_millis(config.read_timeout_ms),
         write_timeout: Duration::from_millis(config.write_timeout_ms),
         keepalive_requests_max: config.keepalive_requests_max,
+        request_headers_bytes_max: config.request_headers_bytes_max,
     };
     let app = RedirectApp::new(
         Arc::clone(&table),

@@ -92,6 +92,12 @@ impl Header {
 
     /// Decodes and checks a header against the length of the whole file.
     pub fn decode(bytes: &[u8]) -> Result<Self, OpenError> {
+        Self::decode_for_length(bytes, bytes.len() as u64)
+    }
+
+    /// Decodes the header at the start of `bytes` and checks it against a
+    /// file of `file_len` bytes.
+    pub fn decode_for_length(bytes: &[u8], file_len: u64) -> Result<Self, OpenError> {
         if bytes.len() < HEADER_SIZE {
             return Err(OpenError::Truncated {
                 len: bytes.len() as u64,
@@ -127,7 +133,7 @@ impl Header {
             created_at_unix_ms: read_u64(bytes, 80),
             body_checksum: read_u64(bytes, 88),
         };
-        header.check_layout(bytes.len() as u64)?;
+        header.check_layout(file_len)?;
         Ok(header)
     }
 

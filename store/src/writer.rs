@@ -59,39 +59,47 @@ struct Built {
     stats: SnapshotStats,
 }
 
-fn build<I>(sequence: Seq, seed: u64, records: I) -> Result<Built, WriteError>
-where
-    I: IntoIterator,
-    I::Item: Borrow<LinkRecord>,
-{
-    let records = records.into_iter();
-    let mut body = Vec::with_capacity(records.size_hint().0 * (RECORD_FIXED_SIZE + 64));
-    // (hash, offset) per record; the index is built once the count is known.
-    let mut entries: Vec<(u64, u64)> = Vec::with_capacity(records.size_hint().0);
+fn build(sequence: Seq, seed: u64, records: &[&LinkRecord]) -> Result<Built, WriteError> {
+    // Size everything first, so the file is built in one allocation.
+    let record_bytes =
+        |r: &LinkRecord| RECORD_FIXED_SIZE + r.code.as_bytes().len() + r.target.as_str().len();
+    let records_size: u64 = records.iter().map(|r| record_bytes(r) as u64).sum();
+    if records_size > RECORD_OFFSET_MAX {
+        return Err(WriteError::TooLarge {
+            limit: RECORD_OFFSET_MAX,
+        });
+    }
+    let record_count = records.len() as u64;
+    let slot_count = format::slot_count_for(record_count);
+    let index_offset = format::align_up(HEADER_SIZE as u64 + records_size);
+    let file_size = index_offset + slot_count * format::SLOT_SIZE as u64;
+    let mut body = Vec::with_capacity((file_size - HEADER_SIZE as u64) as usize);
+    // (hash, offset) per record; the index is built once the records are laid down.
+    let mut entries: Vec<(u64, u64)> = Vec::with_capacity(records.len());
     let mut payload_bytes = 0u64;
     for record in records {
-        let record = record.borrow();
-        let offset = body.len() as u64;
-        if offset > RECORD_OFFSET_MAX {
-            return Err(WriteError::TooLarge {
-                limit: RECORD_OFFSET_MAX,
-            });
-        }
+        entries.push((
+            format::hash_code(record.code.as_bytes(), seed),
+            body.len() as u64,
+        ));
         encode_record(&mut body, record);
-        payload_bytes += (record.code.as_bytes().len() + record.target.as_str().len()) as u64;
-        entries.push((format::hash_code(record.code.as_bytes(), seed), offset));
+        payload_bytes += (record_bytes(record) - RECORD_FIXED_SIZE) as u64;
     }
-    let records_size = body.len() as u64;
-    let index_offset = format::align_up(HEADER_SIZE as u64 + records_size);
+    assert_eq!(
+        body.len() as u64,
+        records_size,
+        "records were sized exactly"
+    );
     body.resize((index_offset - HEADER_SIZE as u64) as usize, 0);
-    let record_count = entries.len() as u64;
-    let slot_count = format::slot_count_for(record_count);
     let slots = build_index(&body, &mut entries, slot_count)?;
-    body.reserve(slots.len() * format::SLOT_SIZE);
     for slot in &slots {
         body.extend_from_slice(&slot.to_le_bytes());
     }
-    let file_size = HEADER_SIZE as u64 + body.len() as u64;
+    assert_eq!(
+        HEADER_SIZE as u64 + body.len() as u64,
+        file_size,
+        "the file was sized exactly"
+    );
     let header = Header {
         sequence,
         record_count,
@@ -105,10 +113,8 @@ where
     };
     let encoded = header.encode();
     // Check the format at both ends: what we are about to write must decode.
-    let mut probe = encoded.to_vec();
-    probe.resize(file_size as usize, 0);
     assert_eq!(
-        Header::decode(&probe).ok(),
+        Header::decode_for_length(&encoded, file_size).ok(),
         Some(header),
         "encoded header must decode"
     );
@@ -291,14 +297,11 @@ where
     I: IntoIterator,
     I::Item: Borrow<LinkRecord>,
 {
-    let records: Vec<I::Item> = records.into_iter().collect();
+    let owned: Vec<I::Item> = records.into_iter().collect();
+    let records: Vec<&LinkRecord> = owned.iter().map(Borrow::borrow).collect();
     let mut attempt = 0;
     loop {
-        match build(
-            sequence,
-            hash_seed() ^ attempt,
-            records.iter().map(Borrow::borrow),
-        ) {
+        match build(sequence, hash_seed() ^ attempt, &records) {
             Err(WriteError::Clustered) if attempt < 3 => attempt += 1,
             other => return other,
         }

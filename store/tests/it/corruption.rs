@@ -119,3 +119,22 @@ fn reseal(file: &mut [u8]) {
     header.body_checksum = format::body_checksum(&file[format::HEADER_SIZE..]);
     file[..format::HEADER_SIZE].copy_from_slice(&header.encode());
 }
+
+/// The fuzz target's seed corpus (and any crash input saved there) goes
+/// through the same calls on every test run.
+#[test]
+fn fuzz_corpus_inputs_are_handled() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/open_lookup");
+    let mut seen = 0;
+    let mut opened = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus folder") {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        seen += 1;
+        if let Ok(snapshot) = Snapshot::from_bytes(bytes) {
+            opened += 1;
+            exercise(&snapshot);
+        }
+    }
+    assert!(seen >= 4, "the seed corpus is present");
+    assert!(opened >= 1, "the seed corpus holds a valid snapshot");
+}
