@@ -6,7 +6,6 @@
 //! public API: it lives under `/internal/`, is absent from the OpenAPI
 //! document, and needs the internal token.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,32 +53,7 @@ fn line(message: &Message) -> Vec<u8> {
     bytes
 }
 
-/// The file name of the snapshot covering `seq`.
-#[must_use]
-pub fn snapshot_file_name(seq: Seq) -> String {
-    format!("links-{:020}.snap", seq.0)
-}
-
-/// Snapshot files in `dir`, newest first.
-#[must_use]
-pub fn snapshot_files(dir: &Path) -> Vec<(Seq, PathBuf)> {
-    let mut files: Vec<(Seq, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let seq = name
-                .strip_prefix("links-")?
-                .strip_suffix(".snap")?
-                .parse()
-                .ok()?;
-            Some((Seq(seq), entry.path()))
-        })
-        .collect();
-    files.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
-    files
-}
+pub use shortline_store::files::{file_name as snapshot_file_name, list as snapshot_files};
 
 /// Reads every link and the sequence they are current at, in one read view.
 fn read_all_records(state: &AppState) -> StoreResult<(Seq, Vec<LinkRecord>)> {

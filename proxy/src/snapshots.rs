@@ -8,32 +8,7 @@ use shortline_store::{Seq, Snapshot};
 
 use crate::metrics::Metrics;
 
-/// The file name of the snapshot covering `seq` (the control plane uses the same).
-#[must_use]
-pub fn file_name(seq: Seq) -> String {
-    format!("links-{:020}.snap", seq.0)
-}
-
-/// Snapshot files in `dir`, newest first.
-#[must_use]
-pub fn list(dir: &Path) -> Vec<(Seq, PathBuf)> {
-    let mut files: Vec<(Seq, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let seq = name
-                .strip_prefix("links-")?
-                .strip_suffix(".snap")?
-                .parse()
-                .ok()?;
-            Some((Seq(seq), entry.path()))
-        })
-        .collect();
-    files.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
-    files
-}
+pub use shortline_store::files::{file_name, list};
 
 /// Opens a snapshot, logging and counting a refusal.
 pub fn open_checked(path: &Path, metrics: &Metrics) -> Option<Snapshot> {
@@ -69,9 +44,7 @@ pub fn note_installed(snapshot: &Snapshot, metrics: &Arc<Metrics>) {
 
 /// Removes all but the newest `keep` files in `dir`.
 pub fn prune(dir: &Path, keep: usize) {
-    for (_, old) in list(dir).into_iter().skip(keep) {
-        if let Err(e) = std::fs::remove_file(&old) {
-            tracing::warn!(path = %old.display(), error = %e, "cannot remove old snapshot");
-        }
+    for (old, e) in shortline_store::files::prune(dir, keep) {
+        tracing::warn!(path = %old.display(), error = %e, "cannot remove old snapshot");
     }
 }

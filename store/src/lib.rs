@@ -32,6 +32,7 @@
 
 mod code;
 mod error;
+pub mod files;
 pub mod format;
 mod live;
 mod reader;
