@@ -13,6 +13,13 @@ use tokio::sync::{oneshot, watch};
 use crate::error::ApiError;
 use crate::store::{Backend, StoreError, StoreResult, Txn};
 
+/// The newest committed sequence and when its commit returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub seq: Seq,
+    pub at: Instant,
+}
+
 type Apply = Box<dyn FnMut(&mut dyn Txn) -> StoreResult<()> + Send>;
 type Finish = Box<dyn FnOnce(StoreResult<Seq>) + Send>;
 
@@ -39,7 +46,7 @@ impl Committer {
         backend: Arc<dyn Backend>,
         queue_max: usize,
         batch_max: usize,
-        committed: watch::Sender<Seq>,
+        committed: watch::Sender<Committed>,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = bounded(queue_max);
         std::thread::Builder::new()
@@ -95,7 +102,7 @@ fn run(
     backend: &dyn Backend,
     jobs: &Receiver<Job>,
     batch_max: usize,
-    committed: &watch::Sender<Seq>,
+    committed: &watch::Sender<Committed>,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -140,11 +147,14 @@ fn commit(backend: &dyn Backend, batch: &mut [Job]) -> StoreResult<Seq> {
     result
 }
 
-fn publish(committed: &watch::Sender<Seq>, result: &StoreResult<Seq>) {
+fn publish(committed: &watch::Sender<Committed>, result: &StoreResult<Seq>) {
     if let Ok(seq) = result {
         committed.send_if_modified(|current| {
-            if *seq > *current {
-                *current = *seq;
+            if *seq > current.seq {
+                *current = Committed {
+                    seq: *seq,
+                    at: Instant::now(),
+                };
                 true
             } else {
                 false

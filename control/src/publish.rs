@@ -86,7 +86,7 @@ pub fn build_snapshot(state: &AppState) -> anyhow::Result<Option<Seq>> {
     let dir = state.config.snapshot_dir();
     std::fs::create_dir_all(&dir)?;
     let newest = snapshot_files(&dir).first().map(|(s, _)| *s);
-    let committed = *state.committed.borrow();
+    let committed = state.committed.borrow().seq;
     if newest.is_some_and(|s| s >= committed) {
         if let Some(seq) = newest {
             state
@@ -290,6 +290,12 @@ async fn stream_changes(
             Ok(Ok(Ok(changes))) if changes.is_empty() => None,
             Ok(Ok(Ok(changes))) => {
                 after = changes.last().map_or(after, |c| c.seq);
+                let newest = *state.committed.borrow();
+                if newest.seq == after {
+                    // Commit to hand-off: how stale a caught-up subscriber is.
+                    metrics::histogram!("control_publish_lag_seconds")
+                        .record(newest.at.elapsed().as_secs_f64());
+                }
                 Some(Message::Changes { changes })
             }
             Ok(Ok(Err(()))) => {
@@ -337,7 +343,7 @@ async fn stream_changes(
                 }
             }
             () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {
-                let seq = *committed.borrow();
+                let seq = committed.borrow().seq;
                 if tx.send(Ok(line(&Message::Heartbeat { seq }))).await.is_err() {
                     return;
                 }

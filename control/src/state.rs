@@ -34,7 +34,7 @@ pub struct AppState {
     pub keys: KeyCache,
     pub internal_token: String,
     /// The newest committed change sequence.
-    pub committed: watch::Receiver<Seq>,
+    pub committed: watch::Receiver<crate::committer::Committed>,
     /// The sequence of the newest snapshot file.
     pub snapshot: watch::Sender<Seq>,
     /// Set once shutdown begins: long-lived streams end so the server can drain.
@@ -81,7 +81,10 @@ impl AppState {
             last = txn.last_seq()?;
             Ok(())
         })?;
-        let (committed_tx, committed) = watch::channel(last);
+        let (committed_tx, committed) = watch::channel(crate::committer::Committed {
+            seq: last,
+            at: std::time::Instant::now(),
+        });
         let committer = Committer::start(
             Arc::clone(&backend),
             config.commit_queue_max,

@@ -65,6 +65,10 @@ fn changes_stream_and_resume() {
     assert_eq!(changes[0]["record"]["target"], "https://example.com/live");
     assert_eq!(changes[0]["record"]["redirect"], 302);
     let first_seq = changes[0]["seq"].as_u64().unwrap();
+    let metrics = control.request("GET", "/metrics", None, None);
+    let text = metrics.body.as_str().unwrap();
+    assert!(text.contains("control_publish_lag_seconds_count"), "{text}");
+    assert!(text.contains("control_stream_subscribers 1"), "{text}");
 
     let code = link["code"].as_str().unwrap();
     let deleted = control.request(
