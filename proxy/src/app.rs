@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Method, header};
+use http::{HeaderValue, Method, header};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
@@ -73,13 +73,6 @@ pub enum Body {
 }
 
 impl Body {
-    fn len(&self) -> usize {
-        match self {
-            Self::Static(b) => b.len(),
-            Self::Page(p) => p.len(),
-        }
-    }
-
     fn into_bytes(self) -> Bytes {
         match self {
             Self::Static(b) => Bytes::from_static(b),
@@ -87,6 +80,26 @@ impl Body {
         }
     }
 }
+
+/// Decimal strings for the lengths of the static bodies, so a redirect's
+/// `Content-Length` is written without formatting a number.
+fn static_length(len: usize) -> &'static str {
+    const LENGTHS: [&str; 48] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+        "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46",
+        "47",
+    ];
+    LENGTHS[len]
+}
+
+// Every static body's length has an entry above.
+const _: () =
+    assert!(BODY_GONE.len() < 48 && BODY_REDIRECT.len() < 48 && BODY_URI_TOO_LONG.len() < 48);
+const _: () = assert!(
+    BODY_HEADERS_TOO_LARGE.len() < 48 && BODY_METHOD.len() < 48 && BODY_NOT_FOUND.len() < 48
+);
+const _: () = assert!(BODY_BAD_REQUEST.len() < 48 && BODY_HEALTH.len() < 48);
 
 fn plain(status: u16, body: &'static [u8], outcome: Outcome) -> Reply<'static> {
     Reply {
@@ -301,7 +314,7 @@ impl RedirectApp {
         }
         let mut response = ResponseHeader::build(reply.status, Some(5))?;
         if let Some(location) = reply.location {
-            let value = http::HeaderValue::from_bytes(location).map_err(|_| {
+            let value = HeaderValue::from_bytes(location).map_err(|_| {
                 pingora::Error::explain(
                     pingora::ErrorType::InternalError,
                     "location is not a header value",
@@ -309,11 +322,22 @@ impl RedirectApp {
             })?;
             response.insert_header(header::LOCATION, value)?;
         }
-        response.insert_header(header::CACHE_CONTROL, reply.cache_control)?;
-        response.insert_header(header::CONTENT_TYPE, reply.content_type)?;
-        response.insert_header(header::CONTENT_LENGTH, reply.body.len())?;
+        // Static header values are shared, not copied.
+        response.insert_header(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(reply.cache_control),
+        )?;
+        response.insert_header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(reply.content_type),
+        )?;
+        let length = match &reply.body {
+            Body::Static(bytes) => HeaderValue::from_static(static_length(bytes.len())),
+            Body::Page(page) => HeaderValue::from(page.len()),
+        };
+        response.insert_header(header::CONTENT_LENGTH, length)?;
         if reply.status == 405 {
-            response.insert_header(header::ALLOW, "GET, HEAD")?;
+            response.insert_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"))?;
         }
         let body = (!head).then(|| reply.body.into_bytes());
         Ok((response, body, reply.outcome))
