@@ -154,3 +154,60 @@ fn graceful_upgrade_under_load_fails_no_request() {
     assert_eq!(proxy.get(&format!("/{code}")).status, 302);
     drop(sys.control);
 }
+
+/// The README's one-command start: `shortline-control up` runs control and a
+/// proxy beside it; SIGTERM stops both.
+#[test]
+fn up_starts_a_working_shortener_and_stops_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::free_port();
+    let mut up = std::process::Command::new(crate::target_dir_binary("shortline-control"))
+        .arg("up")
+        .env_clear()
+        .env("SHORTLINE_DATA_DIR", dir.path())
+        .env("SHORTLINE_CONTROL_LISTEN", "127.0.0.1:0")
+        .env("SHORTLINE_PROXY_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "SHORTLINE_PROXY_METRICS_LISTEN",
+            format!("127.0.0.1:{}", crate::free_port()),
+        )
+        .env("SHORTLINE_ADMIN_TOKEN", crate::ADMIN_TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(up.stdout.take().unwrap()).lines();
+    let control: std::net::SocketAddr = loop {
+        let line = lines.next().expect("up printed its address").unwrap();
+        if let Some(addr) = line.strip_prefix("control listening on http://") {
+            break addr.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let agent = crate::agent();
+    let mut created = agent
+        .post(&format!("http://{control}/api/v1/links"))
+        .header("Authorization", &format!("Bearer {}", crate::ADMIN_TOKEN))
+        .send_json(serde_json::json!({"url": "https://example.com/up"}))
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let link: serde_json::Value = created.body_mut().read_json().unwrap();
+    let path = format!("/{}", link["code"].as_str().unwrap());
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    eventually(30, "the proxy started by up to redirect", || {
+        crate::raw_request(port, &request).is_ok_and(|a| {
+            a.status == 302 && a.header("location") == Some("https://example.com/up")
+        })
+    });
+    // SAFETY: kill(2) on our own child's pid with a valid signal.
+    unsafe {
+        libc::kill(up.id() as i32, libc::SIGTERM);
+    }
+    let status = up.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        crate::raw_request(port, &request).is_err(),
+        "the proxy stopped with control"
+    );
+}

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 pub const ADMIN_TOKEN: &str = "proxy-tests-admin-token-0123";
 
-fn target_dir_binary(name: &str) -> PathBuf {
+pub fn target_dir_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     let dir = exe
         .parent()
