@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use shortline_store::Snapshot;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(path) = args.next().map(PathBuf::from) else {
