@@ -60,6 +60,10 @@ pub struct Config {
     pub commit_queue_max: usize,
     /// How often the snapshot builder looks for new changes.
     pub snapshot_interval_ms: u64,
+    /// Changes that make the builder compact a new snapshot at once.
+    pub snapshot_changes_min: u64,
+    /// Longest a change waits for a snapshot when fewer have accumulated.
+    pub snapshot_age_max_ms: u64,
     /// Snapshot files kept in the snapshot folder.
     pub snapshot_keep: usize,
     /// Changes kept in the change log behind the newest snapshot, for
@@ -114,6 +118,8 @@ impl Default for Config {
             commit_batch_max: 1024,
             commit_queue_max: 65_536,
             snapshot_interval_ms: 1000,
+            snapshot_changes_min: 1000,
+            snapshot_age_max_ms: 10_000,
             snapshot_keep: 2,
             change_log_keep: 100_000,
             stream_batch_max: 1024,
@@ -160,6 +166,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("commit_batch_max", Kind::Integer),
     ("commit_queue_max", Kind::Integer),
     ("snapshot_interval_ms", Kind::Integer),
+    ("snapshot_changes_min", Kind::Integer),
+    ("snapshot_age_max_ms", Kind::Integer),
     ("snapshot_keep", Kind::Integer),
     ("change_log_keep", Kind::Integer),
     ("stream_batch_max", Kind::Integer),
@@ -263,6 +271,18 @@ impl Config {
             self.snapshot_interval_ms,
             10,
             3_600_000,
+        )?;
+        range(
+            "snapshot_changes_min",
+            self.snapshot_changes_min,
+            1,
+            100_000_000,
+        )?;
+        range(
+            "snapshot_age_max_ms",
+            self.snapshot_age_max_ms,
+            10,
+            86_400_000,
         )?;
         range("snapshot_keep", self.snapshot_keep as u64, 1, 100)?;
         range("change_log_keep", self.change_log_keep, 0, 100_000_000)?;

@@ -80,19 +80,47 @@ fn read_all_records(state: &AppState) -> StoreResult<(Seq, Vec<LinkRecord>)> {
     Ok((seq, records))
 }
 
-/// Builds a snapshot if the log has moved past the newest one, removes old
-/// files, prunes the change log and announces the snapshot. Returns its sequence.
-pub fn build_snapshot(state: &AppState) -> anyhow::Result<Option<Seq>> {
+/// Whether the newest snapshot should be replaced: enough changes since it,
+/// or changes older than `snapshot_age_max_ms`. Rebuilding reads every link,
+/// so a steady trickle of writes must not cause a rebuild per tick; proxies
+/// carry the changes in their overlays meanwhile.
+fn due(state: &AppState, newest: Option<(Seq, std::time::SystemTime)>, committed: Seq) -> bool {
+    let Some((seq, written)) = newest else {
+        return true;
+    };
+    if seq >= committed {
+        return false;
+    }
+    let pending = committed.0 - seq.0;
+    let age = written.elapsed().unwrap_or_default();
+    pending >= state.config.snapshot_changes_min
+        || age >= Duration::from_millis(state.config.snapshot_age_max_ms)
+}
+
+/// Builds a snapshot when one is due (or, with `force`, whenever the log has
+/// moved past the newest one), removes old files, prunes the change log and
+/// announces the snapshot. Returns its sequence.
+pub fn build_snapshot(state: &AppState, force: bool) -> anyhow::Result<Option<Seq>> {
     let dir = state.config.snapshot_dir();
     std::fs::create_dir_all(&dir)?;
-    let newest = snapshot_files(&dir).first().map(|(s, _)| *s);
+    let newest = snapshot_files(&dir).into_iter().next().map(|(seq, path)| {
+        let written = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        (seq, written)
+    });
     let committed = state.committed.borrow().seq;
-    if newest.is_some_and(|s| s >= committed) {
-        if let Some(seq) = newest {
-            state
-                .snapshot
-                .send_if_modified(|cur| std::mem::replace(cur, seq) != seq);
-        }
+    if let Some((seq, _)) = newest {
+        state
+            .snapshot
+            .send_if_modified(|cur| std::mem::replace(cur, seq) != seq);
+    }
+    let wanted = if force {
+        newest.is_none_or(|(seq, _)| seq < committed)
+    } else {
+        due(state, newest, committed)
+    };
+    if !wanted {
         return Ok(None);
     }
     let started = Instant::now();
@@ -135,7 +163,7 @@ pub async fn snapshot_loop(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         let worker = Arc::clone(&state);
-        match tokio::task::spawn_blocking(move || build_snapshot(&worker)).await {
+        match tokio::task::spawn_blocking(move || build_snapshot(&worker, false)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 metrics::counter!("control_snapshot_errors_total").increment(1);

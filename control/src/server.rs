@@ -81,7 +81,7 @@ pub async fn serve_until(
         println!("admin token (shown once, only its hash is stored): {token}");
     }
     let initial = Arc::clone(&state);
-    tokio::task::spawn_blocking(move || publish::build_snapshot(&initial))
+    tokio::task::spawn_blocking(move || publish::build_snapshot(&initial, true))
         .await?
         .context("cannot build the first snapshot")?;
     tokio::spawn(publish::snapshot_loop(Arc::clone(&state)));

@@ -95,6 +95,7 @@ fn far_behind_subscribers_are_sent_to_a_snapshot() {
     let control = start_with(&[
         ("SHORTLINE_CHANGE_LOG_KEEP", "0"),
         ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+        ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
     ]);
     let links: Vec<Value> = (0..5)
         .map(|i| control.create(json!({"url": format!("https://example.com/{i}")})))

@@ -46,7 +46,10 @@ fn corrupt_truncated_and_foreign_snapshots_are_refused() {
     let mut control = start_control(
         dir.path(),
         "127.0.0.1:0",
-        &[("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50")],
+        &[
+            ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+            ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+        ],
     );
     let code = control.create(link("https://example.com/kept"));
     let snapshots = dir.path().join("snapshots");

@@ -9,7 +9,13 @@ use crate::{link, system};
 #[test]
 fn swaps_and_deltas_under_load_fail_no_request() {
     // Snapshots every 50 ms: the proxy swaps tables constantly while deltas arrive.
-    let sys = system(&[("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50")], &[]);
+    let sys = system(
+        &[
+            ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+            ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+        ],
+        &[],
+    );
     let stable: Vec<(String, String)> = (0..10)
         .map(|i| {
             let url = format!("https://example.com/stable/{i}");
