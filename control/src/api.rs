@@ -146,6 +146,9 @@ impl FromRequestParts<Arc<AppState>> for Auth {
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?
             .to_owned();
+        if let Some(principal) = state.keys.cached(&token) {
+            return Ok(Self(principal));
+        }
         let backend = Arc::clone(&state.backend);
         let state = Arc::clone(state);
         let principal = tokio::task::spawn_blocking(move || state.keys.verify(&backend, &token))
@@ -460,11 +463,12 @@ async fn create_many(
         })
         .await?;
     for created in results.iter().flatten() {
-        let strategy = match &created.link.code {
-            _ if !created.created => "existing",
-            _ => "created",
+        let outcome = if created.created {
+            "created"
+        } else {
+            "existing"
         };
-        metrics::counter!("control_links_created_total", "outcome" => strategy).increment(1);
+        metrics::counter!("control_links_created_total", "outcome" => outcome).increment(1);
     }
     Ok(results)
 }

@@ -133,18 +133,24 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
+    /// The principal for `token` if it was verified within the cache's
+    /// lifetime; no store access, so callers can skip a blocking task.
+    #[must_use]
+    pub fn cached(&self, token: &str) -> Option<Principal> {
+        let entry = self.entries.get(&token_hash(token))?;
+        (entry.1.elapsed() < CACHE_TTL).then(|| entry.0.clone())
+    }
+
     /// The principal for `token`, from the cache or the store.
     pub fn verify(
         &self,
         backend: &Arc<dyn Backend>,
         token: &str,
     ) -> StoreResult<Option<Principal>> {
-        let hash = token_hash(token);
-        if let Some(entry) = self.entries.get(&hash)
-            && entry.1.elapsed() < CACHE_TTL
-        {
-            return Ok(Some(entry.0.clone()));
+        if let Some(principal) = self.cached(token) {
+            return Ok(Some(principal));
         }
+        let hash = token_hash(token);
         let mut found = None;
         backend.read(&mut |txn| {
             found = find_key(txn, token)?;
