@@ -86,8 +86,12 @@ pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Control {
 
 /// An HTTP client that returns 4xx and 5xx answers instead of failing.
 pub fn agent() -> ureq::Agent {
+    // No connection reuse: a server may close a keep-alive connection after
+    // answering without reading the body (a 401 before a POST's JSON), and a
+    // POST sent on such a stale connection fails without a retry.
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_idle_connections_per_host(0)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into()

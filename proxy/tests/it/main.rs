@@ -54,8 +54,12 @@ pub struct Control {
 }
 
 pub fn agent() -> ureq::Agent {
+    // No connection reuse: a server may close a keep-alive connection after
+    // answering without reading the body (a 401 before a POST's JSON), and a
+    // POST sent on such a stale connection fails without a retry.
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_idle_connections_per_host(0)
         .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(20)))
         .build()
