@@ -178,17 +178,7 @@ impl Subscriber {
             self.config.control_base(),
             after.0
         );
-        let request = http::Request::get(&url)
-            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| SyncError::Http(e.to_string()))?;
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| SyncError::Http(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(SyncError::Status(response.status().as_u16()));
-        }
+        let response = get(client, &url, &token).await?;
         self.metrics.stream_connected.store(1, Relaxed);
         tracing::info!(after = after.0, "following the change stream");
         let mut body = response.into_body();
@@ -226,7 +216,12 @@ impl Subscriber {
     }
 }
 
-async fn get_bytes(client: &HttpClient, url: &str, token: &str) -> Result<Bytes, SyncError> {
+/// `GET url` with the internal token; a non-2xx answer is an error.
+async fn get(
+    client: &HttpClient,
+    url: &str,
+    token: &str,
+) -> Result<http::Response<hyper::body::Incoming>, SyncError> {
     let request = http::Request::get(url)
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Full::new(Bytes::new()))
@@ -238,6 +233,11 @@ async fn get_bytes(client: &HttpClient, url: &str, token: &str) -> Result<Bytes,
     if !response.status().is_success() {
         return Err(SyncError::Status(response.status().as_u16()));
     }
+    Ok(response)
+}
+
+async fn get_bytes(client: &HttpClient, url: &str, token: &str) -> Result<Bytes, SyncError> {
+    let response = get(client, url, token).await?;
     Ok(response
         .into_body()
         .collect()
