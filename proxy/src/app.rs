@@ -32,6 +32,11 @@ const BODY_HEALTH: &[u8] = b"ok\n";
 const CACHE_TEMPORARY: &str = "private, no-store";
 const CACHE_PERMANENT: &str = "public, max-age=86400";
 
+thread_local! {
+    /// Where a forwarded query's `Location` is assembled, one per worker thread.
+    static LOCATION_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -171,7 +176,7 @@ fn redirect_outcome(status: RedirectStatus) -> Outcome {
 }
 
 /// Decides the answer to `method target` from a view of the table.
-/// `location_buffer` is reused across requests on a connection for
+/// `location_buffer` is reused across requests on a worker thread for
 /// forwarded query strings.
 pub fn answer<'a>(
     view: &'a shortline_store::View,
@@ -285,13 +290,22 @@ impl RedirectApp {
         &self,
         http: &ServerSession,
     ) -> pingora::Result<(ResponseHeader, Option<Bytes>, Outcome)> {
+        // `prepare_with` never awaits, so the thread's buffer cannot be
+        // borrowed twice; reusing it keeps forwarded queries allocation-free.
+        LOCATION_BUFFER.with_borrow_mut(|buffer| self.prepare_with(http, buffer))
+    }
+
+    fn prepare_with(
+        &self,
+        http: &ServerSession,
+        location_buffer: &mut Vec<u8>,
+    ) -> pingora::Result<(ResponseHeader, Option<Bytes>, Outcome)> {
         let now = SystemTime::now();
         let now_unix = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let request = http.req_header();
         let head = request.method == Method::HEAD;
-        let mut location_buffer = Vec::new();
         let view = self.table.load();
         let headers_bytes: usize = request
             .headers
@@ -306,7 +320,7 @@ impl RedirectApp {
                 &request.method,
                 request.raw_path(),
                 now_unix,
-                &mut location_buffer,
+                location_buffer,
             )
         };
         if let Some(link_id) = reply.click {

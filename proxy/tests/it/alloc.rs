@@ -81,7 +81,7 @@ fn the_redirect_path_allocates_nothing() {
         .map(|i| format!("/c{i}?utm_source=x").into_bytes())
         .collect();
     let method = http::Method::GET;
-    // The reused per-connection buffer for forwarded queries, grown once.
+    // The reused per-thread buffer for forwarded queries, grown once.
     let mut location = Vec::with_capacity(256);
     let _ = table.load();
 
