@@ -901,8 +901,12 @@ impl utoipa::Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Shortline admin API", description = "Create and manage short links."),
-    paths(create_link, create_batch, list_links, get_link, patch_link, delete_link, create_key, list_keys, delete_key, healthz, readyz),
-    components(schemas(LinkOut, CreateLink, CreateBatch, BatchItem, BatchOut, PatchLink, LinkPage, CreateKey, KeyOut, Problem, Strategy, Role)),
+    paths(create_link, create_batch, list_links, get_link, patch_link, delete_link,
+        crate::stats_api::link_stats, crate::stats_api::top_links,
+        create_key, list_keys, delete_key, healthz, readyz),
+    components(schemas(LinkOut, CreateLink, CreateBatch, BatchItem, BatchOut, PatchLink, LinkPage, CreateKey, KeyOut, Problem, Strategy, Role,
+        crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
+        crate::stats_api::TopLinks, crate::stats_api::TopLink)),
     modifiers(&BearerAuth)
 )]
 #[derive(Debug)]

@@ -1,11 +1,10 @@
-//! Click ingest: proxies post batches of click events; the counts are folded
-//! in memory and added to the store's counters in one transaction per batch.
-//! A proxy sends its batches one at a time with increasing `batch_seq`,
-//! resending a batch until it is accepted; control keeps each proxy's highest
-//! accepted sequence, updated in the same transaction as the counters, so a
-//! batch resent after a lost acknowledgement is counted once.
+//! Click ingest: proxies post batches of click events, which the analytics
+//! aggregator folds into its next flush; the request is answered once that
+//! flush is durable. A proxy sends its batches one at a time with increasing
+//! `batch_seq`, resending a batch until it is accepted; control keeps each
+//! proxy's highest counted sequence, written in the flush that counts it, so
+//! a batch resent after a lost acknowledgement is counted once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,11 +13,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::analytics::aggregate::Accepted;
 use crate::api::ApiJson;
 use crate::error::ApiError;
-use crate::links::clicks_key;
 use crate::state::AppState;
-use crate::store::{Space, StoreResult, Txn};
+use crate::store::{ReadTxn, Space, StoreResult, Txn};
 
 /// How long a silent proxy's last batch sequence is remembered.
 pub const BATCH_ID_RETENTION_SECONDS: i64 = 86_400;
@@ -75,48 +74,27 @@ fn decode_seen(value: &[u8]) -> (u64, i64) {
     (seq, at)
 }
 
-/// Counts per link: (GET clicks, HEAD requests).
-#[must_use]
-pub fn fold(clicks: &[Click]) -> HashMap<u64, (i64, i64)> {
-    let mut counts: HashMap<u64, (i64, i64)> = HashMap::new();
-    for click in clicks {
-        let entry = counts.entry(click.link_id).or_default();
-        if click.method.eq_ignore_ascii_case("HEAD") {
-            entry.1 += 1;
-        } else {
-            entry.0 += 1;
-        }
-    }
-    counts
+/// The highest batch sequence of `proxy_id` counted in the store.
+pub fn stored_batch(txn: &dyn ReadTxn, proxy_id: &str) -> StoreResult<u64> {
+    Ok(txn
+        .get(Space::IngestedBatches, proxy_id.as_bytes())?
+        .map_or(0, |v| decode_seen(&v).0))
 }
 
-/// Adds a folded batch unless this proxy's sequence already covers it.
-/// Returns whether it was new.
-pub fn apply(
+/// Records that `batch_seq` of `proxy_id` is counted, in the transaction
+/// that counts it. Sequences never go back.
+pub fn record_batch(
     txn: &mut dyn Txn,
     proxy_id: &str,
     batch_seq: u64,
-    counts: &HashMap<u64, (i64, i64)>,
     now: i64,
-) -> StoreResult<bool> {
+) -> StoreResult<()> {
     let (last, _) = txn
         .get(Space::IngestedBatches, proxy_id.as_bytes())?
         .map_or((0, 0), |v| decode_seen(&v));
-    if batch_seq <= last {
-        return Ok(false);
-    }
-    let mut seen = batch_seq.to_le_bytes().to_vec();
+    let mut seen = batch_seq.max(last).to_le_bytes().to_vec();
     seen.extend_from_slice(&now.to_le_bytes());
-    txn.set(Space::IngestedBatches, proxy_id.as_bytes(), &seen)?;
-    for (&link_id, &(gets, heads)) in counts {
-        if gets != 0 {
-            txn.add(Space::Counters, &clicks_key(link_id), gets)?;
-        }
-        if heads != 0 {
-            txn.add(Space::Counters, &head_key(link_id), heads)?;
-        }
-    }
-    Ok(true)
+    txn.set(Space::IngestedBatches, proxy_id.as_bytes(), &seen)
 }
 
 /// Forgets proxies silent for longer than the retention (one record per
@@ -150,29 +128,68 @@ async fn ingest(
         || batch.proxy_id.len() > PROXY_ID_BYTES_MAX
         || batch.proxy_id.contains('\0')
     {
+        metrics::counter!("control_click_batches_rejected_total", "reason" => "invalid")
+            .increment(1);
         return Err(ApiError::invalid(
             "proxy_id",
             format!("1 to {PROXY_ID_BYTES_MAX} bytes, no NUL"),
         ));
     }
+    let proxy = batch.proxy_id.clone();
+    let reader = Arc::clone(&state.backend);
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut stored = 0;
+        reader.read(&mut |txn| {
+            stored = stored_batch(txn, &proxy)?;
+            Ok(())
+        })?;
+        Ok::<_, crate::store::StoreError>(stored)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     let accepted = batch.clicks.len();
-    let counts = fold(&batch.clicks);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let (proxy_id, batch_seq) = (batch.proxy_id, batch.batch_seq);
-    let new = state
-        .committer
-        .write(move |txn| apply(txn, &proxy_id, batch_seq, &counts, now))
-        .await?;
-    if new {
-        metrics::counter!("control_clicks_ingested_total").increment(accepted as u64);
-    } else {
-        metrics::counter!("control_click_batches_duplicate_total").increment(1);
+    match state
+        .analytics
+        .accept(&batch.proxy_id, batch.batch_seq, stored, &batch.clicks)
+    {
+        Accepted::Duplicate => {
+            metrics::counter!("control_click_batches_duplicate_total").increment(1);
+            Ok((
+                StatusCode::OK,
+                Json(Ingested {
+                    accepted,
+                    duplicate: true,
+                }),
+            ))
+        }
+        Accepted::Busy => {
+            metrics::counter!("control_click_batches_rejected_total", "reason" => "busy")
+                .increment(1);
+            Err(ApiError::Unavailable(
+                "too many clicks are waiting for the store; retry shortly".into(),
+            ))
+        }
+        Accepted::Pending(mut outcome) => {
+            let settled = outcome
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| ApiError::Unavailable("the click flusher has stopped".into()))?
+                .clone();
+            match settled {
+                Some(Ok(())) => Ok((
+                    StatusCode::OK,
+                    Json(Ingested {
+                        accepted,
+                        duplicate: false,
+                    }),
+                )),
+                Some(Err(e)) => {
+                    metrics::counter!("control_click_batches_rejected_total", "reason" => "store")
+                        .increment(1);
+                    Err(ApiError::Unavailable(format!("clicks not counted: {e}")))
+                }
+                None => unreachable!("waited for an outcome"),
+            }
+        }
     }
-    Ok((
-        StatusCode::OK,
-        Json(Ingested {
-            accepted,
-            duplicate: !new,
-        }),
-    ))
 }

@@ -83,6 +83,25 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Proxy worker threads (used by `up`).
     pub proxy_threads: usize,
+    /// A MaxMind-format country database (GeoLite2/GeoIP2 Country or City);
+    /// countries are not counted without one.
+    pub geoip_database: Option<PathBuf>,
+    /// Longest folded clicks wait before they are flushed to the store.
+    pub analytics_flush_ms: u64,
+    /// Pending counter keys that start a flush at once; at four times this,
+    /// click batches are refused with 503 until the store catches up.
+    pub analytics_flush_keys_max: usize,
+    /// Distinct referrer hosts and countries kept per link per bucket;
+    /// further values are counted as `other`.
+    pub analytics_top_n: u32,
+    /// Days hourly buckets are kept; daily buckets are kept for good.
+    pub analytics_hourly_retention_days: u32,
+    /// Folder for the raw click export (newline-delimited JSON); off when unset.
+    pub click_export_dir: Option<PathBuf>,
+    /// Seconds after which an export file is closed and a new one started.
+    pub click_export_rotate_seconds: u64,
+    /// Bytes after which an export file is closed and a new one started.
+    pub click_export_bytes_max: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -129,6 +148,14 @@ impl Default for Config {
             rate_limit_burst: 4000,
             log_format: LogFormat::Text,
             proxy_threads: 2,
+            geoip_database: None,
+            analytics_flush_ms: 50,
+            analytics_flush_keys_max: 50_000,
+            analytics_top_n: 100,
+            analytics_hourly_retention_days: 90,
+            click_export_dir: None,
+            click_export_rotate_seconds: 3600,
+            click_export_bytes_max: 256 << 20,
         }
     }
 }
@@ -177,6 +204,14 @@ const KEYS: &[(&str, Kind)] = &[
     ("rate_limit_burst", Kind::Integer),
     ("log_format", Kind::Text),
     ("proxy_threads", Kind::Integer),
+    ("geoip_database", Kind::Text),
+    ("analytics_flush_ms", Kind::Integer),
+    ("analytics_flush_keys_max", Kind::Integer),
+    ("analytics_top_n", Kind::Integer),
+    ("analytics_hourly_retention_days", Kind::Integer),
+    ("click_export_dir", Kind::Text),
+    ("click_export_rotate_seconds", Kind::Integer),
+    ("click_export_bytes_max", Kind::Integer),
 ];
 
 /// Overrides given on the command line, applied last.
@@ -307,6 +342,37 @@ impl Config {
             10_000_000,
         )?;
         range("proxy_threads", self.proxy_threads as u64, 1, 1024)?;
+        range("analytics_flush_ms", self.analytics_flush_ms, 1, 60_000)?;
+        range(
+            "analytics_flush_keys_max",
+            self.analytics_flush_keys_max as u64,
+            100,
+            1_000_000,
+        )?;
+        range(
+            "analytics_top_n",
+            u64::from(self.analytics_top_n),
+            1,
+            10_000,
+        )?;
+        range(
+            "analytics_hourly_retention_days",
+            u64::from(self.analytics_hourly_retention_days),
+            1,
+            3660,
+        )?;
+        range(
+            "click_export_rotate_seconds",
+            self.click_export_rotate_seconds,
+            1,
+            86_400 * 7,
+        )?;
+        range(
+            "click_export_bytes_max",
+            self.click_export_bytes_max,
+            1024,
+            1 << 40,
+        )?;
         if self.allowed_schemes.is_empty() {
             bail!("bad configuration: allowed_schemes must name at least one scheme");
         }

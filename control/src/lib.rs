@@ -11,6 +11,7 @@
 //! # }
 //! ```
 
+pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod clicks;
@@ -23,6 +24,7 @@ pub mod model;
 pub mod publish;
 pub mod server;
 pub mod state;
+pub mod stats_api;
 pub mod store;
 pub mod up;
 pub mod validate;

@@ -225,6 +225,15 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
         }
     }
     txn.set(Space::Links, link.code.as_bytes(), &link.encode())?;
+    let id = link.id.to_be_bytes();
+    if old.is_none() {
+        txn.set(Space::ById, &id, link.code.as_bytes())?;
+    }
+    if link.max_clicks.is_some() && link.status == LinkStatus::Active {
+        txn.set(Space::Limited, &id, link.code.as_bytes())?;
+    } else if old.is_some_and(|o| o.max_clicks.is_some() && o.status == LinkStatus::Active) {
+        txn.clear(Space::Limited, &id)?;
+    }
     txn.set(Space::ByOwner, &index_key(&link.owner, &link.code), b"")?;
     for tag in &link.tags {
         txn.set(Space::ByTag, &index_key(tag, &link.code), b"")?;
@@ -313,6 +322,12 @@ pub fn patch(
     if let Some(title) = &patch.title {
         link.title.clone_from(title);
     }
+    // A limit at or below the clicks already counted exhausts the link now.
+    if let (LinkStatus::Active, Some(max)) = (link.status, link.max_clicks)
+        && human_clicks_in(txn, link.id)? >= max
+    {
+        link.status = LinkStatus::Exhausted;
+    }
     link.updated_at = now;
     write_link(txn, &link, Some(&old))?;
     Ok(Ok(link))
@@ -337,6 +352,7 @@ pub fn delete(
         txn.clear(Space::ByExpiry, &expiry_key(at, code))?;
     }
     txn.set(Space::Retired, code.as_bytes(), &link.id.to_le_bytes())?;
+    txn.clear(Space::Limited, &link.id.to_be_bytes())?;
     let change = ChangeDoc {
         code: shortline_store::Code::parse(code)
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?,
@@ -372,6 +388,54 @@ pub fn expire_due(txn: &mut dyn Txn, now: i64, limit: usize) -> StoreResult<usiz
         expired += 1;
     }
     Ok(expired)
+}
+
+/// Marks a link exhausted once its human clicks reach its `max_clicks`.
+/// Returns whether it did.
+pub fn exhaust_if_due(txn: &mut dyn Txn, link_id: u64, now: i64) -> StoreResult<bool> {
+    let Some(code) = txn.get(Space::Limited, &link_id.to_be_bytes())? else {
+        return Ok(false);
+    };
+    let Some(bytes) = txn.get(Space::Links, &code)? else {
+        txn.clear(Space::Limited, &link_id.to_be_bytes())?;
+        return Ok(false);
+    };
+    let old = LinkDoc::decode(&bytes)?;
+    let Some(max) = old.max_clicks.filter(|_| old.status == LinkStatus::Active) else {
+        return Ok(false);
+    };
+    if human_clicks_in(txn, link_id)? < max {
+        return Ok(false);
+    }
+    let mut link = old.clone();
+    link.status = LinkStatus::Exhausted;
+    link.updated_at = now;
+    write_link(txn, &link, Some(&old))?;
+    Ok(true)
+}
+
+fn human_clicks_in(txn: &mut dyn Txn, link_id: u64) -> StoreResult<u64> {
+    Ok(txn
+        .get(Space::Counters, &crate::analytics::humans_key(link_id))?
+        .map_or(0, |v| {
+            u64::try_from(crate::analytics::counter_value(&v)).unwrap_or(0)
+        }))
+}
+
+/// The code of a link id, if it ever existed.
+pub fn code_of(txn: &dyn ReadTxn, link_id: u64) -> StoreResult<Option<String>> {
+    Ok(txn
+        .get(Space::ById, &link_id.to_be_bytes())?
+        .map(|c| String::from_utf8_lossy(&c).into_owned()))
+}
+
+/// A link's human clicks.
+pub fn human_clicks(txn: &dyn ReadTxn, link_id: u64) -> StoreResult<u64> {
+    Ok(txn
+        .get(Space::Counters, &crate::analytics::humans_key(link_id))?
+        .map_or(0, |v| {
+            u64::try_from(crate::analytics::counter_value(&v)).unwrap_or(0)
+        }))
 }
 
 /// Reads one link.

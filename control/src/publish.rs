@@ -197,6 +197,26 @@ pub async fn sweep_loop(state: Arc<AppState>) {
                     if let Err(e) = pruned {
                         tracing::warn!(error = %e, "pruning click batch ids failed");
                     }
+                    let retention = state.analytics.settings().hourly_retention_days;
+                    let pruned = state
+                        .committer
+                        .write(move |txn| {
+                            crate::analytics::aggregate::prune_hours(
+                                txn,
+                                now,
+                                retention,
+                                SWEEP_BATCH_LINKS,
+                            )
+                        })
+                        .await;
+                    match pruned {
+                        Ok(n) if n > 0 => {
+                            metrics::counter!("control_stats_hours_pruned_total")
+                                .increment(n as u64);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "pruning hourly stats failed"),
+                    }
                     break;
                 }
                 Ok(n) => {

@@ -50,6 +50,7 @@ pub fn prepare_data_dir(dir: &Path) -> Result<()> {
 pub fn app(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
     let body_limit = state.config.request_body_bytes_max;
     api::routes(Arc::clone(&state))
+        .merge(crate::stats_api::routes(Arc::clone(&state)))
         .merge(publish::routes(Arc::clone(&state)))
         .merge(crate::clicks::routes(state))
         .route(
@@ -86,6 +87,7 @@ pub async fn serve_until(
         .context("cannot build the first snapshot")?;
     tokio::spawn(publish::snapshot_loop(Arc::clone(&state)));
     tokio::spawn(publish::sweep_loop(Arc::clone(&state)));
+    tokio::spawn(Arc::clone(&state.analytics).run(state.committer.clone()));
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on control_listen {listen}"))?;
@@ -96,6 +98,7 @@ pub async fn serve_until(
         let _ = ready.send(bound);
     }
     let shutdown = state.shutdown.clone();
+    let last = Arc::clone(&state);
     let app = app(state, metrics).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -105,6 +108,9 @@ pub async fn serve_until(
         })
         .await
         .context("server failed")?;
+    // Every ingest request waits for its flush, so nothing acknowledged is
+    // pending; this only settles batches whose senders went away.
+    last.analytics.flush(&last.committer).await;
     tracing::info!("control plane stopped");
     Ok(())
 }

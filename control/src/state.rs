@@ -29,6 +29,7 @@ pub struct AppState {
     pub config: Config,
     pub backend: Arc<dyn Backend>,
     pub committer: Committer,
+    pub analytics: Arc<crate::analytics::Analytics>,
     pub validator: Validator,
     pub permutation: Permutation,
     pub keys: KeyCache,
@@ -98,7 +99,9 @@ impl AppState {
                 .allow_burst(burst)
         };
         let bootstrap = bootstrap_admin(&config, &*backend)?;
+        let analytics = Arc::new(analytics_from(&config)?);
         let state = Self {
+            analytics,
             validator: Validator::new(&config),
             key_limiter: RateLimiter::keyed(quota(config.rate_limit_key_per_second)),
             ip_limiter: RateLimiter::keyed(quota(config.rate_limit_ip_per_second)),
@@ -245,4 +248,38 @@ fn bootstrap_admin(config: &Config, backend: &dyn Backend) -> Result<Bootstrap> 
     Ok(Bootstrap {
         generated_admin_token: config.admin_token.is_none().then_some(token),
     })
+}
+
+/// The click aggregator as configured: the country database and the export
+/// folder are opened here, so a bad path stops start-up with its name.
+fn analytics_from(config: &Config) -> Result<crate::analytics::Analytics> {
+    use crate::analytics::{aggregate::Settings, export::Exporter, geo::GeoIp};
+    let geo = config
+        .geoip_database
+        .as_deref()
+        .map(GeoIp::open)
+        .transpose()
+        .context("bad configuration: geoip_database")?;
+    let export = config
+        .click_export_dir
+        .as_deref()
+        .map(|dir| {
+            Exporter::open(
+                dir,
+                std::time::Duration::from_secs(config.click_export_rotate_seconds),
+                config.click_export_bytes_max,
+            )
+            .with_context(|| format!("bad configuration: click_export_dir {}", dir.display()))
+        })
+        .transpose()?;
+    Ok(crate::analytics::Analytics::new(
+        Settings {
+            flush_interval: std::time::Duration::from_millis(config.analytics_flush_ms),
+            flush_keys_max: config.analytics_flush_keys_max,
+            top_n: i64::from(config.analytics_top_n),
+            hourly_retention_days: config.analytics_hourly_retention_days,
+        },
+        geo,
+        export,
+    ))
 }

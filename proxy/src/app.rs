@@ -45,6 +45,11 @@ pub struct Limits {
     pub write_timeout: Duration,
     pub keepalive_requests_max: u32,
     pub request_headers_bytes_max: usize,
+    /// Whether clicks are captured at all (benchmarks compare both).
+    pub click_capture: bool,
+    /// Take the client address from the last `X-Forwarded-For` entry (set
+    /// only behind a load balancer that appends it).
+    pub trust_forwarded_for: bool,
 }
 
 /// The redirect application.
@@ -254,6 +259,12 @@ pub fn answer<'a>(
     }
 }
 
+/// The address a trusted load balancer appended last to `X-Forwarded-For`.
+fn forwarded_client(header: &[u8]) -> Option<IpAddr> {
+    let last = header.rsplit(|&b| b == b',').next()?;
+    std::str::from_utf8(last).ok()?.trim().parse().ok()
+}
+
 impl RedirectApp {
     #[must_use]
     pub fn new(
@@ -277,7 +288,13 @@ impl RedirectApp {
         let at_unix_ms = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let client: Option<IpAddr> = http.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let forwarded = if self.limits.trust_forwarded_for {
+            forwarded_client(http.get_header_bytes("x-forwarded-for"))
+        } else {
+            None
+        };
+        let client: Option<IpAddr> =
+            forwarded.or_else(|| http.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let referrer = http.get_header_bytes(header::REFERER);
         let user_agent = http.get_header_bytes(header::USER_AGENT);
         self.clicks.push(ClickEvent::new(
@@ -323,7 +340,9 @@ impl RedirectApp {
                 location_buffer,
             )
         };
-        if let Some(link_id) = reply.click {
+        if let Some(link_id) = reply.click
+            && self.limits.click_capture
+        {
             self.capture_click(http, link_id, head, now);
         }
         let mut response = ResponseHeader::build(reply.status, Some(5))?;

@@ -38,6 +38,11 @@ pub struct ProxyConfig {
     pub keepalive_requests_max: u32,
     /// Largest request header section accepted; larger ones get 431.
     pub request_headers_bytes_max: usize,
+    /// Whether clicks are captured and shipped to control.
+    pub click_capture: bool,
+    /// Take the client address (for countries) from the last
+    /// `X-Forwarded-For` entry; only behind a load balancer that sets it.
+    pub trust_forwarded_for: bool,
     /// Click events held between the redirect path and the batcher.
     pub click_ring_capacity: usize,
     /// Most click events per batch sent to control.
@@ -77,8 +82,10 @@ impl Default for ProxyConfig {
             write_timeout_ms: 10_000,
             keepalive_requests_max: 10_000,
             request_headers_bytes_max: 16 * 1024,
+            click_capture: true,
+            trust_forwarded_for: false,
             click_ring_capacity: 1 << 16,
-            click_batch_max: 8192,
+            click_batch_max: 16_384,
             click_flush_interval_ms: 200,
             click_retry_backoff_max_ms: 5000,
             click_shutdown_flush_ms: 3000,
@@ -97,6 +104,7 @@ impl Default for ProxyConfig {
 enum Kind {
     Text,
     Integer,
+    Bool,
 }
 
 const KEYS: &[(&str, Kind)] = &[
@@ -112,6 +120,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("write_timeout_ms", Kind::Integer),
     ("keepalive_requests_max", Kind::Integer),
     ("request_headers_bytes_max", Kind::Integer),
+    ("click_capture", Kind::Bool),
+    ("trust_forwarded_for", Kind::Bool),
     ("click_ring_capacity", Kind::Integer),
     ("click_batch_max", Kind::Integer),
     ("click_flush_interval_ms", Kind::Integer),
@@ -153,6 +163,13 @@ impl ProxyConfig {
                 Kind::Integer => toml::Value::Integer(value.trim().parse().map_err(|_| {
                     anyhow::anyhow!("bad configuration: {name}={value:?}: {key} must be an integer")
                 })?),
+                Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+                    "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+                    _ => anyhow::bail!(
+                        "bad configuration: {name}={value:?}: {key} must be true or false"
+                    ),
+                },
             };
             table.insert(key, parsed);
         }

@@ -141,6 +141,8 @@ fn run(cli: &Cli) -> Result<()> {
         write_timeout: Duration::from_millis(config.write_timeout_ms),
         keepalive_requests_max: config.keepalive_requests_max,
         request_headers_bytes_max: config.request_headers_bytes_max,
+        click_capture: config.click_capture,
+        trust_forwarded_for: config.trust_forwarded_for,
     };
     let app = RedirectApp::new(
         Arc::clone(&table),

@@ -38,11 +38,17 @@ pub enum Space {
     ByExpiry,
     /// proxy id -> highest click batch sequence counted, and when.
     IngestedBatches,
+    /// Big-endian hour, link id -> empty: hourly stats buckets, for retention.
+    StatsHours,
+    /// Big-endian link id -> code, for every link ever created.
+    ById,
+    /// Big-endian link id -> code, for active links with `max_clicks`.
+    Limited,
 }
 
 impl Space {
     /// Every space, for backends that create them up front.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 15] = [
         Self::Links,
         Self::Retired,
         Self::ByOwner,
@@ -55,6 +61,9 @@ impl Space {
         Self::Blocklist,
         Self::ByExpiry,
         Self::IngestedBatches,
+        Self::StatsHours,
+        Self::ById,
+        Self::Limited,
     ];
 
     /// The stable name of the space.
@@ -73,6 +82,9 @@ impl Space {
             Self::Blocklist => "blocklist",
             Self::ByExpiry => "by_expiry",
             Self::IngestedBatches => "ingested_batches",
+            Self::StatsHours => "stats_hours",
+            Self::ById => "by_id",
+            Self::Limited => "limited",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! --workspace` builds it (the control package's own tests need it).
 
 mod alloc;
+mod analytics;
 mod answering;
 mod clicks;
 mod lifecycle;
@@ -376,9 +377,9 @@ impl System {
     /// Creates a link and waits until the proxy answers it.
     pub fn create_visible(&self, body: Value) -> String {
         let code = self.control.create(body);
-        // HEAD, so the check itself is not a click.
+        // The preview page, so the check itself is neither a click nor a HEAD.
         eventually(10, "the new code to reach the proxy", || {
-            self.proxy.request("HEAD", &format!("/{code}"), "").status != 404
+            self.proxy.get(&format!("/{code}+")).status != 404
         });
         code
     }

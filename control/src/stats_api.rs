@@ -1,0 +1,217 @@
+//! The stats endpoints: one link's clicks over a period, and the top links.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::analytics::Granularity;
+use crate::analytics::stats::{self, Stats};
+use crate::api::Auth;
+use crate::error::ApiError;
+use crate::links;
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// Most buckets one stats request may cover.
+pub const STATS_BUCKETS_MAX: i64 = 3700;
+/// Longest period of the top-links report, in days.
+pub const TOP_DAYS_MAX: i64 = 92;
+/// Most entries per breakdown in a stats answer.
+const BREAKDOWN_MAX: usize = 100;
+/// Most links in the top-links report.
+const TOP_LIMIT_MAX: usize = 1000;
+
+/// The routes of the stats API.
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/links/{code}/stats", get(link_stats))
+        .route("/api/v1/stats/top", get(top_links))
+        .with_state(state)
+}
+
+/// The period and resolution of a stats request.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StatsParams {
+    /// Start (RFC 3339); default: 30 days (hour: 7 days) before `to`.
+    pub from: Option<String>,
+    /// End, exclusive (RFC 3339); default: now.
+    pub to: Option<String>,
+    /// `hour` or `day` (default).
+    #[param(value_type = Option<String>)]
+    pub granularity: Option<Granularity>,
+}
+
+/// The period of the top-links report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TopParams {
+    /// First day (RFC 3339); default: 7 days before `to`.
+    pub from: Option<String>,
+    /// End, exclusive (RFC 3339); default: now.
+    pub to: Option<String>,
+    /// Links to list, 1 to 1000 (default 10).
+    pub limit: Option<usize>,
+}
+
+/// One link in the top-links report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopLink {
+    pub code: String,
+    pub human_clicks: u64,
+}
+
+/// The top-links report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopLinks {
+    #[schema(value_type = String)]
+    #[serde(with = "time::serde::rfc3339")]
+    pub from: OffsetDateTime,
+    #[schema(value_type = String)]
+    #[serde(with = "time::serde::rfc3339")]
+    pub to: OffsetDateTime,
+    pub items: Vec<TopLink>,
+}
+
+fn time_param(field: &str, text: Option<&str>, default: i64) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(text) => Ok(OffsetDateTime::parse(text, &Rfc3339)
+            .map_err(|e| {
+                ApiError::invalid(field, format!("{text:?} is not an RFC 3339 time: {e}"))
+            })?
+            .unix_timestamp()),
+    }
+}
+
+fn period(from: Option<&str>, to: Option<&str>, default_span: i64) -> Result<(i64, i64), ApiError> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let to = time_param("to", to, now)?;
+    let from = time_param("from", from, to - default_span)?;
+    if from < 0 {
+        return Err(ApiError::invalid("from", "must not be before 1970"));
+    }
+    if from >= to {
+        return Err(ApiError::invalid("from", "must be before to"));
+    }
+    Ok((from, to))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+#[utoipa::path(get, path = "/api/v1/links/{code}/stats", security(("bearer" = [])),
+    params(("code" = String, Path), StatsParams),
+    responses((status = 200, body = Stats), (status = 404, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn link_stats(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    Path(code): Path<String>,
+    params: Result<Query<StatsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Stats>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let granularity = params.granularity.unwrap_or(Granularity::Day);
+    let default_span = match granularity {
+        Granularity::Hour => 7 * 86_400,
+        Granularity::Day => 30 * 86_400,
+    };
+    let (from, to) = period(params.from.as_deref(), params.to.as_deref(), default_span)?;
+    let buckets = (to - from + granularity.seconds() - 1) / granularity.seconds();
+    if buckets > STATS_BUCKETS_MAX {
+        return Err(ApiError::invalid(
+            "from",
+            format!(
+                "a request covers at most {STATS_BUCKETS_MAX} buckets; use a shorter period or granularity=day"
+            ),
+        ));
+    }
+    let backend = Arc::clone(&state.backend);
+    let found = blocking(move || {
+        let mut found = None;
+        backend.read(&mut |txn| {
+            found = match links::get(txn, &code)? {
+                Some(link) if principal.may_access(&link.owner) => Some(stats::link_stats(
+                    txn,
+                    &link.code,
+                    link.id,
+                    from,
+                    to,
+                    granularity,
+                    BREAKDOWN_MAX,
+                )?),
+                _ => None,
+            };
+            Ok(())
+        })?;
+        Ok(found)
+    })
+    .await?;
+    found.map(Json).ok_or(ApiError::NotFound)
+}
+
+#[utoipa::path(get, path = "/api/v1/stats/top", security(("bearer" = [])), params(TopParams),
+    responses((status = 200, body = TopLinks), (status = 403, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn top_links(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    params: Result<Query<TopParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TopLinks>, ApiError> {
+    if !principal.is_admin() {
+        return Err(ApiError::Forbidden(
+            "the top-links report is for admins".into(),
+        ));
+    }
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = params.limit.unwrap_or(10);
+    if limit == 0 || limit > TOP_LIMIT_MAX {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {TOP_LIMIT_MAX}"),
+        ));
+    }
+    let (from, to) = period(params.from.as_deref(), params.to.as_deref(), 7 * 86_400)?;
+    let first = Granularity::Day.bucket(from);
+    let last = Granularity::Day.bucket(to - 1);
+    if i64::from(last - first) >= TOP_DAYS_MAX {
+        return Err(ApiError::invalid(
+            "from",
+            format!("the report covers at most {TOP_DAYS_MAX} days"),
+        ));
+    }
+    let backend = Arc::clone(&state.backend);
+    let items = blocking(move || {
+        let mut items = Vec::new();
+        backend.read(&mut |txn| {
+            items.clear();
+            for (id, human_clicks) in stats::top_links(txn, first, last, limit)? {
+                if let Some(code) = links::code_of(txn, id)? {
+                    items.push(TopLink { code, human_clicks });
+                }
+            }
+            Ok(())
+        })?;
+        Ok(items)
+    })
+    .await?;
+    Ok(Json(TopLinks {
+        from: OffsetDateTime::from_unix_timestamp(Granularity::Day.start(first))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        to: OffsetDateTime::from_unix_timestamp(Granularity::Day.start(last + 1))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        items,
+    }))
+}
