@@ -7,44 +7,21 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use shortline_store::clickwire::{self, CONTENT_TYPE};
 
 use crate::analytics::aggregate::Accepted;
-use crate::api::ApiJson;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{ReadTxn, Space, StoreResult, Txn};
 
 /// How long a silent proxy's last batch sequence is remembered.
 pub const BATCH_ID_RETENTION_SECONDS: i64 = 86_400;
-/// Longest proxy id.
-const PROXY_ID_BYTES_MAX: usize = 64;
-
-/// A click as proxies send it.
-#[derive(Debug, Deserialize)]
-pub struct Click {
-    pub link_id: u64,
-    pub at_unix_ms: u64,
-    pub method: String,
-    #[serde(default)]
-    pub client_ip: Option<String>,
-    #[serde(default)]
-    pub referrer: String,
-    #[serde(default)]
-    pub user_agent: String,
-}
-
-/// A batch as proxies send it.
-#[derive(Debug, Deserialize)]
-pub struct Batch {
-    pub proxy_id: String,
-    pub batch_seq: u64,
-    pub clicks: Vec<Click>,
-}
 
 /// What ingest did.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -121,75 +98,70 @@ pub fn routes(state: Arc<AppState>) -> Router {
 async fn ingest(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    ApiJson(batch): ApiJson<Batch>,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<Ingested>), ApiError> {
     crate::publish::check_internal(&state, &headers)?;
-    if batch.proxy_id.is_empty()
-        || batch.proxy_id.len() > PROXY_ID_BYTES_MAX
-        || batch.proxy_id.contains('\0')
-    {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != CONTENT_TYPE {
+        return Err(ApiError::UnsupportedMedia(format!(
+            "click batches are {CONTENT_TYPE}"
+        )));
+    }
+    let batch = match clickwire::decode(&body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            metrics::counter!("control_click_batches_rejected_total", "reason" => "invalid")
+                .increment(1);
+            return Err(ApiError::invalid("body", e.to_string()));
+        }
+    };
+    if batch.proxy_id.is_empty() || batch.proxy_id.contains('\0') {
         metrics::counter!("control_click_batches_rejected_total", "reason" => "invalid")
             .increment(1);
-        return Err(ApiError::invalid(
-            "proxy_id",
-            format!("1 to {PROXY_ID_BYTES_MAX} bytes, no NUL"),
-        ));
+        return Err(ApiError::invalid("proxy_id", "1 to 255 bytes, no NUL"));
     }
-    let proxy = batch.proxy_id.clone();
-    let reader = Arc::clone(&state.backend);
-    let stored = tokio::task::spawn_blocking(move || {
+    let accepted = batch.clicks.len();
+    let worker = Arc::clone(&state);
+    let outcome = tokio::task::spawn_blocking(move || {
         let mut stored = 0;
-        reader.read(&mut |txn| {
-            stored = stored_batch(txn, &proxy)?;
+        worker.backend.read(&mut |txn| {
+            stored = stored_batch(txn, &batch.proxy_id)?;
             Ok(())
         })?;
-        Ok::<_, crate::store::StoreError>(stored)
+        Ok::<_, crate::store::StoreError>(worker.analytics.accept(&batch, &body, stored))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let accepted = batch.clicks.len();
-    match state
-        .analytics
-        .accept(&batch.proxy_id, batch.batch_seq, stored, &batch.clicks)
-    {
+    let duplicate = match outcome {
+        Accepted::Taken => {
+            metrics::counter!("control_clicks_ingested_total").increment(accepted as u64);
+            false
+        }
         Accepted::Duplicate => {
             metrics::counter!("control_click_batches_duplicate_total").increment(1);
-            Ok((
-                StatusCode::OK,
-                Json(Ingested {
-                    accepted,
-                    duplicate: true,
-                }),
-            ))
+            true
         }
         Accepted::Busy => {
             metrics::counter!("control_click_batches_rejected_total", "reason" => "busy")
                 .increment(1);
-            Err(ApiError::Unavailable(
+            return Err(ApiError::Unavailable(
                 "too many clicks are waiting for the store; retry shortly".into(),
-            ))
+            ));
         }
-        Accepted::Pending(mut outcome) => {
-            let settled = outcome
-                .wait_for(Option::is_some)
-                .await
-                .map_err(|_| ApiError::Unavailable("the click flusher has stopped".into()))?
-                .clone();
-            match settled {
-                Some(Ok(())) => Ok((
-                    StatusCode::OK,
-                    Json(Ingested {
-                        accepted,
-                        duplicate: false,
-                    }),
-                )),
-                Some(Err(e)) => {
-                    metrics::counter!("control_click_batches_rejected_total", "reason" => "store")
-                        .increment(1);
-                    Err(ApiError::Unavailable(format!("clicks not counted: {e}")))
-                }
-                None => unreachable!("waited for an outcome"),
-            }
+        Accepted::Failed(e) => {
+            metrics::counter!("control_click_batches_rejected_total", "reason" => "log")
+                .increment(1);
+            return Err(ApiError::Unavailable(format!("clicks not logged: {e}")));
         }
-    }
+    };
+    Ok((
+        StatusCode::OK,
+        Json(Ingested {
+            accepted,
+            duplicate,
+        }),
+    ))
 }

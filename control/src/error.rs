@@ -26,6 +26,8 @@ pub enum ApiError {
     #[error("rate limit exceeded; retry in {retry_after_seconds} s")]
     TooManyRequests { retry_after_seconds: u64 },
     #[error("{0}")]
+    UnsupportedMedia(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
@@ -49,6 +51,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -64,6 +67,7 @@ impl ApiError {
             Self::Conflict { .. } => "conflict",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::TooManyRequests { .. } => "rate-limited",
+            Self::UnsupportedMedia(_) => "unsupported-media-type",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }

@@ -99,7 +99,12 @@ impl AppState {
                 .allow_burst(burst)
         };
         let bootstrap = bootstrap_admin(&config, &*backend)?;
-        let analytics = Arc::new(analytics_from(&config)?);
+        let mut through = 0;
+        backend.read(&mut |txn| {
+            through = crate::analytics::Analytics::stored_through(txn)?;
+            Ok(())
+        })?;
+        let analytics = Arc::new(analytics_from(&config, through)?);
         let state = Self {
             analytics,
             validator: Validator::new(&config),
@@ -252,7 +257,7 @@ fn bootstrap_admin(config: &Config, backend: &dyn Backend) -> Result<Bootstrap> 
 
 /// The click aggregator as configured: the country database and the export
 /// folder are opened here, so a bad path stops start-up with its name.
-fn analytics_from(config: &Config) -> Result<crate::analytics::Analytics> {
+fn analytics_from(config: &Config, through: u64) -> Result<crate::analytics::Analytics> {
     use crate::analytics::{aggregate::Settings, export::Exporter, geo::GeoIp};
     let geo = config
         .geoip_database
@@ -272,7 +277,7 @@ fn analytics_from(config: &Config) -> Result<crate::analytics::Analytics> {
             .with_context(|| format!("bad configuration: click_export_dir {}", dir.display()))
         })
         .transpose()?;
-    Ok(crate::analytics::Analytics::new(
+    crate::analytics::Analytics::open(
         Settings {
             flush_interval: std::time::Duration::from_millis(config.analytics_flush_ms),
             flush_keys_max: config.analytics_flush_keys_max,
@@ -281,5 +286,8 @@ fn analytics_from(config: &Config) -> Result<crate::analytics::Analytics> {
         },
         geo,
         export,
-    ))
+        &config.data_dir.join("clicks-wal"),
+        through,
+    )
+    .context("cannot open the click log")
 }

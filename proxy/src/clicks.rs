@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crossbeam::queue::ArrayQueue;
-use serde::Serialize;
 
 use crate::metrics::Metrics;
 
@@ -129,47 +128,23 @@ impl ClickRing {
     }
 }
 
-/// A click on the wire to control.
-#[derive(Debug, Serialize)]
-pub struct WireClick<'a> {
-    pub link_id: u64,
-    pub at_unix_ms: u64,
-    pub method: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_ip: Option<String>,
-    pub referrer: std::borrow::Cow<'a, str>,
-    pub user_agent: std::borrow::Cow<'a, str>,
-}
-
-/// A batch on the wire: `(proxy_id, batch_seq)` lets control drop a batch it
-/// already counted when a retry follows a lost acknowledgement.
-#[derive(Debug, Serialize)]
-pub struct WireBatch<'a> {
-    pub proxy_id: String,
-    pub batch_seq: u64,
-    pub clicks: Vec<WireClick<'a>>,
-}
-
-/// Encodes a batch as JSON.
+/// Encodes a batch in the click wire format
+/// ([`shortline_store::clickwire`]): user agents and referrers are sent once
+/// per batch, however many clicks share them.
 #[must_use]
 pub fn encode_batch(proxy_id: &str, batch_seq: u64, events: &[ClickEvent]) -> Vec<u8> {
-    let clicks = events
-        .iter()
-        .map(|e| WireClick {
-            link_id: e.link_id,
-            at_unix_ms: e.at_unix_ms,
-            method: if e.head { "HEAD" } else { "GET" },
-            client_ip: e.client.map(|ip| ip.to_string()),
-            referrer: String::from_utf8_lossy(e.referrer()),
-            user_agent: String::from_utf8_lossy(e.user_agent()),
-        })
-        .collect();
-    serde_json::to_vec(&WireBatch {
-        proxy_id: proxy_id.to_owned(),
-        batch_seq,
-        clicks,
-    })
-    .expect("click batches serialise")
+    let mut encoder = shortline_store::clickwire::Encoder::new();
+    for e in events {
+        encoder.push(
+            e.link_id,
+            e.at_unix_ms,
+            e.head,
+            e.client,
+            e.user_agent(),
+            e.referrer(),
+        );
+    }
+    encoder.finish(proxy_id, batch_seq)
 }
 
 /// Exponential backoff, capped.
@@ -203,9 +178,10 @@ mod tests {
         let event = ClickEvent::new(1, 2, true, None, &long, &long);
         assert_eq!(event.referrer().len(), REFERRER_BYTES_MAX);
         assert_eq!(event.user_agent().len(), USER_AGENT_BYTES_MAX);
-        let json = String::from_utf8(encode_batch("p", 7, &[event])).unwrap();
-        assert!(json.contains("\"method\":\"HEAD\""), "{json}");
-        assert!(json.contains("\"batch_seq\":7"), "{json}");
+        let batch = shortline_store::clickwire::decode(&encode_batch("p", 7, &[event])).unwrap();
+        assert!(batch.clicks[0].head);
+        assert_eq!(batch.batch_seq, 7);
+        assert_eq!(batch.agent(&batch.clicks[0]).len(), USER_AGENT_BYTES_MAX);
         assert_eq!(
             backoff(0, Duration::from_secs(1)),
             Duration::from_millis(50)

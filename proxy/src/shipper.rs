@@ -43,7 +43,10 @@ impl Shipper {
         let request =
             http::Request::post(format!("{}/internal/v1/clicks", self.config.control_base()))
                 .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(
+                    http::header::CONTENT_TYPE,
+                    shortline_store::clickwire::CONTENT_TYPE,
+                )
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub mod clickwire;
 mod code;
 mod error;
 pub mod files;

@@ -1,85 +1,109 @@
 //! Folding clicks in memory and flushing the folded counts.
 //!
-//! A click batch is classified and folded into the pending flush, and its
-//! request is answered once that flush has committed: an acknowledged batch is
-//! durable, and a batch whose flush failed is answered with an error so the
-//! proxy sends it again. Batches from many proxies (and many batches from a
-//! busy one) share one flush transaction, so a hot link's thousand clicks
-//! become one counter increment. Every write is an atomic add, so flushes never
-//! conflict with each other on a backend with optimistic transactions.
+//! An accepted batch is appended to the click log ([`super::wal`]) and synced,
+//! then folded into the pending counts and acknowledged: acknowledged clicks
+//! survive a crash, and the store sees one increment per counter per flush
+//! however many clicks it folds. The flusher runs every `flush_interval` (or
+//! at once when many keys are pending), starts a new log segment, and adds
+//! the folded counts in one transaction that also records the segment it
+//! covers. Every counter write is an atomic add, so flushes never conflict on
+//! a backend with optimistic transactions.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use shortline_store::clickwire::WireBatch;
+use tokio::sync::Notify;
 
 use super::classify::{Class, Classifier, referrer_host};
 use super::export::Exporter;
 use super::geo::GeoIp;
+use super::wal::{WAL_THROUGH_KEY, Wal, WalError};
 use super::{
-    Granularity, OTHER, counter_value, dim, distinct_key, hour_index_key, humans_key, series_key,
-    top_key,
+    Granularity, OTHER, counter_value, dim, hour_index_key, humans_key, series_key, top_key,
 };
-use crate::clicks::{Click, head_key};
+use crate::clicks::head_key;
 use crate::committer::Committer;
 use crate::links::clicks_key;
 use crate::store::{Space, StoreResult, Txn};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
 
 /// Length of a bounded counter key before its value: `s`, link, g, bucket, dim.
 const BOUNDED_PREFIX_LEN: usize = 15;
 /// Keys remembered as already stored before the memory starts over.
 const KNOWN_KEYS_MAX: usize = 200_000;
+/// Click kinds, in the order of [`KIND_NAMES`].
+const KIND_NAMES: [&str; 4] = ["human", "bot", "preview", "head"];
 
 /// How analytics behaves.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Longest a folded click waits for its flush.
+    /// Longest a folded click waits before its counts are flushed.
     pub flush_interval: Duration,
     /// Pending counter keys that make a flush start at once.
     pub flush_keys_max: usize,
-    /// Distinct referrers or countries kept per link per bucket.
+    /// Distinct referrers or countries kept per link per day.
     pub top_n: i64,
     /// Days hourly buckets are kept.
     pub hourly_retention_days: u32,
 }
 
-/// What a flush ends with, shared by every batch in it.
-type Outcome = Option<Result<(), String>>;
-
-/// The next flush.
-#[derive(Debug)]
-struct Pending {
-    adds: HashMap<Vec<u8>, i64>,
-    bounded: HashMap<Vec<u8>, i64>,
-    hours: HashSet<(u32, u64)>,
-    humans: HashSet<u64>,
-    batches: Vec<(String, u64)>,
-    clicks: u64,
-    outcome: watch::Sender<Outcome>,
+/// A counter, compact while pending; strings are interned per flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Clicks(u64),
+    Humans(u64),
+    Heads(u64),
+    Kind {
+        link: u64,
+        granularity: Granularity,
+        bucket: u32,
+        kind: u8,
+    },
+    Top {
+        day: u32,
+        link: u64,
+    },
+    Dim {
+        link: u64,
+        day: u32,
+        dim: u8,
+        value: u32,
+    },
 }
 
-impl Pending {
-    fn new() -> Self {
-        Self {
-            adds: HashMap::new(),
-            bounded: HashMap::new(),
-            hours: HashSet::new(),
-            humans: HashSet::new(),
-            batches: Vec::new(),
-            clicks: 0,
-            outcome: watch::channel(None).0,
+/// Interned strings of one flush.
+#[derive(Debug, Default)]
+struct Names {
+    ids: FastMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
         }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
     }
+}
 
-    fn keys(&self) -> usize {
-        self.adds.len() + self.bounded.len()
-    }
-
-    fn add(&mut self, key: Vec<u8>, delta: i64) {
-        *self.adds.entry(key).or_default() += delta;
-    }
+/// The next flush.
+#[derive(Debug, Default)]
+struct Pending {
+    counts: FastMap<Key, i64>,
+    names: Names,
+    hours: FastSet<(u32, u64)>,
+    humans: FastSet<u64>,
+    batches: HashMap<String, u64>,
+    clicks: u64,
 }
 
 /// The folded counts of one flush, as the transaction body sees them.
@@ -90,31 +114,100 @@ struct Flush {
     hours: Vec<(u32, u64)>,
     humans: Vec<u64>,
     batches: Vec<(String, u64)>,
-    now: i64,
+    clicks: u64,
+}
+
+impl Pending {
+    fn add(&mut self, key: Key, delta: i64) {
+        *self.counts.entry(key).or_default() += delta;
+    }
+
+    /// The counts as store keys, sorted so neighbours share pages.
+    fn into_flush(self, known_hours: &FastSet<(u32, u64)>) -> Flush {
+        let mut adds = Vec::with_capacity(self.counts.len());
+        let mut bounded = Vec::new();
+        for (key, delta) in self.counts {
+            let bytes = match key {
+                Key::Clicks(link) => clicks_key(link),
+                Key::Humans(link) => humans_key(link),
+                Key::Heads(link) => head_key(link),
+                Key::Kind {
+                    link,
+                    granularity,
+                    bucket,
+                    kind,
+                } => series_key(
+                    link,
+                    granularity,
+                    bucket,
+                    dim::KIND,
+                    KIND_NAMES[kind as usize],
+                ),
+                Key::Top { day, link } => top_key(day, link),
+                Key::Dim {
+                    link,
+                    day,
+                    dim: d,
+                    value,
+                } => {
+                    let key = series_key(
+                        link,
+                        Granularity::Day,
+                        day,
+                        d,
+                        &self.names.names[value as usize],
+                    );
+                    if d == dim::REFERRER || d == dim::COUNTRY {
+                        bounded.push((key, delta));
+                        continue;
+                    }
+                    key
+                }
+            };
+            adds.push((bytes, delta));
+        }
+        adds.sort_unstable();
+        bounded.sort_unstable();
+        Flush {
+            adds,
+            bounded,
+            hours: self
+                .hours
+                .into_iter()
+                .filter(|h| !known_hours.contains(h))
+                .collect(),
+            humans: self.humans.into_iter().collect(),
+            batches: self.batches.into_iter().collect(),
+            clicks: self.clicks,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Inner {
     classifier: Classifier,
     pending: Pending,
-    /// Highest batch sequence accepted per proxy, pending ones included.
+    wal: Wal,
+    /// Highest batch sequence accepted per proxy.
     seen: HashMap<String, u64>,
-    /// The flush each proxy's newest accepted batch waits on.
-    unsettled: HashMap<String, (u64, watch::Receiver<Outcome>)>,
+    /// Flushes whose transaction failed; retried with the next one.
+    retry: Vec<Arc<Flush>>,
     /// Bounded keys and hour-index entries known to be stored already.
-    known: HashSet<Vec<u8>>,
-    known_hours: HashSet<(u32, u64)>,
+    known: FastSet<Vec<u8>>,
+    known_hours: FastSet<(u32, u64)>,
 }
 
 /// Whether a batch was taken.
 #[derive(Debug)]
 pub enum Accepted {
-    /// Folded into a flush; wait on it.
-    Pending(watch::Receiver<Outcome>),
+    /// Logged durably and folded.
+    Taken,
     /// Counted before.
     Duplicate,
     /// Too much is waiting for the store; send it again later.
     Busy,
+    /// The click log could not be written; send it again later.
+    Failed(String),
 }
 
 /// The click aggregator.
@@ -131,23 +224,65 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The classification of one distinct user agent in a batch.
+#[derive(Debug, Clone, Copy)]
+struct AgentIds {
+    class: Class,
+    browser: u32,
+    os: u32,
+    device: u32,
+}
+
 impl Analytics {
-    #[must_use]
-    pub fn new(settings: Settings, geo: Option<GeoIp>, export: Option<Exporter>) -> Self {
-        Self {
+    /// Opens the click log in `wal_dir` and folds the batches it holds beyond
+    /// segment `through` (the mark stored by the last flush).
+    pub fn open(
+        settings: Settings,
+        geo: Option<GeoIp>,
+        export: Option<Exporter>,
+        wal_dir: &Path,
+        through: u64,
+    ) -> Result<Self, WalError> {
+        let (wal, replay) = Wal::open(wal_dir, through)?;
+        let analytics = Self {
             settings,
             geo,
             export: export.map(Mutex::new),
             inner: Mutex::new(Inner {
                 classifier: Classifier::new(),
-                pending: Pending::new(),
+                pending: Pending::default(),
+                wal,
                 seen: HashMap::new(),
-                unsettled: HashMap::new(),
-                known: HashSet::new(),
-                known_hours: HashSet::new(),
+                retry: Vec::new(),
+                known: FastSet::default(),
+                known_hours: FastSet::default(),
             }),
             wake: Notify::new(),
+        };
+        let mut replayed = 0;
+        {
+            let mut inner = lock(&analytics.inner);
+            for (segment, record) in replay {
+                let batch = shortline_store::clickwire::decode(&record).map_err(|e| {
+                    WalError::Corrupt(wal_dir.join(format!("segment {segment}: {e}")), 0)
+                })?;
+                analytics.fold(&mut inner, &batch);
+                replayed += batch.clicks.len();
+            }
         }
+        if replayed > 0 {
+            tracing::info!(clicks = replayed, "replayed clicks from the click log");
+            analytics.wake.notify_one();
+        }
+        Ok(analytics)
+    }
+
+    /// The stored mark of the click log, read before [`Analytics::open`].
+    pub fn stored_through(txn: &dyn crate::store::ReadTxn) -> StoreResult<u64> {
+        Ok(txn
+            .get(Space::Meta, WAL_THROUGH_KEY)?
+            .and_then(|v| v.try_into().ok())
+            .map_or(0, u64::from_le_bytes))
     }
 
     #[must_use]
@@ -155,149 +290,167 @@ impl Analytics {
         &self.settings
     }
 
-    /// Whether a country database is loaded.
-    #[must_use]
-    pub fn has_geo(&self) -> bool {
-        self.geo.is_some()
-    }
-
     /// Takes a batch unless `stored` (the proxy's highest sequence in the
-    /// store) or a batch taken earlier already covers it.
-    pub fn accept(
-        &self,
-        proxy_id: &str,
-        batch_seq: u64,
-        stored: u64,
-        clicks: &[Click],
-    ) -> Accepted {
+    /// store) or a batch taken earlier already covers it. `raw` is the batch
+    /// as received, for the click log. Blocks on the log's sync.
+    pub fn accept(&self, batch: &WireBatch, raw: &[u8], stored: u64) -> Accepted {
         let mut inner = lock(&self.inner);
-        let last = inner.seen.get(proxy_id).copied().unwrap_or(0).max(stored);
-        if batch_seq <= last {
-            // A resend of a batch still waiting for its flush waits with it.
-            if let Some((seq, outcome)) = inner.unsettled.get(proxy_id)
-                && *seq == batch_seq
-            {
-                return Accepted::Pending(outcome.clone());
-            }
+        let last = inner
+            .seen
+            .get(&batch.proxy_id)
+            .copied()
+            .unwrap_or(0)
+            .max(stored);
+        if batch.batch_seq <= last {
             return Accepted::Duplicate;
         }
-        if inner.pending.keys() >= self.settings.flush_keys_max.saturating_mul(4) {
+        if inner.pending.counts.len() >= self.settings.flush_keys_max.saturating_mul(4) {
             return Accepted::Busy;
         }
-        let mut exported = Vec::new();
-        let inner = &mut *inner;
-        for (index, click) in clicks.iter().enumerate() {
-            self.fold(inner, click, proxy_id, batch_seq, index, &mut exported);
+        if let Err(e) = inner.wal.append(raw) {
+            metrics::counter!("control_click_log_errors_total").increment(1);
+            return Accepted::Failed(e.to_string());
         }
-        let pending = &mut inner.pending;
-        pending.batches.push((proxy_id.to_owned(), batch_seq));
-        pending.clicks += clicks.len() as u64;
-        let outcome = pending.outcome.subscribe();
-        inner.seen.insert(proxy_id.to_owned(), batch_seq);
-        inner
-            .unsettled
-            .insert(proxy_id.to_owned(), (batch_seq, outcome.clone()));
-        metrics::gauge!("control_clicks_pending").set(pending.clicks as f64);
-        drop(exported_write(self.export.as_ref(), &exported));
+        self.fold(&mut inner, batch);
+        inner.seen.insert(batch.proxy_id.clone(), batch.batch_seq);
+        metrics::gauge!("control_clicks_pending").set(inner.pending.clicks as f64);
+        drop(inner);
         self.wake.notify_one();
-        Accepted::Pending(outcome)
+        Accepted::Taken
     }
 
-    fn fold(
-        &self,
-        inner: &mut Inner,
-        click: &Click,
-        proxy_id: &str,
-        batch_seq: u64,
-        index: usize,
-        exported: &mut Vec<u8>,
-    ) {
-        let at = i64::try_from(click.at_unix_ms / 1000).unwrap_or(i64::MAX);
-        let link = click.link_id;
-        let hour = Granularity::Hour.bucket(at);
-        let day = Granularity::Day.bucket(at);
-        let pending = &mut inner.pending;
-        pending.hours.insert((hour, link));
-        let both = [(Granularity::Hour, hour), (Granularity::Day, day)];
-        let head = click.method.eq_ignore_ascii_case("HEAD");
-        let mut line = ExportLine {
-            at_unix_ms: click.at_unix_ms,
-            link_id: link,
-            method: if head { "HEAD" } else { "GET" },
-            class: None,
-            browser: None,
-            os: None,
-            device: None,
-            referrer_host: None,
-            country: None,
-            proxy_id,
-            batch_seq,
-            index,
-        };
-        if head {
-            pending.add(head_key(link), 1);
-            for (g, b) in both {
-                pending.add(series_key(link, g, b, dim::KIND, "head"), 1);
-            }
-        } else {
-            let agent = inner.classifier.classify(&click.user_agent);
-            pending.add(clicks_key(link), 1);
-            for (g, b) in both {
-                pending.add(series_key(link, g, b, dim::KIND, agent.class.as_str()), 1);
-            }
-            line.class = Some(agent.class.as_str());
-            if agent.class == Class::Human {
-                let referrer = referrer_host(&click.referrer);
-                let country = self.geo.as_ref().map(|geo| {
-                    click
-                        .client_ip
-                        .as_deref()
-                        .and_then(|ip| ip.parse::<IpAddr>().ok())
-                        .and_then(|ip| geo.country(ip))
-                        .unwrap_or_else(|| "unknown".to_owned())
-                });
-                pending.add(humans_key(link), 1);
-                pending.add(top_key(day, link), 1);
-                pending.humans.insert(link);
-                for (g, b) in both {
-                    pending.add(series_key(link, g, b, dim::BROWSER, agent.browser), 1);
-                    pending.add(series_key(link, g, b, dim::OS, agent.os), 1);
+    fn fold(&self, inner: &mut Inner, batch: &WireBatch) {
+        let Inner {
+            classifier,
+            pending,
+            ..
+        } = inner;
+        let mut agents: Vec<Option<AgentIds>> = vec![None; batch.strings.len()];
+        let mut referrers: Vec<Option<u32>> = vec![None; batch.strings.len()];
+        let mut exported = Vec::new();
+        for (index, click) in batch.clicks.iter().enumerate() {
+            let link = click.link_id;
+            let at = i64::try_from(click.at_unix_ms / 1000).unwrap_or(i64::MAX);
+            let hour = Granularity::Hour.bucket(at);
+            let day = Granularity::Day.bucket(at);
+            pending.hours.insert((hour, link));
+            let kind_add = |pending: &mut Pending, kind: u8| {
+                for (granularity, bucket) in [(Granularity::Hour, hour), (Granularity::Day, day)] {
                     pending.add(
-                        series_key(link, g, b, dim::DEVICE, agent.device.as_str()),
+                        Key::Kind {
+                            link,
+                            granularity,
+                            bucket,
+                            kind,
+                        },
                         1,
                     );
-                    *pending
-                        .bounded
-                        .entry(series_key(link, g, b, dim::REFERRER, &referrer))
-                        .or_default() += 1;
-                    if let Some(country) = &country {
-                        *pending
-                            .bounded
-                            .entry(series_key(link, g, b, dim::COUNTRY, country))
-                            .or_default() += 1;
+                }
+            };
+            let mut line = self.export.as_ref().map(|_| ExportLine {
+                at_unix_ms: click.at_unix_ms,
+                link_id: link,
+                method: if click.head { "HEAD" } else { "GET" },
+                class: None,
+                browser: None,
+                os: None,
+                device: None,
+                referrer_host: None,
+                country: None,
+                proxy_id: &batch.proxy_id,
+                batch_seq: batch.batch_seq,
+                index,
+            });
+            if click.head {
+                pending.add(Key::Heads(link), 1);
+                kind_add(pending, 3);
+            } else {
+                let agent = *agents[click.agent as usize].get_or_insert_with(|| {
+                    let a = classifier.classify(batch.agent(click));
+                    AgentIds {
+                        class: a.class,
+                        browser: pending.names.id(a.browser),
+                        os: pending.names.id(a.os),
+                        device: pending.names.id(a.device.as_str()),
+                    }
+                });
+                pending.add(Key::Clicks(link), 1);
+                let kind = match agent.class {
+                    Class::Human => 0,
+                    Class::Bot => 1,
+                    Class::Preview => 2,
+                };
+                kind_add(pending, kind);
+                if let Some(line) = &mut line {
+                    line.class = Some(agent.class.as_str());
+                }
+                if agent.class == Class::Human {
+                    let referrer = *referrers[click.referrer as usize].get_or_insert_with(|| {
+                        pending.names.id(&referrer_host(batch.referrer(click)))
+                    });
+                    let country = self.geo.as_ref().map(|geo| {
+                        let name = click.client.and_then(|ip| geo.country(ip));
+                        pending.names.id(name.as_deref().unwrap_or("unknown"))
+                    });
+                    pending.add(Key::Humans(link), 1);
+                    pending.add(Key::Top { day, link }, 1);
+                    pending.humans.insert(link);
+                    let dims = [
+                        (dim::BROWSER, Some(agent.browser)),
+                        (dim::OS, Some(agent.os)),
+                        (dim::DEVICE, Some(agent.device)),
+                        (dim::REFERRER, Some(referrer)),
+                        (dim::COUNTRY, country),
+                    ];
+                    for (d, value) in dims {
+                        if let Some(value) = value {
+                            pending.add(
+                                Key::Dim {
+                                    link,
+                                    day,
+                                    dim: d,
+                                    value,
+                                },
+                                1,
+                            );
+                        }
+                    }
+                    if let Some(line) = &mut line {
+                        let name = |id: u32| pending.names.names[id as usize].to_string();
+                        line.browser = Some(name(agent.browser));
+                        line.os = Some(name(agent.os));
+                        line.device = Some(name(agent.device));
+                        line.referrer_host = Some(name(referrer));
+                        line.country = country.map(name);
                     }
                 }
-                if self.export.is_some() {
-                    line.browser = Some(agent.browser);
-                    line.os = Some(agent.os);
-                    line.device = Some(agent.device.as_str());
-                    line.referrer_host = Some(referrer);
-                    line.country = country;
-                }
+            }
+            if let Some(line) = &line {
+                serde_json::to_writer(&mut exported, line).expect("export lines serialise");
+                exported.push(b'\n');
             }
         }
-        if self.export.is_some() {
-            serde_json::to_writer(&mut *exported, &line).expect("export lines serialise");
-            exported.push(b'\n');
+        let seq = pending.batches.entry(batch.proxy_id.clone()).or_default();
+        *seq = (*seq).max(batch.batch_seq);
+        pending.clicks += batch.clicks.len() as u64;
+        if let Some(export) = &self.export
+            && !exported.is_empty()
+            && let Err(e) = export
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(&exported)
+        {
+            metrics::counter!("control_click_export_errors_total").increment(1);
+            tracing::warn!(error = %e, "click export failed");
         }
     }
 
-    /// Flushes whatever is pending, then keeps flushing every
-    /// `flush_interval` while clicks arrive. Runs until the process ends.
+    /// Flushes every `flush_interval` while clicks arrive, or at once when
+    /// many keys are pending. Runs until the process ends.
     pub async fn run(self: Arc<Self>, committer: Committer) {
         loop {
             self.wake.notified().await;
-            let full = lock(&self.inner).pending.keys() >= self.settings.flush_keys_max;
+            let full = lock(&self.inner).pending.counts.len() >= self.settings.flush_keys_max;
             if !full {
                 tokio::time::sleep(self.settings.flush_interval).await;
             }
@@ -305,92 +458,90 @@ impl Analytics {
         }
     }
 
-    /// Commits the pending flush and answers the batches waiting on it.
+    /// Commits the pending counts (and any earlier flush that failed).
     pub async fn flush(&self, committer: &Committer) {
-        let (pending, flush) = {
+        let taken = {
             let mut inner = lock(&self.inner);
-            if inner.pending.batches.is_empty() {
+            if inner.pending.clicks == 0 && inner.retry.is_empty() {
                 return;
             }
-            let pending = std::mem::replace(&mut inner.pending, Pending::new());
-            let known = &inner.known;
-            let known_hours = &inner.known_hours;
-            let flush = Flush {
-                adds: pending.adds.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                bounded: pending
-                    .bounded
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect(),
-                hours: pending
-                    .hours
-                    .iter()
-                    .filter(|h| !known_hours.contains(h))
-                    .copied()
-                    .collect(),
-                humans: pending.humans.iter().copied().collect(),
-                batches: pending.batches.clone(),
-                now: time::OffsetDateTime::now_utc().unix_timestamp(),
+            let segment = match inner.wal.rotate() {
+                Ok(segment) => segment,
+                Err(e) => {
+                    metrics::counter!("control_analytics_flush_errors_total").increment(1);
+                    tracing::warn!(error = %e, "cannot start a new click log segment");
+                    return;
+                }
             };
-            let known: HashSet<Vec<u8>> = flush
-                .bounded
-                .iter()
-                .filter(|(k, _)| known.contains(k))
-                .map(|(k, _)| k.clone())
-                .collect();
-            (pending, (Arc::new(flush), Arc::new(known)))
+            let pending = std::mem::take(&mut inner.pending);
+            let flush = Arc::new(pending.into_flush(&inner.known_hours));
+            let mut flushes = std::mem::take(&mut inner.retry);
+            flushes.push(flush);
+            let known: Arc<FastSet<Vec<u8>>> = Arc::new(
+                flushes
+                    .iter()
+                    .flat_map(|f| f.bounded.iter())
+                    .filter(|(k, _)| inner.known.contains(k))
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+            );
+            (segment, flushes, known)
         };
         metrics::gauge!("control_clicks_pending").set(0.0);
+        let (segment, flushes, known) = taken;
         if let Some(export) = &self.export
             && let Err(e) = export.lock().unwrap_or_else(|e| e.into_inner()).sync()
         {
             tracing::warn!(error = %e, "click export could not be synced");
         }
-        let (flush, known) = flush;
         let top_n = self.settings.top_n;
         let started = Instant::now();
-        let body_flush = Arc::clone(&flush);
+        let body = flushes.clone();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let result = committer
-            .write(move |txn| apply(txn, &body_flush, &known, top_n))
+            .write(move |txn| {
+                let mut applied = Applied::default();
+                for flush in &body {
+                    apply(txn, flush, &known, top_n, now, &mut applied)?;
+                }
+                txn.set(Space::Meta, WAL_THROUGH_KEY, &segment.to_le_bytes())?;
+                Ok(applied)
+            })
             .await;
         metrics::histogram!("control_analytics_flush_seconds")
             .record(started.elapsed().as_secs_f64());
         let mut inner = lock(&self.inner);
-        let outcome = match result {
+        match result {
             Ok(done) => {
-                metrics::counter!("control_clicks_ingested_total").increment(pending.clicks);
+                let clicks: u64 = flushes.iter().map(|f| f.clicks).sum();
+                metrics::counter!("control_clicks_counted_total").increment(clicks);
                 metrics::counter!("control_links_exhausted_total").increment(done.exhausted);
                 if inner.known.len() + done.admitted.len() > KNOWN_KEYS_MAX {
                     inner.known.clear();
                 }
                 inner.known.extend(done.admitted);
-                if inner.known_hours.len() + flush.hours.len() > KNOWN_KEYS_MAX {
-                    inner.known_hours.clear();
+                for flush in &flushes {
+                    if inner.known_hours.len() + flush.hours.len() > KNOWN_KEYS_MAX {
+                        inner.known_hours.clear();
+                    }
+                    inner.known_hours.extend(flush.hours.iter().copied());
                 }
-                inner.known_hours.extend(flush.hours.iter().copied());
-                Ok(())
+                if let Err(e) = inner.wal.prune(segment) {
+                    tracing::warn!(error = %e, "cannot delete counted click log segments");
+                }
             }
             Err(e) => {
                 metrics::counter!("control_analytics_flush_errors_total").increment(1);
-                tracing::warn!(error = %e, clicks = pending.clicks, "click flush failed; proxies resend");
-                // Not counted: forget these sequences so the resends are taken.
-                for (proxy, _) in &pending.batches {
-                    inner.seen.remove(proxy);
-                }
-                Err(e.to_string())
-            }
-        };
-        for (proxy, seq) in &pending.batches {
-            if inner.unsettled.get(proxy).is_some_and(|(s, _)| s == seq) {
-                inner.unsettled.remove(proxy);
+                tracing::warn!(error = %e, "click flush failed; it is retried with the next one");
+                inner.retry = flushes;
+                drop(inner);
+                self.wake.notify_one();
             }
         }
-        drop(inner);
-        pending.outcome.send_replace(Some(outcome));
     }
 }
 
-/// What a flush transaction did.
+/// What flush transactions did.
 #[derive(Debug, Default)]
 struct Applied {
     exhausted: u64,
@@ -401,19 +552,19 @@ struct Applied {
 fn apply(
     txn: &mut dyn Txn,
     flush: &Flush,
-    known: &HashSet<Vec<u8>>,
+    known: &FastSet<Vec<u8>>,
     top_n: i64,
-) -> StoreResult<Applied> {
-    let mut applied = Applied::default();
+    now: i64,
+    applied: &mut Applied,
+) -> StoreResult<()> {
     for (proxy, seq) in &flush.batches {
-        crate::clicks::record_batch(txn, proxy, *seq, flush.now)?;
+        crate::clicks::record_batch(txn, proxy, *seq, now)?;
     }
     for (key, delta) in &flush.adds {
         txn.add(Space::Counters, key, *delta)?;
     }
     for (key, delta) in &flush.bounded {
-        let stored = known.contains(key) || txn.get(Space::Counters, key)?.is_some();
-        if stored {
+        if known.contains(key) || txn.get(Space::Counters, key)?.is_some() {
             txn.add(Space::Counters, key, *delta)?;
             applied.admitted.push(key.clone());
             continue;
@@ -436,11 +587,11 @@ fn apply(
         txn.set(Space::StatsHours, &hour_index_key(*hour, *link), b"")?;
     }
     for link in &flush.humans {
-        if crate::links::exhaust_if_due(txn, *link, flush.now)? {
+        if crate::links::exhaust_if_due(txn, *link, now)? {
             applied.exhausted += 1;
         }
     }
-    Ok(applied)
+    Ok(())
 }
 
 fn distinct_key_of(bounded: &[u8]) -> Vec<u8> {
@@ -477,18 +628,12 @@ pub fn prune_hours(
                 txn.clear(Space::Counters, &key)?;
             }
         }
-        for d in [dim::REFERRER, dim::COUNTRY] {
-            txn.clear(
-                Space::Counters,
-                &distinct_key(link, Granularity::Hour, hour, d),
-            )?;
-        }
         txn.clear(Space::StatsHours, entry)?;
     }
     Ok(due.len())
 }
 
-/// One raw click in the export.
+/// One raw click in the export (schema in docs/ANALYTICS.md).
 #[derive(Debug, serde::Serialize)]
 struct ExportLine<'a> {
     at_unix_ms: u64,
@@ -497,11 +642,11 @@ struct ExportLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     class: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    browser: Option<&'static str>,
+    browser: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    os: Option<&'static str>,
+    os: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    device: Option<&'static str>,
+    device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     referrer_host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -509,20 +654,4 @@ struct ExportLine<'a> {
     proxy_id: &'a str,
     batch_seq: u64,
     index: usize,
-}
-
-fn exported_write(export: Option<&Mutex<Exporter>>, lines: &[u8]) -> std::io::Result<()> {
-    let Some(export) = export else { return Ok(()) };
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let result = export
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .append(lines);
-    if let Err(e) = &result {
-        metrics::counter!("control_click_export_errors_total").increment(1);
-        tracing::warn!(error = %e, "click export failed");
-    }
-    result
 }

@@ -9,17 +9,19 @@
 //! | `clicks/` link | every GET click of the link (the link's `clicks`) |
 //! | `humans/` link | human GET clicks (what `max_clicks` limits) |
 //! | `heads/` link | HEAD requests |
-//! | `s` link g bucket `k` kind | clicks of a kind (`human`, `bot`, `preview`, `head`) in a bucket |
-//! | `s` link g bucket dim value | human clicks by dimension value in a bucket |
-//! | `n` link g bucket dim | distinct values admitted for a bounded dimension |
+//! | `s` link g bucket `k` kind | clicks of a kind (`human`, `bot`, `preview`, `head`) in an hour or a day |
+//! | `s` link `d` day dim value | human clicks by dimension value in a day |
+//! | `n` link `d` day dim | distinct values admitted for a bounded dimension |
 //! | `t` day link | human clicks of a link on a day, for the top-links report |
 //!
 //! `link` is the link id (8 bytes, big-endian), `g` is `h` (hourly) or `d`
 //! (daily), `bucket` is hours or days since the Unix epoch (4 bytes,
 //! big-endian) and `dim` is one byte: `r` referrer host, `c` country, `b`
-//! browser, `o` OS, `d` device class. Referrers and countries are bounded:
-//! once `analytics_top_n` distinct values are stored for a link in a bucket,
-//! further values are counted as `other`. Hourly buckets are listed in
+//! browser, `o` OS, `d` device class. Breakdowns have day resolution: the
+//! series has hourly and daily points, the breakdowns of a period are summed
+//! over the days it touches (a tenth of the keys an hourly breakdown needs).
+//! Referrers and countries are bounded: once `analytics_top_n` distinct
+//! values are stored for a link on a day, further values count as `other`. Hourly buckets are listed in
 //! [`Space::StatsHours`](crate::store::Space::StatsHours) so the retention
 //! sweep finds expired ones without scanning.
 
@@ -28,11 +30,12 @@ pub mod classify;
 pub mod export;
 pub mod geo;
 pub mod stats;
+pub mod wal;
 
 pub use aggregate::Analytics;
 
 /// Seconds in a bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     Hour,

@@ -94,30 +94,15 @@ pub fn link_stats(
     granularity: Granularity,
     breakdown_max: usize,
 ) -> StoreResult<Stats> {
-    let first = granularity.bucket(from);
-    let last = granularity.bucket((to - 1).max(from));
-    let prefix = series_prefix(link_id, granularity);
-    let mut start = prefix.clone();
-    start.extend_from_slice(&first.to_be_bytes());
-    let mut end = prefix.clone();
-    end.extend_from_slice(&last.saturating_add(1).to_be_bytes());
-    if last == u32::MAX {
-        end = crate::store::prefix_end(&prefix);
-    }
     let mut series: BTreeMap<u32, Point> = BTreeMap::new();
     let mut dims: [HashMap<String, u64>; 5] = Default::default();
-    loop {
-        let page = txn.range(Space::Counters, &start, &end, PAGE)?;
-        let full = page.len() == PAGE;
-        for (key, value) in &page {
-            let rest = &key[prefix.len()..];
-            if rest.len() < 5 {
-                continue;
-            }
-            let bucket = u32::from_be_bytes(rest[..4].try_into().expect("four bytes"));
-            let dimension = rest[4];
-            let name = String::from_utf8_lossy(&rest[5..]).into_owned();
-            let n = u64::try_from(counter_value(value)).unwrap_or(0);
+    scan(
+        txn,
+        link_id,
+        granularity,
+        from,
+        to,
+        &mut |bucket, dimension, name, n| {
             if dimension == dim::KIND {
                 let point = series.entry(bucket).or_insert_with(|| Point {
                     t: time::OffsetDateTime::from_unix_timestamp(granularity.start(bucket))
@@ -128,32 +113,32 @@ pub fn link_stats(
                     preview: 0,
                     head: 0,
                 });
-                match name.as_str() {
+                match name {
                     "human" => point.human += n,
                     "bot" => point.bot += n,
                     "preview" => point.preview += n,
                     "head" => point.head += n,
                     _ => {}
                 }
-                continue;
+            } else if granularity == Granularity::Day {
+                add_dim(&mut dims, dimension, name, n);
             }
-            let slot = match dimension {
-                dim::REFERRER => 0,
-                dim::COUNTRY => 1,
-                dim::BROWSER => 2,
-                dim::OS => 3,
-                dim::DEVICE => 4,
-                _ => continue,
-            };
-            *dims[slot].entry(name).or_default() += n;
-        }
-        match page.last() {
-            Some((key, _)) if full => {
-                start.clone_from(key);
-                start.push(0);
-            }
-            _ => break,
-        }
+        },
+    )?;
+    if granularity == Granularity::Hour {
+        // Breakdowns are kept per day: sum the days the period touches.
+        scan(
+            txn,
+            link_id,
+            Granularity::Day,
+            from,
+            to,
+            &mut |_, dimension, name, n| {
+                if dimension != dim::KIND {
+                    add_dim(&mut dims, dimension, name, n);
+                }
+            },
+        )?;
     }
     let mut stats = Stats {
         code: code.to_owned(),
@@ -190,6 +175,68 @@ pub fn link_stats(
     stats.os = sorted(os, breakdown_max);
     stats.devices = sorted(devices, breakdown_max);
     Ok(stats)
+}
+
+fn add_dim(dims: &mut [HashMap<String, u64>; 5], dimension: u8, name: &str, n: u64) {
+    let slot = match dimension {
+        dim::REFERRER => 0,
+        dim::COUNTRY => 1,
+        dim::BROWSER => 2,
+        dim::OS => 3,
+        dim::DEVICE => 4,
+        _ => return,
+    };
+    *dims[slot].entry(name.to_owned()).or_default() += n;
+}
+
+/// Calls `visit(bucket, dimension, value, count)` for every counter of a
+/// link's buckets from the one holding `from` to the one holding `to - 1`.
+fn scan(
+    txn: &dyn ReadTxn,
+    link_id: u64,
+    granularity: Granularity,
+    from: i64,
+    to: i64,
+    visit: &mut dyn FnMut(u32, u8, &str, u64),
+) -> StoreResult<()> {
+    let first = granularity.bucket(from);
+    let last = granularity.bucket((to - 1).max(from));
+    let prefix = series_prefix(link_id, granularity);
+    let mut start = prefix.clone();
+    start.extend_from_slice(&first.to_be_bytes());
+    let end = match last.checked_add(1) {
+        Some(next) => {
+            let mut end = prefix.clone();
+            end.extend_from_slice(&next.to_be_bytes());
+            end
+        }
+        None => crate::store::prefix_end(&prefix),
+    };
+    loop {
+        let page = txn.range(Space::Counters, &start, &end, PAGE)?;
+        let full = page.len() == PAGE;
+        for (key, value) in &page {
+            let rest = &key[prefix.len()..];
+            if rest.len() < 5 {
+                continue;
+            }
+            let bucket = u32::from_be_bytes(rest[..4].try_into().expect("four bytes"));
+            let name = String::from_utf8_lossy(&rest[5..]);
+            visit(
+                bucket,
+                rest[4],
+                &name,
+                u64::try_from(counter_value(value)).unwrap_or(0),
+            );
+        }
+        match page.last() {
+            Some((key, _)) if full => {
+                start.clone_from(key);
+                start.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Human clicks per link over whole days `from_day..=to_day`, largest first.

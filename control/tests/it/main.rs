@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod durability;
 mod startup;
+mod stats;
 mod stream;
 mod uniqueness;
 mod validation;

@@ -315,3 +315,44 @@ fn max_clicks_exhausts_a_link_at_every_proxy() {
         "{doc}"
     );
 }
+
+#[test]
+fn acknowledged_clicks_survive_a_sigkill_before_their_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", crate::free_port());
+    // A flush interval far longer than the test: the counts exist only in
+    // the click log when control is killed.
+    let mut control = start_control(
+        dir.path(),
+        &addr,
+        &[("SHORTLINE_ANALYTICS_FLUSH_MS", "60000")],
+    );
+    let proxy = start_proxy(
+        dir.path(),
+        control.addr,
+        &[("SHORTLINE_CLICK_FLUSH_INTERVAL_MS", "20")],
+    );
+    let code = control.create(link("https://example.com/logged"));
+    eventually(10, "visible", || {
+        proxy.get(&format!("/{code}+")).status == 200
+    });
+    let person = Hit {
+        method: "GET",
+        user_agent: CHROME,
+        referrer: None,
+        client: "192.0.2.1",
+    };
+    send(&proxy, &code, &person, 7);
+    eventually(10, "the batch acknowledged", || {
+        proxy.metric("proxy_clicks_shipped_total") == 7.0
+    });
+    assert_eq!(control.clicks(&code), 0, "not flushed yet");
+    control.kill();
+    let control = start_control(dir.path(), &addr, &[]);
+    eventually(10, "replayed from the click log", || {
+        control.clicks(&code) == 7
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(control.clicks(&code), 7, "counted once");
+    assert_eq!(stats(&control, &code, "")["human_clicks"], 7);
+}

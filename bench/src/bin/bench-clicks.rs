@@ -1,0 +1,299 @@
+//! Clicks per second through the whole click path in one process: redirect
+//! threads push events into the proxy's ring, the batcher drains and encodes
+//! wire batches, control decodes them, appends each batch to its click log
+//! (synced), classifies and folds each click, and flushes the folded counters
+//! to a real embedded store.
+//! Each stage is also timed alone, so the slowest one is named.
+//!
+//! ```text
+//! ./target/release/bench-clicks --clicks 4000000 --links 100000
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Parser;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use shortline_control::analytics::Analytics;
+use shortline_control::analytics::aggregate::{Accepted, Settings};
+use shortline_control::committer::{Committed, Committer};
+use shortline_control::store::Backend;
+use shortline_control::store::redb::RedbBackend;
+use shortline_proxy::clicks::{ClickEvent, ClickRing, encode_batch};
+use shortline_proxy::metrics::Metrics;
+use shortline_store::clickwire;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Clicks to push through.
+    #[arg(long, default_value_t = 4_000_000)]
+    clicks: u64,
+    /// Links clicked, with Zipf popularity.
+    #[arg(long, default_value_t = 100_000)]
+    links: u64,
+    /// Threads pushing into the ring (the proxy's workers).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Clicks per wire batch (the proxy's click_batch_max).
+    #[arg(long, default_value_t = 16_384)]
+    batch: usize,
+    /// Pending counter keys that start a flush (control's analytics_flush_keys_max).
+    #[arg(long, default_value_t = 250_000)]
+    flush_keys_max: usize,
+    /// Flush interval in milliseconds (control's analytics_flush_ms).
+    #[arg(long, default_value_t = 1000)]
+    flush_ms: u64,
+}
+
+const AGENTS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    "curl/8.5.0",
+];
+const REFERRERS: &[&str] = &[
+    "",
+    "https://www.google.com/",
+    "https://news.ycombinator.com/item?id=1",
+    "https://t.co/abc",
+    "https://www.reddit.com/r/rust/",
+    "https://mail.example.com/inbox",
+];
+
+fn events(args: &Args, seed: u64, count: u64) -> Vec<ClickEvent> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let zipf = Zipf::new(args.links as f64, 1.0).expect("valid Zipf");
+    let now = 1_790_000_000_000u64;
+    (0..count)
+        .map(|i| {
+            let link = zipf.sample(&mut rng) as u64;
+            let ua = AGENTS[rng.random_range(0..AGENTS.len())];
+            let referrer = REFERRERS[rng.random_range(0..REFERRERS.len())];
+            let ip = std::net::IpAddr::from([203, 0, 113, (i % 250) as u8]);
+            ClickEvent::new(
+                link,
+                now + i / 1000,
+                i % 50 == 0,
+                Some(ip),
+                referrer.as_bytes(),
+                ua.as_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn rate(n: u64, elapsed: Duration) -> String {
+    format!("{:.2} M/s", n as f64 / elapsed.as_secs_f64() / 1e6)
+}
+
+fn settings(args: &Args) -> Settings {
+    Settings {
+        flush_interval: Duration::from_millis(args.flush_ms),
+        flush_keys_max: args.flush_keys_max,
+        top_n: 100,
+        hourly_retention_days: 90,
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let total = args.clicks;
+    let per_producer = total / args.producers as u64;
+    let prepared: Vec<Vec<ClickEvent>> = (0..args.producers)
+        .map(|p| events(&args, p as u64, per_producer))
+        .collect();
+    let sample: Vec<ClickEvent> = prepared[0].iter().take(args.batch).cloned().collect();
+
+    // Stages alone.
+    let metrics = Arc::new(Metrics::default());
+    let ring = ClickRing::new(1 << 16, Arc::clone(&metrics));
+    let started = Instant::now();
+    let mut drained = Vec::with_capacity(args.batch);
+    for event in prepared[0].iter().take(1_000_000) {
+        ring.push(event.clone());
+        if ring.len() >= args.batch {
+            drained.clear();
+            ring.drain_into(&mut drained, args.batch);
+        }
+    }
+    let ring_alone = rate(1_000_000.min(per_producer), started.elapsed());
+    let started = Instant::now();
+    let rounds = 20;
+    let mut wire = Vec::new();
+    for seq in 0..rounds {
+        wire = encode_batch("bench", seq, &sample);
+    }
+    let encode_alone = rate(rounds * sample.len() as u64, started.elapsed());
+    let started = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(clickwire::decode(&wire)?);
+    }
+    let decode_alone = rate(rounds * sample.len() as u64, started.elapsed());
+    let batch = clickwire::decode(&wire)?;
+    let log_dir = tempfile::tempdir()?;
+    let fold_only = Analytics::open(settings(&args), None, None, log_dir.path(), 0)?;
+    let started = Instant::now();
+    let mut folded = 0u64;
+    for seq in 1..=rounds {
+        let mut round = batch.clone();
+        round.batch_seq = seq;
+        // Never flushed: the log and the fold alone.
+        if let Accepted::Taken = fold_only.accept(&round, &wire, 0) {
+            folded += batch.clicks.len() as u64;
+        }
+    }
+    let fold_alone = rate(folded, started.elapsed());
+
+    // The whole path, with the store.
+    let dir = tempfile::tempdir()?;
+    let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(dir.path())?);
+    let (committed, _) = tokio::sync::watch::channel(Committed {
+        seq: shortline_store::Seq(0),
+        at: Instant::now(),
+    });
+    let committer = Committer::start(Arc::clone(&backend), 65_536, 1024, committed)?;
+    let analytics = Arc::new(Analytics::open(
+        settings(&args),
+        None,
+        None,
+        &dir.path().join("clicks-wal"),
+        0,
+    )?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.spawn(Arc::clone(&analytics).run(committer.clone()));
+    let ring = Arc::new(ClickRing::new(1 << 16, Arc::clone(&metrics)));
+    let done = Arc::new(AtomicBool::new(false));
+    let counted = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let producers: Vec<_> = prepared
+        .into_iter()
+        .map(|events| {
+            let ring = Arc::clone(&ring);
+            std::thread::spawn(move || {
+                for event in events {
+                    // A full ring drops at the proxy; here the producer waits
+                    // so every click goes through and the rate is the pipeline's.
+                    while ring.len() >= (1 << 16) - 1 {
+                        std::thread::yield_now();
+                    }
+                    ring.push(event);
+                }
+            })
+        })
+        .collect();
+    let shipper = {
+        let ring = Arc::clone(&ring);
+        let done = Arc::clone(&done);
+        let analytics = Arc::clone(&analytics);
+        let counted = Arc::clone(&counted);
+        let batch_max = args.batch;
+        std::thread::spawn(move || -> Result<()> {
+            let mut batch = Vec::with_capacity(batch_max);
+            let mut seq = 0;
+            loop {
+                batch.clear();
+                ring.drain_into(&mut batch, batch_max);
+                if batch.is_empty() {
+                    if done.load(Ordering::Acquire) && ring.is_empty() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                seq += 1;
+                let wire = encode_batch("bench-proxy", seq, &batch);
+                let decoded = clickwire::decode(&wire)?;
+                match analytics.accept(&decoded, &wire, 0) {
+                    Accepted::Taken => {
+                        counted.fetch_add(decoded.clicks.len() as u64, Ordering::Relaxed);
+                    }
+                    // The store is behind: back off as the proxy does.
+                    Accepted::Busy => {
+                        seq -= 1;
+                        let mut requeue = std::mem::take(&mut batch);
+                        std::thread::sleep(Duration::from_millis(5));
+                        // Re-send the same clicks with the same sequence.
+                        loop {
+                            seq += 1;
+                            let wire = encode_batch("bench-proxy", seq, &requeue);
+                            let decoded = clickwire::decode(&wire)?;
+                            match analytics.accept(&decoded, &wire, 0) {
+                                Accepted::Taken => {
+                                    counted
+                                        .fetch_add(decoded.clicks.len() as u64, Ordering::Relaxed);
+                                    break;
+                                }
+                                Accepted::Busy => {
+                                    seq -= 1;
+                                    std::thread::sleep(Duration::from_millis(5));
+                                }
+                                other => anyhow::bail!("batch not taken: {other:?}"),
+                            }
+                        }
+                        requeue.clear();
+                        batch = requeue;
+                    }
+                    other => anyhow::bail!("batch not taken: {other:?}"),
+                }
+            }
+        })
+    };
+    for p in producers {
+        p.join().expect("producer");
+    }
+    done.store(true, Ordering::Release);
+    shipper.join().expect("shipper")?;
+    // Everything acknowledged, then counted.
+    runtime.block_on(analytics.flush(&committer));
+    let elapsed = started.elapsed();
+    let n = counted.load(Ordering::Relaxed);
+    println!("| stage | clicks/s |");
+    println!("|---|---:|");
+    println!("| ring push + drain | {ring_alone} |");
+    println!("| encode wire batch | {encode_alone} |");
+    println!("| decode wire batch | {decode_alone} |");
+    println!("| log (synced) + classify + fold | {fold_alone} |");
+    println!(
+        "| **whole path, durable** ({} clicks, {} links, {} producer(s)) | **{}** |",
+        n,
+        args.links,
+        args.producers,
+        rate(n, elapsed)
+    );
+    let mut clicks = 0;
+    backend.read(&mut |txn| {
+        clicks = 0;
+        for (key, value) in txn.range(
+            shortline_control::store::Space::Counters,
+            b"clicks/",
+            b"clicks0",
+            usize::MAX,
+        )? {
+            let _ = key;
+            clicks += shortline_control::analytics::counter_value(&value);
+        }
+        Ok(())
+    })?;
+    let heads = n / 50;
+    println!(
+        "\ncounted GET clicks in the store: {clicks} (expected {})",
+        n - heads
+    );
+    anyhow::ensure!(clicks as u64 == n - heads, "clicks lost or double-counted");
+    Ok(())
+}
