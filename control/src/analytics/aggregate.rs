@@ -655,3 +655,102 @@ struct ExportLine<'a> {
     batch_seq: u64,
     index: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shortline_store::clickwire::{Encoder, decode};
+
+    use super::*;
+    use crate::analytics::series_prefix;
+    use crate::store::Backend;
+    use crate::store::redb::RedbBackend;
+
+    const CHROME: &[u8] = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+    fn counters(backend: &dyn Backend, prefix: &[u8]) -> Vec<(Vec<u8>, i64)> {
+        let mut out = Vec::new();
+        backend
+            .read(&mut |txn| {
+                out = txn
+                    .range(
+                        Space::Counters,
+                        prefix,
+                        &crate::store::prefix_end(prefix),
+                        10_000,
+                    )?
+                    .into_iter()
+                    .map(|(k, v)| (k, counter_value(&v)))
+                    .collect();
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn referrers_beyond_top_n_count_as_other_and_old_hours_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(dir.path()).unwrap());
+        let (committed, _) = tokio::sync::watch::channel(crate::committer::Committed {
+            seq: shortline_store::Seq(0),
+            at: Instant::now(),
+        });
+        let committer = Committer::start(Arc::clone(&backend), 16, 16, committed).unwrap();
+        let settings = Settings {
+            flush_interval: Duration::from_secs(60),
+            flush_keys_max: 1000,
+            top_n: 2,
+            hourly_retention_days: 90,
+        };
+        let analytics = Analytics::open(settings, None, None, &dir.path().join("wal"), 0).unwrap();
+        let day0 = 20_000u64 * 86_400 * 1000;
+        let mut encoder = Encoder::new();
+        for referrer in [
+            &b"https://a.example/"[..],
+            b"https://b.example/",
+            b"https://c.example/",
+            b"https://d.example/",
+        ] {
+            encoder.push(7, day0, false, None, CHROME, referrer);
+        }
+        let raw = encoder.finish("p", 1);
+        assert!(matches!(
+            analytics.accept(&decode(&raw).unwrap(), &raw, 0),
+            Accepted::Taken
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(analytics.flush(&committer));
+        let mut referrers: Vec<(String, i64)> =
+            counters(&*backend, &series_prefix(7, Granularity::Day))
+                .into_iter()
+                .filter(|(k, _)| k[14] == dim::REFERRER)
+                .map(|(k, v)| (String::from_utf8(k[15..].to_vec()).unwrap(), v))
+                .collect();
+        referrers.sort();
+        assert_eq!(
+            referrers,
+            [
+                ("a.example".into(), 1),
+                ("b.example".into(), 1),
+                (OTHER.into(), 2)
+            ]
+        );
+        assert_eq!(
+            counters(&*backend, &series_prefix(7, Granularity::Hour)).len(),
+            1
+        );
+        // 91 days later the hourly bucket goes; the daily ones stay.
+        let now = i64::try_from(day0 / 1000).unwrap() + 91 * 86_400;
+        let pruned = runtime
+            .block_on(committer.write(move |txn| prune_hours(txn, now, 90, 100)))
+            .unwrap();
+        assert_eq!(pruned, 1);
+        assert!(counters(&*backend, &series_prefix(7, Granularity::Hour)).is_empty());
+        assert!(!counters(&*backend, &series_prefix(7, Granularity::Day)).is_empty());
+    }
+}
