@@ -113,8 +113,8 @@ fn a_clean_run_passes_and_a_wrong_answer_fails() {
         TOKEN,
         "--seed-links",
         "300",
-        "--scenario",
-        "mixed",
+        "--weights",
+        "redirect-zipf:50,redirect-uniform:50,create:1,stats:1",
         "--connections",
         "4",
         "--ramp-seconds",
@@ -123,14 +123,31 @@ fn a_clean_run_passes_and_a_wrong_answer_fails() {
         "1",
         "--json",
         report.to_str().unwrap(),
+        "--plot",
+        dir.path().join("latency.svg").to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{text}");
+    let svg = std::fs::read_to_string(dir.path().join("latency.svg")).unwrap();
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        4,
+        "a line per transaction"
+    );
     assert!(text.contains("errors: 0  mismatches: 0"), "{text}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert!(report["requests"].as_u64().unwrap() > 100, "{report}");
     assert!(report["creates"].as_u64().unwrap() > 0, "{report}");
     assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    for transaction in ["redirect-zipf", "redirect-uniform", "create", "stats"] {
+        assert!(
+            report["transactions"][transaction]["requests"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{transaction}: {report}"
+        );
+    }
 
     // A link file whose target is wrong: every answer mismatches.
     let links = dir.path().join("links.tsv");
@@ -154,6 +171,9 @@ fn bad_arguments_are_clear_errors() {
     let (code, text) = loadtest(&["--scenario", "mixed", "--links", "/nonexistent"]);
     assert_eq!(code, 2);
     assert!(text.contains("--control"), "{text}");
+    let (code, text) = loadtest(&["--weights", "redirect:1", "--links", "/nonexistent"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("unknown transaction"), "{text}");
     let (code, text) = loadtest(&["--links", "/nonexistent/links.tsv"]);
     assert_eq!(code, 2);
     assert!(text.contains("/nonexistent/links.tsv"), "{text}");
