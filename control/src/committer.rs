@@ -46,7 +46,7 @@ impl Committer {
         backend: Arc<dyn Backend>,
         queue_max: usize,
         batch_max: usize,
-        committed: watch::Sender<Committed>,
+        committed: Arc<watch::Sender<Committed>>,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = bounded(queue_max);
         std::thread::Builder::new()
@@ -149,18 +149,23 @@ fn commit(backend: &dyn Backend, batch: &mut [Job]) -> StoreResult<Seq> {
 
 fn publish(committed: &watch::Sender<Committed>, result: &StoreResult<Seq>) {
     if let Ok(seq) = result {
-        committed.send_if_modified(|current| {
-            if *seq > current.seq {
-                *current = Committed {
-                    seq: *seq,
-                    at: Instant::now(),
-                };
-                true
-            } else {
-                false
-            }
-        });
+        publish_seq(committed, *seq);
     }
+}
+
+/// Publishes `seq` if it is newer than the one published.
+pub fn publish_seq(committed: &watch::Sender<Committed>, seq: Seq) {
+    committed.send_if_modified(|current| {
+        if seq > current.seq {
+            *current = Committed {
+                seq,
+                at: Instant::now(),
+            };
+            true
+        } else {
+            false
+        }
+    });
 }
 
 fn clone_result(result: &StoreResult<Seq>) -> StoreResult<Seq> {

@@ -102,6 +102,24 @@ pub struct Config {
     pub click_export_rotate_seconds: u64,
     /// Bytes after which an export file is closed and a new one started.
     pub click_export_bytes_max: u64,
+    /// `redb` (embedded, default) or `fdb` (FoundationDB).
+    pub store_backend: StoreBackend,
+    /// FoundationDB cluster file; unset: the client's default
+    /// (`FDB_CLUSTER_FILE` or /etc/foundationdb/fdb.cluster).
+    pub fdb_cluster_file: Option<PathBuf>,
+    /// Names this deployment's subspace, so deployments can share a cluster.
+    pub fdb_prefix: String,
+}
+
+/// Which metadata store holds links, keys, counters and the change log.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// redb in `data_dir` (one control plane per store).
+    Redb,
+    /// A FoundationDB cluster (a control sidecar per proxy host); needs a
+    /// build with the `fdb` feature.
+    Fdb,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -156,6 +174,9 @@ impl Default for Config {
             click_export_dir: None,
             click_export_rotate_seconds: 3600,
             click_export_bytes_max: 256 << 20,
+            store_backend: StoreBackend::Redb,
+            fdb_cluster_file: None,
+            fdb_prefix: "default".to_owned(),
         }
     }
 }
@@ -212,6 +233,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("click_export_dir", Kind::Text),
     ("click_export_rotate_seconds", Kind::Integer),
     ("click_export_bytes_max", Kind::Integer),
+    ("store_backend", Kind::Text),
+    ("fdb_cluster_file", Kind::Text),
+    ("fdb_prefix", Kind::Text),
 ];
 
 /// Overrides given on the command line, applied last.
@@ -373,6 +397,14 @@ impl Config {
             1024,
             1 << 40,
         )?;
+        if self.store_backend == StoreBackend::Fdb && !cfg!(feature = "fdb") {
+            bail!(
+                "bad configuration: store_backend is fdb but this build has no FoundationDB support (build with --features fdb)"
+            );
+        }
+        if self.fdb_prefix.is_empty() || self.fdb_prefix.len() > 64 {
+            bail!("bad configuration: fdb_prefix must be 1 to 64 characters");
+        }
         if self.allowed_schemes.is_empty() {
             bail!("bad configuration: allowed_schemes must name at least one scheme");
         }

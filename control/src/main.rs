@@ -99,15 +99,24 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config, with_proxy: bool) -> Result<()> {
+    // The FoundationDB network thread starts once and stops after everything
+    // else (this guard is the last thing `run` drops).
+    #[cfg(feature = "fdb")]
+    let _network = (config.store_backend == shortline_control::config::StoreBackend::Fdb)
+        .then(shortline_control::store::fdb::boot);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("control")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         if !with_proxy {
             return shortline_control::server::serve(config).await;
         }
         shortline_control::up::run(config).await
-    })
+    });
+    // Stop the runtime's threads (and the committer's store handle with
+    // them) before the network guard goes.
+    drop(runtime);
+    result
 }

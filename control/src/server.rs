@@ -10,7 +10,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::state::AppState;
 use crate::store::redb::RedbBackend;
 use crate::{api, publish};
@@ -74,7 +74,7 @@ pub async fn serve_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     prepare_data_dir(&config.data_dir)?;
-    let backend = Arc::new(RedbBackend::open(&config.data_dir)?);
+    let backend = open_backend(&config)?;
     let metrics = metrics_handle()?;
     let listen = config.control_listen;
     let (state, bootstrap) = AppState::start(config, backend)?;
@@ -88,6 +88,9 @@ pub async fn serve_until(
     tokio::spawn(publish::snapshot_loop(Arc::clone(&state)));
     tokio::spawn(publish::sweep_loop(Arc::clone(&state)));
     tokio::spawn(Arc::clone(&state.analytics).run(state.committer.clone()));
+    if state.backend.shared() {
+        follow_other_writers(&state);
+    }
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on control_listen {listen}"))?;
@@ -113,6 +116,59 @@ pub async fn serve_until(
     last.analytics.flush(&last.committer).await;
     tracing::info!("control plane stopped");
     Ok(())
+}
+
+/// Opens the configured store.
+pub fn open_backend(config: &Config) -> Result<Arc<dyn crate::store::Backend>> {
+    match config.store_backend {
+        StoreBackend::Redb => Ok(Arc::new(RedbBackend::open(&config.data_dir)?)),
+        #[cfg(feature = "fdb")]
+        StoreBackend::Fdb => Ok(Arc::new(
+            crate::store::fdb::FdbBackend::open(
+                config.fdb_cluster_file.as_deref(),
+                &config.fdb_prefix,
+            )
+            .context("cannot open the FoundationDB store")?,
+        )),
+        #[cfg(not(feature = "fdb"))]
+        StoreBackend::Fdb => {
+            bail!("this build has no FoundationDB support (build with --features fdb)")
+        }
+    }
+}
+
+/// With a shared store, other sidecars commit changes this process's
+/// committer never sees: a thread waits on the store's change signal and
+/// publishes the newest sequence, so this sidecar's proxies stream them too.
+fn follow_other_writers(state: &Arc<AppState>) {
+    let state = Arc::clone(state);
+    let spawned = std::thread::Builder::new()
+        .name("store-follower".into())
+        .spawn(move || {
+            loop {
+                if let Err(e) = state
+                    .backend
+                    .wait_for_changes(std::time::Duration::from_secs(1))
+                {
+                    tracing::warn!(error = %e, "waiting for store changes failed");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                let mut newest = shortline_store::Seq(0);
+                let read = state.backend.read(&mut |txn| {
+                    newest = txn.last_seq()?;
+                    Ok(())
+                });
+                if read.is_ok() {
+                    state.publish_committed(newest);
+                }
+                if *state.shutdown.borrow() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the store follower");
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

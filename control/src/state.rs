@@ -36,6 +36,7 @@ pub struct AppState {
     pub internal_token: String,
     /// The newest committed change sequence.
     pub committed: watch::Receiver<crate::committer::Committed>,
+    committed_tx: Arc<watch::Sender<crate::committer::Committed>>,
     /// The sequence of the newest snapshot file.
     pub snapshot: watch::Sender<Seq>,
     /// Set once shutdown begins: long-lived streams end so the server can drain.
@@ -86,11 +87,12 @@ impl AppState {
             seq: last,
             at: std::time::Instant::now(),
         });
+        let committed_tx = Arc::new(committed_tx);
         let committer = Committer::start(
             Arc::clone(&backend),
             config.commit_queue_max,
             config.commit_batch_max,
-            committed_tx,
+            Arc::clone(&committed_tx),
         )
         .context("cannot start the committer thread")?;
         let burst = NonZeroU32::new(config.rate_limit_burst).expect("checked at load");
@@ -117,11 +119,17 @@ impl AppState {
             keys: KeyCache::default(),
             internal_token,
             committed,
+            committed_tx,
             snapshot: watch::channel(Seq(0)).0,
             shutdown: watch::channel(false).0,
             ids: Mutex::new(IdBlock::default()),
         };
         Ok((Arc::new(state), bootstrap))
+    }
+
+    /// Publishes a sequence committed by another process sharing the store.
+    pub fn publish_committed(&self, seq: Seq) {
+        crate::committer::publish_seq(&self.committed_tx, seq);
     }
 
     /// Takes `count` link ids, leasing new blocks from the store as needed.

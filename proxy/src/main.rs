@@ -88,6 +88,9 @@ fn init_logging(format: &str) {
 fn server_conf(config: &ProxyConfig, cli: &Cli) -> Result<ServerConf> {
     let mut conf = ServerConf::new().context("cannot build the server configuration")?;
     conf.threads = config.proxy_threads;
+    // One single-threaded runtime per worker: connections never migrate, and
+    // no cross-thread wake-ups or work-stealing bookkeeping per request.
+    conf.work_stealing = false;
     conf.daemon = cli.daemon;
     conf.grace_period_seconds = Some(config.grace_period_seconds);
     conf.graceful_shutdown_timeout_seconds = Some(config.grace_period_seconds.max(1) + 2);

@@ -142,9 +142,9 @@ impl LiveTable {
         self.current.load_full()
     }
 
-    /// Applies committed changes. A change at or below the sequence already
-    /// held for its code (or covered by the snapshot) is skipped, so replaying
-    /// a stream is harmless. Returns the view's new sequence.
+    /// Applies committed changes in stream order. A change below the sequence
+    /// already held for its code (or covered by the snapshot) is skipped, so
+    /// replaying a stream is harmless. Returns the view's new sequence.
     pub fn apply<I: IntoIterator<Item = Change>>(&self, changes: I) -> Seq {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load();
@@ -157,7 +157,9 @@ impl LiveTable {
                 continue;
             }
             let key: &str = change.code.as_str();
-            if overlay.get(key).is_some_and(|e| e.seq >= change.seq) {
+            // Changes of one commit may share a sequence; within it the
+            // stream's order holds, so only strictly older entries are skipped.
+            if overlay.get(key).is_some_and(|e| e.seq > change.seq) {
                 continue;
             }
             overlay.insert(

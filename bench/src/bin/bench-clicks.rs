@@ -163,7 +163,7 @@ fn main() -> Result<()> {
         seq: shortline_store::Seq(0),
         at: Instant::now(),
     });
-    let committer = Committer::start(Arc::clone(&backend), 65_536, 1024, committed)?;
+    let committer = Committer::start(Arc::clone(&backend), 65_536, 1024, Arc::new(committed))?;
     let analytics = Arc::new(Analytics::open(
         settings(&args),
         None,

@@ -697,7 +697,8 @@ mod tests {
             seq: shortline_store::Seq(0),
             at: Instant::now(),
         });
-        let committer = Committer::start(Arc::clone(&backend), 16, 16, committed).unwrap();
+        let committer =
+            Committer::start(Arc::clone(&backend), 16, 16, Arc::new(committed)).unwrap();
         let settings = Settings {
             flush_interval: Duration::from_secs(60),
             flush_keys_max: 1000,

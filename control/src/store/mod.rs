@@ -7,6 +7,8 @@
 //! and durably, or not at all.
 
 pub mod conformance;
+#[cfg(feature = "fdb")]
+pub mod fdb;
 pub mod redb;
 
 use shortline_store::Seq;
@@ -119,7 +121,8 @@ pub trait Txn {
     /// without reading it, so concurrent adds never conflict.
     fn add(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()>;
     /// Appends a change to the log. The sequence is assigned at commit and
-    /// is greater than every sequence committed before.
+    /// is greater than every sequence committed before; the changes of one
+    /// transaction may share it (FoundationDB: the commit version).
     fn log_change(&mut self, change: &[u8]) -> StoreResult<()>;
 }
 
@@ -129,7 +132,9 @@ pub trait ReadTxn {
     fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs>;
     /// The sequence of the newest change this view includes.
     fn last_seq(&self) -> StoreResult<Seq>;
-    /// Changes with sequence greater than `after`, oldest first, up to `limit`.
+    /// Changes with sequence greater than `after`, oldest first, up to
+    /// `limit` (more when needed to end on a whole commit, so a reader
+    /// resuming after the last sequence it saw misses nothing).
     fn changes_after(&self, after: Seq, limit: usize) -> StoreResult<Vec<(Seq, Vec<u8>)>>;
     /// The oldest change still in the log, if any.
     fn first_change(&self) -> StoreResult<Option<Seq>>;
@@ -154,6 +159,20 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A short name for logs and metrics.
     fn name(&self) -> &'static str;
+
+    /// Whether other processes write to this store too (FoundationDB with a
+    /// control sidecar per proxy host): their changes are then found by
+    /// waiting on [`Backend::wait_for_changes`] and reading the log.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Blocks until a change may have been committed by any process, or for
+    /// at most `timeout`. The log, not this signal, says what changed.
+    fn wait_for_changes(&self, timeout: std::time::Duration) -> StoreResult<()> {
+        std::thread::sleep(timeout);
+        Ok(())
+    }
 }
 
 /// The exclusive upper bound of every key that starts with `prefix`.
