@@ -1,21 +1,23 @@
 //! The redirect listener: answers `GET`/`HEAD /{code}` from the live table.
 //!
-//! This sits on Pingora's [`HttpServerApp`], below `ServeHttp`: the request is
-//! parsed by Pingora, looked up without a lock or a copy, and the response
-//! header is written straight from the snapshot's bytes.
+//! This sits on Pingora's [`ServerApp`], below its HTTP layer: Pingora accepts
+//! connections, runs the workers and handles graceful upgrades, and this
+//! module speaks HTTP/1.1 itself. A request head is parsed in place with
+//! `httparse`, looked up without a lock or a copy, and the whole response is
+//! assembled from preformatted bytes and the snapshot's target into one
+//! reused buffer and written with one call.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http::{HeaderValue, Method, header};
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
+use http::Method;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use shortline_store::{LinkStatus, LinkView, LiveTable, RedirectStatus, Resolution};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::clicks::{ClickEvent, ClickRing};
 use crate::metrics::{Metrics, Outcome};
@@ -59,7 +61,6 @@ pub struct RedirectApp {
     clicks: Arc<ClickRing>,
     metrics: Arc<Metrics>,
     limits: Limits,
-    options: HttpServerOptions,
 }
 
 /// What to send back, decided without I/O.
@@ -80,15 +81,6 @@ pub struct Reply<'a> {
 pub enum Body {
     Static(&'static [u8]),
     Page(String),
-}
-
-impl Body {
-    fn into_bytes(self) -> Bytes {
-        match self {
-            Self::Static(b) => Bytes::from_static(b),
-            Self::Page(p) => Bytes::from(p),
-        }
-    }
 }
 
 /// Decimal strings for the lengths of the static bodies, so a redirect's
@@ -265,6 +257,176 @@ fn forwarded_client(header: &[u8]) -> Option<IpAddr> {
     std::str::from_utf8(last).ok()?.trim().parse().ok()
 }
 
+/// Most header lines read from one request.
+const HEADERS_MAX: usize = 64;
+
+fn reason(status: u16) -> &'static [u8] {
+    match status {
+        200 => b"200 OK",
+        301 => b"301 Moved Permanently",
+        302 => b"302 Found",
+        307 => b"307 Temporary Redirect",
+        308 => b"308 Permanent Redirect",
+        400 => b"400 Bad Request",
+        404 => b"404 Not Found",
+        405 => b"405 Method Not Allowed",
+        408 => b"408 Request Timeout",
+        410 => b"410 Gone",
+        414 => b"414 URI Too Long",
+        431 => b"431 Request Header Fields Too Large",
+        _ => b"500 Internal Server Error",
+    }
+}
+
+thread_local! {
+    /// `Date` header value, formatted once per second per worker thread.
+    static DATE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [b' '; 29])) };
+}
+
+fn push_date(out: &mut Vec<u8>, now: SystemTime) {
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached, value)| {
+        if *cached != second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == value.len() {
+                value.copy_from_slice(text.as_bytes());
+                *cached = second;
+            }
+        }
+        out.extend_from_slice(value);
+    });
+}
+
+/// How the connection continues after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Appends a whole response (head, and body unless `head_only`) to `out`.
+fn write_response(
+    out: &mut Vec<u8>,
+    reply: &Reply<'_>,
+    head_only: bool,
+    next: Next,
+    http10: bool,
+    now: SystemTime,
+) {
+    out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(reason(reply.status));
+    out.extend_from_slice(b"\r\nDate: ");
+    push_date(out, now);
+    if let Some(location) = reply.location {
+        out.extend_from_slice(b"\r\nLocation: ");
+        out.extend_from_slice(location);
+    }
+    out.extend_from_slice(b"\r\nCache-Control: ");
+    out.extend_from_slice(reply.cache_control.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(reply.content_type.as_bytes());
+    let body: &[u8] = match &reply.body {
+        Body::Static(bytes) => bytes,
+        Body::Page(page) => page.as_bytes(),
+    };
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    if body.len() < 48 {
+        out.extend_from_slice(static_length(body.len()).as_bytes());
+    } else {
+        out.extend_from_slice(body.len().to_string().as_bytes());
+    }
+    if reply.status == 405 {
+        out.extend_from_slice(b"\r\nAllow: GET, HEAD");
+    }
+    match (next, http10) {
+        (Next::Close, false) => out.extend_from_slice(b"\r\nConnection: close"),
+        (Next::KeepAlive, true) => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// The parts of a parsed request the answer needs.
+struct Request<'b> {
+    method: Method,
+    target: &'b [u8],
+    http10: bool,
+    next: Next,
+    headers_bytes: usize,
+    has_body: bool,
+    referrer: &'b [u8],
+    user_agent: &'b [u8],
+    forwarded_for: &'b [u8],
+}
+
+/// What reading the next request head gave.
+enum Parsed<'b> {
+    Request(Request<'b>, usize),
+    Partial,
+    /// A request that cannot be answered normally: answer this and close.
+    Refuse(u16, &'static [u8]),
+}
+
+fn parse(bytes: &[u8]) -> Parsed<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut request = httparse::Request::new(&mut headers);
+    let consumed = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Refuse(431, BODY_HEADERS_TOO_LARGE),
+        Err(_) => return Parsed::Refuse(400, BODY_BAD_REQUEST),
+    };
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Parsed::Refuse(400, BODY_BAD_REQUEST);
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Refuse(400, BODY_BAD_REQUEST);
+    };
+    let http10 = version == 0;
+    let mut parsed = Request {
+        method,
+        target: target.as_bytes(),
+        http10,
+        next: if http10 { Next::Close } else { Next::KeepAlive },
+        headers_bytes: 0,
+        has_body: false,
+        referrer: b"",
+        user_agent: b"",
+        forwarded_for: b"",
+    };
+    for header in request.headers.iter() {
+        parsed.headers_bytes += header.name.len() + header.value.len() + 4;
+        let name = header.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in header.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    parsed.next = Next::Close;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    parsed.next = Next::KeepAlive;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"referer") {
+            parsed.referrer = header.value;
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            parsed.user_agent = header.value;
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            parsed.forwarded_for = header.value;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || (name.eq_ignore_ascii_case(b"content-length") && header.value.trim_ascii() != b"0")
+        {
+            // Redirects take no body; rather than read one, close after answering.
+            parsed.has_body = true;
+        }
+    }
+    Parsed::Request(parsed, consumed)
+}
+
 impl RedirectApp {
     #[must_use]
     pub fn new(
@@ -273,156 +435,240 @@ impl RedirectApp {
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
-        let mut options = HttpServerOptions::default();
-        options.keepalive_request_limit = Some(limits.keepalive_requests_max);
         Self {
             table,
             clicks,
             metrics,
             limits,
-            options,
         }
     }
 
-    fn capture_click(&self, http: &ServerSession, link_id: u64, head: bool, now: SystemTime) {
+    fn capture_click(
+        &self,
+        request: &Request<'_>,
+        peer: Option<IpAddr>,
+        link_id: u64,
+        now: SystemTime,
+    ) {
         let at_unix_ms = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let forwarded = if self.limits.trust_forwarded_for {
-            forwarded_client(http.get_header_bytes("x-forwarded-for"))
+            forwarded_client(request.forwarded_for)
         } else {
             None
         };
-        let client: Option<IpAddr> =
-            forwarded.or_else(|| http.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let referrer = http.get_header_bytes(header::REFERER);
-        let user_agent = http.get_header_bytes(header::USER_AGENT);
         self.clicks.push(ClickEvent::new(
-            link_id, at_unix_ms, head, client, referrer, user_agent,
+            link_id,
+            at_unix_ms,
+            request.method == Method::HEAD,
+            forwarded.or(peer),
+            request.referrer,
+            request.user_agent,
         ));
     }
 
-    /// Decides the answer and builds the response header; no I/O.
-    fn prepare(
+    /// Answers one parsed request into `out`; no I/O.
+    fn respond(
         &self,
-        http: &ServerSession,
-    ) -> pingora::Result<(ResponseHeader, Option<Bytes>, Outcome)> {
-        // `prepare_with` never awaits, so the thread's buffer cannot be
-        // borrowed twice; reusing it keeps forwarded queries allocation-free.
-        LOCATION_BUFFER.with_borrow_mut(|buffer| self.prepare_with(http, buffer))
-    }
-
-    fn prepare_with(
-        &self,
-        http: &ServerSession,
-        location_buffer: &mut Vec<u8>,
-    ) -> pingora::Result<(ResponseHeader, Option<Bytes>, Outcome)> {
+        request: &Request<'_>,
+        peer: Option<IpAddr>,
+        next: Next,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
         let now = SystemTime::now();
         let now_unix = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let request = http.req_header();
-        let head = request.method == Method::HEAD;
         let view = self.table.load();
-        let headers_bytes: usize = request
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
-        let reply = if headers_bytes > self.limits.request_headers_bytes_max {
-            plain(431, BODY_HEADERS_TOO_LARGE, Outcome::BadRequest)
-        } else {
-            answer(
-                &view,
-                &request.method,
-                request.raw_path(),
-                now_unix,
-                location_buffer,
-            )
-        };
-        if let Some(link_id) = reply.click
-            && self.limits.click_capture
-        {
-            self.capture_click(http, link_id, head, now);
-        }
-        let mut response = ResponseHeader::build(reply.status, Some(5))?;
-        if let Some(location) = reply.location {
-            let value = HeaderValue::from_bytes(location).map_err(|_| {
-                pingora::Error::explain(
-                    pingora::ErrorType::InternalError,
-                    "location is not a header value",
+        // `answer` never awaits, so the thread's buffer is never borrowed twice.
+        LOCATION_BUFFER.with_borrow_mut(|location_buffer| {
+            let reply = if request.headers_bytes > self.limits.request_headers_bytes_max {
+                plain(431, BODY_HEADERS_TOO_LARGE, Outcome::BadRequest)
+            } else {
+                answer(
+                    &view,
+                    &request.method,
+                    request.target,
+                    now_unix,
+                    location_buffer,
                 )
-            })?;
-            response.insert_header(header::LOCATION, value)?;
-        }
-        // Static header values are shared, not copied.
-        response.insert_header(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(reply.cache_control),
-        )?;
-        response.insert_header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(reply.content_type),
-        )?;
-        let length = match &reply.body {
-            Body::Static(bytes) => HeaderValue::from_static(static_length(bytes.len())),
-            Body::Page(page) => HeaderValue::from(page.len()),
-        };
-        response.insert_header(header::CONTENT_LENGTH, length)?;
-        if reply.status == 405 {
-            response.insert_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"))?;
-        }
-        let body = (!head).then(|| reply.body.into_bytes());
-        Ok((response, body, reply.outcome))
+            };
+            if let Some(link_id) = reply.click
+                && self.limits.click_capture
+            {
+                self.capture_click(request, peer, link_id, now);
+            }
+            write_response(
+                out,
+                &reply,
+                request.method == Method::HEAD,
+                next,
+                request.http10,
+                now,
+            );
+            reply.outcome
+        })
     }
 
-    async fn respond(&self, http: &mut ServerSession, started: Instant) -> pingora::Result<()> {
-        let (response, body, outcome) = self.prepare(http)?;
-        http.write_response_header(Box::new(response)).await?;
-        if let Some(body) = body {
-            http.write_response_body(body, true).await?;
+    /// Serves one connection: HTTP/1.1 keep-alive and pipelining, HTTP/1.0,
+    /// bounded heads, per-request read deadlines and an idle timeout.
+    async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let peer: Option<IpAddr> = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let head_max = self.limits.request_headers_bytes_max + path::TARGET_LEN_MAX + 1024;
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut out: Vec<u8> = Vec::with_capacity(1024);
+        let mut shutdown = shutdown.clone();
+        let mut served: u32 = 0;
+        let idle = Duration::from_secs(self.limits.keepalive_timeout_seconds);
+        loop {
+            // Wait for the first bytes of the next request, unless pipelined
+            // bytes are already here.
+            if buf.is_empty() {
+                let read = if served == 0 {
+                    // A new connection's request is answered even while
+                    // shutting down: the client was accepted and is waiting.
+                    tokio::time::timeout(self.limits.read_timeout, read_more(&mut stream, &mut buf))
+                        .await
+                } else {
+                    // An idle keep-alive connection is closed at shutdown.
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    tokio::select! {
+                        read = tokio::time::timeout(idle, read_more(&mut stream, &mut buf)) => read,
+                        _ = shutdown.changed() => return,
+                    }
+                };
+                match read {
+                    Ok(Ok(0) | Err(_)) | Err(_) => return,
+                    Ok(Ok(_)) => {}
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.limits.read_timeout;
+            let started = Instant::now();
+            let consumed = loop {
+                match parse(&buf) {
+                    Parsed::Request(request, consumed) => {
+                        served += 1;
+                        let mut next = request.next;
+                        if request.has_body
+                            || served >= self.limits.keepalive_requests_max
+                            || *shutdown.borrow()
+                        {
+                            next = Next::Close;
+                        }
+                        out.clear();
+                        let outcome = self.respond(&request, peer, next, &mut out);
+                        self.metrics
+                            .record(outcome, started.elapsed().as_nanos() as u64);
+                        if next == Next::Close {
+                            let _ = self.send(&mut stream, &out).await;
+                            return;
+                        }
+                        break consumed;
+                    }
+                    Parsed::Refuse(status, body) => {
+                        out.clear();
+                        let reply = plain(status, body, Outcome::BadRequest);
+                        write_response(
+                            &mut out,
+                            &reply,
+                            false,
+                            Next::Close,
+                            false,
+                            SystemTime::now(),
+                        );
+                        self.metrics
+                            .record(Outcome::BadRequest, started.elapsed().as_nanos() as u64);
+                        let _ = self.send(&mut stream, &out).await;
+                        return;
+                    }
+                    Parsed::Partial if buf.len() >= head_max => {
+                        // A request line alone longer than any target is 414;
+                        // otherwise the headers are too large.
+                        let line_ends = buf.windows(2).any(|w| w == b"\r\n");
+                        let (status, body) = if line_ends {
+                            (431, BODY_HEADERS_TOO_LARGE)
+                        } else {
+                            (414, BODY_URI_TOO_LONG)
+                        };
+                        out.clear();
+                        write_response(
+                            &mut out,
+                            &plain(status, body, Outcome::BadRequest),
+                            false,
+                            Next::Close,
+                            false,
+                            SystemTime::now(),
+                        );
+                        self.metrics
+                            .record(Outcome::BadRequest, started.elapsed().as_nanos() as u64);
+                        let _ = self.send(&mut stream, &out).await;
+                        return;
+                    }
+                    Parsed::Partial => {
+                        // The rest of the head must come before the deadline:
+                        // a client trickling bytes cannot hold the connection.
+                        match tokio::time::timeout_at(deadline, read_more(&mut stream, &mut buf))
+                            .await
+                        {
+                            Ok(Ok(0)) | Ok(Err(_)) => return,
+                            Ok(Ok(_)) => {}
+                            Err(_) => {
+                                out.clear();
+                                write_response(
+                                    &mut out,
+                                    &plain(408, BODY_BAD_REQUEST, Outcome::BadRequest),
+                                    false,
+                                    Next::Close,
+                                    false,
+                                    SystemTime::now(),
+                                );
+                                let _ = self.send(&mut stream, &out).await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            if self.send(&mut stream, &out).await.is_err() {
+                return;
+            }
+            buf.drain(..consumed);
         }
-        self.metrics
-            .record(outcome, started.elapsed().as_nanos() as u64);
-        Ok(())
+    }
+
+    async fn send(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.limits.write_timeout, write).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
     }
 }
 
-#[async_trait]
-impl HttpServerApp for RedirectApp {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        mut http: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        http.set_read_timeout(Some(self.limits.read_timeout));
-        http.set_write_timeout(Some(self.limits.write_timeout));
-        match http.read_request().await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                tracing::debug!(error = %e, "bad or incomplete request");
-                return None;
-            }
-        }
-        let started = Instant::now();
-        if *shutdown.borrow() {
-            http.set_keepalive(None);
-        } else {
-            http.set_keepalive(Some(self.limits.keepalive_timeout_seconds));
-        }
-        if let Err(e) = self.respond(&mut http, started).await {
-            tracing::debug!(error = %e, "cannot write the response");
-            return None;
-        }
-        let settings = HttpPersistentSettings::for_session(&http);
-        match http.finish().await {
-            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
-            Err(_) => None,
-        }
+/// Reads what is available into the spare capacity of `buf`.
+async fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
     }
+    stream.read_buf(buf).await
+}
 
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.options)
+#[async_trait]
+impl ServerApp for RedirectApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.serve(stream, shutdown).await;
+        None
     }
 }

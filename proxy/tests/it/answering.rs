@@ -148,3 +148,158 @@ fn malformed_requests_get_4xx_never_5xx() {
     }
     assert_eq!(sys.proxy.get("/healthz").status, 200);
 }
+
+/// Reads from `stream` until `count` complete responses (head and
+/// `Content-Length` body) have arrived or the peer closes.
+fn read_responses(stream: &mut std::net::TcpStream, count: usize) -> Vec<String> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let complete = |raw: &[u8]| {
+        let text = String::from_utf8_lossy(raw);
+        let mut rest: &str = &text;
+        let mut found = 0;
+        while let Some((head, after)) = rest.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if after.len() < length {
+                break;
+            }
+            found += 1;
+            rest = &after[length..];
+        }
+        found
+    };
+    while complete(&raw) < count {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&raw)
+        .split("HTTP/1.")
+        .filter(|r| !r.is_empty())
+        .map(|r| format!("HTTP/1.{r}"))
+        .collect()
+}
+
+#[test]
+fn keep_alive_pipelining_and_http10_follow_the_protocol() {
+    use std::io::Write;
+    let sys = system(&[], &[]);
+    let code = sys.create_visible(link("https://example.com/pipelined"));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", sys.proxy.port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // Three requests in one write: three answers, in order, on one connection.
+    let three = format!(
+        "GET /{code} HTTP/1.1\r\nHost: x\r\n\r\nHEAD /{code} HTTP/1.1\r\nHost: x\r\n\r\nGET /nosuchcode HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    stream.write_all(three.as_bytes()).unwrap();
+    let answers = read_responses(&mut stream, 3);
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(
+        answers[0].starts_with("HTTP/1.1 302 Found\r\n"),
+        "{}",
+        answers[0]
+    );
+    assert!(answers[0].contains("\r\nLocation: https://example.com/pipelined\r\n"));
+    assert!(answers[0].contains("\r\nDate: ") && answers[0].ends_with("redirecting\n"));
+    assert!(
+        answers[1].starts_with("HTTP/1.1 302 Found\r\n") && answers[1].ends_with("\r\n\r\n"),
+        "HEAD has no body: {}",
+        answers[1]
+    );
+    assert!(
+        answers[2].starts_with("HTTP/1.1 404 Not Found\r\n"),
+        "{}",
+        answers[2]
+    );
+    // The connection is still open for a fourth.
+    stream
+        .write_all(format!("GET /{code} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_responses(&mut stream, 1).len(), 1);
+
+    // HTTP/1.0 closes unless asked to keep the connection.
+    let answer =
+        crate::raw_request(sys.proxy.port, &format!("GET /{code} HTTP/1.0\r\n\r\n")).unwrap();
+    assert_eq!(answer.status, 302);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", sys.proxy.port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /{code} HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /{code} HTTP/1.0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let answers = read_responses(&mut stream, 2);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(
+        answers[0].starts_with("HTTP/1.0 302") && answers[0].contains("Connection: keep-alive")
+    );
+
+    // A request with a body is answered and the connection closed, the
+    // body never read as a request.
+    let answer = crate::raw_request(
+        sys.proxy.port,
+        &format!("GET /{code} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nGET /"),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 302);
+    assert_eq!(answer.header("connection"), Some("close"));
+}
+
+#[test]
+fn slow_or_oversized_heads_are_refused() {
+    use std::io::Write;
+    let sys = system(&[], &[("SHORTLINE_READ_TIMEOUT_MS", "300")]);
+    // A head trickled in slower than the read timeout: 408 and closed.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", sys.proxy.port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"GET /abc HTTP/1.1\r\n").unwrap();
+    for _ in 0..4 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let _ = stream.write_all(b"X-Slow: 1\r\n");
+    }
+    let answers = read_responses(&mut stream, 1);
+    assert!(
+        answers
+            .first()
+            .is_some_and(|a| a.starts_with("HTTP/1.1 408")),
+        "{answers:?}"
+    );
+    // A connection that sends nothing is closed after the timeout.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", sys.proxy.port)).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(read_responses(&mut idle, 1).is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A request line longer than any target: 414; too many headers: 431.
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(40_000));
+    assert_eq!(
+        crate::raw_request(sys.proxy.port, &long_line)
+            .unwrap()
+            .status,
+        414
+    );
+    let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
+    let answer =
+        crate::raw_request(sys.proxy.port, &format!("GET /abc HTTP/1.1\r\n{many}\r\n")).unwrap();
+    assert_eq!(answer.status, 431);
+    assert_eq!(sys.proxy.get("/healthz").status, 200);
+}
