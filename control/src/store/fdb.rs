@@ -19,10 +19,11 @@
 //! conflict.
 //!
 //! Every write attempt also writes a unique marker key. When a commit ends in
-//! `commit_unknown_result` the backend looks the marker up before retrying: if
-//! it is there, the attempt committed and the body is not run again, so no
-//! write (not even an atomic add) is applied twice. Markers are cleared after
-//! an hour.
+//! `commit_unknown_result` the retry first reads that marker, inside the retry
+//! transaction: if it is there, the attempt committed and the body is not run
+//! again, so no write (not even an atomic add) is applied twice; if that
+//! attempt commits while the retry runs, the read makes the retry conflict.
+//! Markers are cleared after an hour.
 //!
 //! # The change log
 //!
@@ -164,12 +165,6 @@ impl FdbBackend {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.layout.markers.pack(&(now, &id[..]))
-    }
-
-    /// Whether the attempt that wrote `marker` committed.
-    fn committed(&self, marker: &[u8]) -> StoreResult<bool> {
-        let trx = self.transaction()?;
-        Ok(block_on(trx.get(marker, false)).map_err(fdb)?.is_some())
     }
 
     /// The newest change's sequence, by a snapshot read (no conflicts).
@@ -399,7 +394,29 @@ impl ReadTxn for FdbRead<'_> {
 impl Backend for FdbBackend {
     fn write(&self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<Seq> {
         let mut trx = self.transaction()?;
-        loop {
+        // Markers of attempts whose commits ended in an unknown result.
+        let mut unknown: Vec<Vec<u8>> = Vec::new();
+        'attempt: loop {
+            for previous in &unknown {
+                // Read inside the retry (a conflict-tracked read): if that
+                // attempt lands concurrently this one conflicts, and if it
+                // landed, its writes are not applied again.
+                match block_on(trx.get(previous, false)) {
+                    Ok(Some(_)) => {
+                        let mut seq = Seq(0);
+                        self.read(&mut |txn| {
+                            seq = txn.last_seq()?;
+                            Ok(())
+                        })?;
+                        return Ok(seq);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        trx = block_on(trx.on_error(e)).map_err(fdb)?;
+                        continue 'attempt;
+                    }
+                }
+            }
             let marker = self.marker_key(&rand::random());
             let mut txn = FdbTxn {
                 trx: &trx,
@@ -450,15 +467,8 @@ impl Backend for FdbBackend {
                     return Ok(Seq(u64::try_from(version).unwrap_or(0)));
                 }
                 Err(failed) => {
-                    if failed.is_maybe_committed() && self.committed(&marker)? {
-                        // The attempt committed; running the body again would
-                        // apply its writes twice.
-                        let mut seq = Seq(0);
-                        self.read(&mut |txn| {
-                            seq = txn.last_seq()?;
-                            Ok(())
-                        })?;
-                        return Ok(seq);
+                    if failed.is_maybe_committed() {
+                        unknown.push(marker);
                     }
                     trx = block_on(failed.on_error()).map_err(fdb)?;
                 }
