@@ -304,7 +304,15 @@ impl Analytics {
         if batch.batch_seq <= last {
             return Accepted::Duplicate;
         }
-        if inner.pending.counts.len() >= self.settings.flush_keys_max.saturating_mul(4) {
+        // Counts waiting in failed flushes count too: while the store is
+        // down, ingest pushes back instead of growing memory and the log.
+        let waiting = inner.pending.counts.len()
+            + inner
+                .retry
+                .iter()
+                .map(|f| f.adds.len() + f.bounded.len())
+                .sum::<usize>();
+        if waiting >= self.settings.flush_keys_max.saturating_mul(4) {
             return Accepted::Busy;
         }
         if let Err(e) = inner.wal.append(raw) {
