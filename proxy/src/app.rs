@@ -20,6 +20,7 @@ use shortline_store::{LinkStatus, LinkView, LiveTable, RedirectStatus, Resolutio
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::clicks::{ClickEvent, ClickRing};
+use crate::guard::{EnumerationGuard, GuardSettings};
 use crate::metrics::{Metrics, Outcome};
 use crate::path::{self, Route};
 
@@ -31,6 +32,7 @@ const BODY_METHOD: &[u8] = b"method not allowed\n";
 const BODY_URI_TOO_LONG: &[u8] = b"request target too long\n";
 const BODY_HEADERS_TOO_LARGE: &[u8] = b"request headers too large\n";
 const BODY_HEALTH: &[u8] = b"ok\n";
+const BODY_THROTTLED: &[u8] = b"too many unknown links; slow down\n";
 const CACHE_TEMPORARY: &str = "private, no-store";
 const CACHE_PERMANENT: &str = "public, max-age=86400";
 
@@ -54,6 +56,10 @@ pub struct Limits {
     pub trust_forwarded_for: bool,
 }
 
+/// Seconds a throttled client is told to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RetryAfter(u64);
+
 /// The redirect application.
 #[derive(Debug)]
 pub struct RedirectApp {
@@ -61,6 +67,7 @@ pub struct RedirectApp {
     clicks: Arc<ClickRing>,
     metrics: Arc<Metrics>,
     limits: Limits,
+    guard: EnumerationGuard,
 }
 
 /// What to send back, decided without I/O.
@@ -101,7 +108,8 @@ const _: () =
 const _: () = assert!(
     BODY_HEADERS_TOO_LARGE.len() < 48 && BODY_METHOD.len() < 48 && BODY_NOT_FOUND.len() < 48
 );
-const _: () = assert!(BODY_BAD_REQUEST.len() < 48 && BODY_HEALTH.len() < 48);
+const _: () =
+    assert!(BODY_BAD_REQUEST.len() < 48 && BODY_HEALTH.len() < 48 && BODY_THROTTLED.len() < 48);
 
 fn plain(status: u16, body: &'static [u8], outcome: Outcome) -> Reply<'static> {
     Reply {
@@ -273,6 +281,7 @@ fn reason(status: u16) -> &'static [u8] {
         408 => b"408 Request Timeout",
         410 => b"410 Gone",
         414 => b"414 URI Too Long",
+        429 => b"429 Too Many Requests",
         431 => b"431 Request Header Fields Too Large",
         _ => b"500 Internal Server Error",
     }
@@ -313,6 +322,18 @@ fn write_response(
     http10: bool,
     now: SystemTime,
 ) {
+    write_response_with(out, reply, head_only, next, http10, now, None);
+}
+
+fn write_response_with(
+    out: &mut Vec<u8>,
+    reply: &Reply<'_>,
+    head_only: bool,
+    next: Next,
+    http10: bool,
+    now: SystemTime,
+    retry_after: Option<RetryAfter>,
+) {
     out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     out.extend_from_slice(reason(reply.status));
     out.extend_from_slice(b"\r\nDate: ");
@@ -337,6 +358,10 @@ fn write_response(
     }
     if reply.status == 405 {
         out.extend_from_slice(b"\r\nAllow: GET, HEAD");
+    }
+    if let Some(RetryAfter(seconds)) = retry_after {
+        out.extend_from_slice(b"\r\nRetry-After: ");
+        out.extend_from_slice(seconds.max(1).to_string().as_bytes());
     }
     match (next, http10) {
         (Next::Close, false) => out.extend_from_slice(b"\r\nConnection: close"),
@@ -434,12 +459,14 @@ impl RedirectApp {
         clicks: Arc<ClickRing>,
         metrics: Arc<Metrics>,
         limits: Limits,
+        guard: GuardSettings,
     ) -> Self {
         Self {
             table,
             clicks,
             metrics,
             limits,
+            guard: EnumerationGuard::new(guard),
         }
     }
 
@@ -480,6 +507,25 @@ impl RedirectApp {
         let now_unix = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        let client = if self.limits.trust_forwarded_for {
+            forwarded_client(request.forwarded_for).or(peer)
+        } else {
+            peer
+        };
+        let now_secs = u64::try_from(now_unix).unwrap_or(0);
+        if let Some(wait) = client.and_then(|ip| self.guard.check(ip, now_secs)) {
+            let reply = plain(429, BODY_THROTTLED, Outcome::Throttled);
+            write_response_with(
+                out,
+                &reply,
+                request.method == Method::HEAD,
+                next,
+                request.http10,
+                now,
+                Some(RetryAfter(wait)),
+            );
+            return reply.outcome;
+        }
         let view = self.table.load();
         // `answer` never awaits, so the thread's buffer is never borrowed twice.
         LOCATION_BUFFER.with_borrow_mut(|location_buffer| {
@@ -494,6 +540,14 @@ impl RedirectApp {
                     location_buffer,
                 )
             };
+            if reply.outcome == Outcome::NotFound
+                && let Some(ip) = client
+                && self.guard.record_miss(ip, now_secs)
+            {
+                self.metrics
+                    .clients_throttled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Some(link_id) = reply.click
                 && self.limits.click_capture
             {

@@ -43,6 +43,12 @@ pub struct ProxyConfig {
     /// Take the client address (for countries) from the last
     /// `X-Forwarded-For` entry; only behind a load balancer that sets it.
     pub trust_forwarded_for: bool,
+    /// Unknown codes (404s) one client may ask for per window before it is
+    /// refused with 429; 0 turns the enumeration guard off.
+    pub enumeration_misses_max: u32,
+    pub enumeration_window_seconds: u64,
+    /// How long a client that walked codes is refused.
+    pub enumeration_block_seconds: u64,
     /// Click events held between the redirect path and the batcher.
     pub click_ring_capacity: usize,
     /// Most click events per batch sent to control.
@@ -83,6 +89,9 @@ impl Default for ProxyConfig {
             keepalive_requests_max: 10_000,
             request_headers_bytes_max: 16 * 1024,
             click_capture: true,
+            enumeration_misses_max: 100,
+            enumeration_window_seconds: 10,
+            enumeration_block_seconds: 60,
             trust_forwarded_for: false,
             click_ring_capacity: 1 << 16,
             click_batch_max: 16_384,
@@ -121,6 +130,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("keepalive_requests_max", Kind::Integer),
     ("request_headers_bytes_max", Kind::Integer),
     ("click_capture", Kind::Bool),
+    ("enumeration_misses_max", Kind::Integer),
+    ("enumeration_window_seconds", Kind::Integer),
+    ("enumeration_block_seconds", Kind::Integer),
     ("trust_forwarded_for", Kind::Bool),
     ("click_ring_capacity", Kind::Integer),
     ("click_batch_max", Kind::Integer),
@@ -223,6 +235,24 @@ impl ProxyConfig {
             1 << 26,
         )?;
         range("click_batch_max", self.click_batch_max as u64, 1, 1 << 20)?;
+        range(
+            "enumeration_misses_max",
+            u64::from(self.enumeration_misses_max),
+            0,
+            1_000_000,
+        )?;
+        range(
+            "enumeration_window_seconds",
+            self.enumeration_window_seconds,
+            1,
+            86_400,
+        )?;
+        range(
+            "enumeration_block_seconds",
+            self.enumeration_block_seconds,
+            1,
+            86_400,
+        )?;
         range(
             "click_flush_interval_ms",
             self.click_flush_interval_ms,

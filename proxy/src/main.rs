@@ -147,11 +147,17 @@ fn run(cli: &Cli) -> Result<()> {
         click_capture: config.click_capture,
         trust_forwarded_for: config.trust_forwarded_for,
     };
+    let guard = shortline_proxy::guard::GuardSettings {
+        misses_max: config.enumeration_misses_max,
+        window_seconds: config.enumeration_window_seconds,
+        block_seconds: config.enumeration_block_seconds,
+    };
     let app = RedirectApp::new(
         Arc::clone(&table),
         Arc::clone(&ring),
         Arc::clone(&metrics),
         limits,
+        guard,
     );
     let mut redirects = Service::new("redirects".to_owned(), app);
     redirects.add_tcp(&config.proxy_listen.to_string());

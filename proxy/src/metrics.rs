@@ -25,9 +25,11 @@ pub enum Outcome {
     BadRequest,
     MethodNotAllowed,
     Health,
+    /// Refused by the enumeration guard.
+    Throttled,
 }
 
-const OUTCOMES: [(Outcome, &str, &str); 11] = [
+const OUTCOMES: [(Outcome, &str, &str); 12] = [
     (Outcome::Redirect301, "301", "redirect"),
     (Outcome::Redirect302, "302", "redirect"),
     (Outcome::Redirect307, "307", "redirect"),
@@ -39,12 +41,13 @@ const OUTCOMES: [(Outcome, &str, &str); 11] = [
     (Outcome::BadRequest, "400", "bad_request"),
     (Outcome::MethodNotAllowed, "405", "method_not_allowed"),
     (Outcome::Health, "200", "health"),
+    (Outcome::Throttled, "429", "throttled"),
 ];
 
 /// Every metric of the proxy.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    answers: [AtomicU64; 11],
+    answers: [AtomicU64; 12],
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -52,6 +55,8 @@ pub struct Metrics {
     pub clicks_shipped: AtomicU64,
     pub clicks_dropped: AtomicU64,
     pub click_batches_failed: AtomicU64,
+    /// Clients blocked by the enumeration guard.
+    pub clients_throttled: AtomicU64,
     pub snapshot_sequence: AtomicU64,
     pub snapshot_created_unix_ms: AtomicU64,
     pub snapshot_links: AtomicU64,
@@ -121,7 +126,7 @@ impl Metrics {
         } else {
             now_ms.saturating_sub(created) as f64 / 1e3
         };
-        let gauges: [(&str, &str, &str, f64); 15] = [
+        let gauges: [(&str, &str, &str, f64); 16] = [
             (
                 "proxy_clicks_queued",
                 "gauge",
@@ -145,6 +150,12 @@ impl Metrics {
                 "counter",
                 "Click batch sends that failed and were retried.",
                 self.click_batches_failed.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_clients_throttled_total",
+                "counter",
+                "Clients refused for a while for asking for too many unknown codes.",
+                self.clients_throttled.load(Relaxed) as f64,
             ),
             (
                 "proxy_snapshot_sequence",

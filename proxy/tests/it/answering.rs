@@ -303,3 +303,42 @@ fn slow_or_oversized_heads_are_refused() {
     assert_eq!(answer.status, 431);
     assert_eq!(sys.proxy.get("/healthz").status, 200);
 }
+
+#[test]
+fn a_client_walking_codes_is_refused_for_a_while() {
+    let sys = system(
+        &[],
+        &[
+            ("SHORTLINE_ENUMERATION_MISSES_MAX", "20"),
+            ("SHORTLINE_ENUMERATION_BLOCK_SECONDS", "2"),
+            ("SHORTLINE_TRUST_FORWARDED_FOR", "true"),
+        ],
+    );
+    let code = sys.create_visible(link("https://example.com/guarded"));
+    let walker = "X-Forwarded-For: 198.51.100.7\r\n";
+    let bystander = "X-Forwarded-For: 198.51.100.8\r\n";
+    for i in 0..20 {
+        let answer = sys.proxy.request("GET", &format!("/walk{i:04}"), walker);
+        assert_eq!(answer.status, 404, "miss {i}");
+    }
+    // The 21st miss in the window starts the block: every request is refused.
+    assert_eq!(sys.proxy.request("GET", "/walk0020", walker).status, 404);
+    let refused = sys.proxy.request("GET", &format!("/{code}"), walker);
+    assert_eq!(refused.status, 429, "{refused:?}");
+    let wait: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(
+        sys.proxy
+            .request("GET", &format!("/{code}"), bystander)
+            .status,
+        302,
+        "other clients are not affected"
+    );
+    assert_eq!(sys.proxy.metric("proxy_clients_throttled_total"), 1.0);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(
+        sys.proxy.request("GET", &format!("/{code}"), walker).status,
+        302,
+        "the block ends"
+    );
+}
