@@ -601,8 +601,11 @@ impl RedirectApp {
                     Ok(Ok(_)) => {}
                 }
             }
-            let deadline = tokio::time::Instant::now() + self.limits.read_timeout;
             let started = Instant::now();
+            // The rest of a head must come before this: a client trickling
+            // bytes cannot hold the connection. Derived from `started`, so a
+            // request that arrives whole reads the clock once.
+            let deadline = tokio::time::Instant::from_std(started) + self.limits.read_timeout;
             let consumed = loop {
                 match parse(&buf) {
                     Parsed::Request(request, consumed) => {
@@ -625,64 +628,32 @@ impl RedirectApp {
                         break consumed;
                     }
                     Parsed::Refuse(status, body) => {
-                        out.clear();
-                        let reply = plain(status, body, Outcome::BadRequest);
-                        write_response(
-                            &mut out,
-                            &reply,
-                            false,
-                            Next::Close,
-                            false,
-                            SystemTime::now(),
-                        );
-                        self.metrics
-                            .record(Outcome::BadRequest, started.elapsed().as_nanos() as u64);
-                        let _ = self.send(&mut stream, &out).await;
-                        return;
+                        return self
+                            .refuse(&mut stream, &mut out, status, body, started)
+                            .await;
                     }
                     Parsed::Partial if buf.len() >= head_max => {
                         // A request line alone longer than any target is 414;
                         // otherwise the headers are too large.
-                        let line_ends = buf.windows(2).any(|w| w == b"\r\n");
-                        let (status, body) = if line_ends {
+                        let (status, body) = if buf.windows(2).any(|w| w == b"\r\n") {
                             (431, BODY_HEADERS_TOO_LARGE)
                         } else {
                             (414, BODY_URI_TOO_LONG)
                         };
-                        out.clear();
-                        write_response(
-                            &mut out,
-                            &plain(status, body, Outcome::BadRequest),
-                            false,
-                            Next::Close,
-                            false,
-                            SystemTime::now(),
-                        );
-                        self.metrics
-                            .record(Outcome::BadRequest, started.elapsed().as_nanos() as u64);
-                        let _ = self.send(&mut stream, &out).await;
-                        return;
+                        return self
+                            .refuse(&mut stream, &mut out, status, body, started)
+                            .await;
                     }
                     Parsed::Partial => {
-                        // The rest of the head must come before the deadline:
-                        // a client trickling bytes cannot hold the connection.
                         match tokio::time::timeout_at(deadline, read_more(&mut stream, &mut buf))
                             .await
                         {
-                            Ok(Ok(0)) | Ok(Err(_)) => return,
+                            Ok(Ok(0) | Err(_)) => return,
                             Ok(Ok(_)) => {}
                             Err(_) => {
-                                out.clear();
-                                write_response(
-                                    &mut out,
-                                    &plain(408, BODY_BAD_REQUEST, Outcome::BadRequest),
-                                    false,
-                                    Next::Close,
-                                    false,
-                                    SystemTime::now(),
-                                );
-                                let _ = self.send(&mut stream, &out).await;
-                                return;
+                                return self
+                                    .refuse(&mut stream, &mut out, 408, BODY_BAD_REQUEST, started)
+                                    .await;
                             }
                         }
                     }
@@ -693,6 +664,23 @@ impl RedirectApp {
             }
             buf.drain(..consumed);
         }
+    }
+
+    /// Answers a request that cannot be served and ends the connection.
+    async fn refuse(
+        &self,
+        stream: &mut Stream,
+        out: &mut Vec<u8>,
+        status: u16,
+        body: &'static [u8],
+        started: Instant,
+    ) {
+        out.clear();
+        let reply = plain(status, body, Outcome::BadRequest);
+        write_response(out, &reply, false, Next::Close, false, SystemTime::now());
+        self.metrics
+            .record(reply.outcome, started.elapsed().as_nanos() as u64);
+        let _ = self.send(stream, out).await;
     }
 
     async fn send(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {

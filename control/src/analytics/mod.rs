@@ -118,17 +118,6 @@ pub fn series_key(
     key
 }
 
-/// The count of distinct values admitted for a bounded dimension in a bucket.
-#[must_use]
-pub fn distinct_key(link_id: u64, granularity: Granularity, bucket: u32, dimension: u8) -> Vec<u8> {
-    let mut key = vec![b'n'];
-    key.extend_from_slice(&link_id.to_be_bytes());
-    key.push(granularity.tag());
-    key.extend_from_slice(&bucket.to_be_bytes());
-    key.push(dimension);
-    key
-}
-
 /// Human clicks of a link on a day, for the top-links report.
 #[must_use]
 pub fn top_key(day: u32, link_id: u64) -> Vec<u8> {
