@@ -27,7 +27,7 @@ use crate::codes::{self, Strategy};
 use crate::error::{ApiError, Problem};
 use crate::links::{self, CodePlan, ListQuery, NewLink, Patch};
 use crate::model::{LinkDoc, Role};
-use crate::state::AppState;
+use crate::state::{AppState, Unauthenticated};
 
 type AppResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<AppState>>;
@@ -158,6 +158,31 @@ impl FromRequestParts<Arc<AppState>> for Auth {
     }
 }
 
+/// The caller if the request carries a key: no `Authorization` header is
+/// `None`, a bad key is still 401.
+#[derive(Debug)]
+pub struct MaybeAuth(pub Option<Principal>);
+
+impl FromRequestParts<Arc<AppState>> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            Auth::from_request_parts(parts, state)
+                .await
+                .map(|Auth(p)| Self(Some(p)))
+        } else {
+            Ok(Self(None))
+        }
+    }
+}
+
+/// The owner of links created without a key (`anonymous_create`).
+pub const ANONYMOUS_OWNER: &str = "anonymous";
+
 fn require_admin(principal: &Principal) -> AppResult<()> {
     if principal.is_admin() {
         Ok(())
@@ -205,6 +230,9 @@ pub struct LinkOut {
     pub tags: Vec<String>,
     pub title: Option<String>,
     pub clicks: u64,
+    /// Why the link is flagged: admin, report, blocklist:<domain> or threat_list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag_reason: Option<String>,
 }
 
 impl LinkOut {
@@ -227,6 +255,7 @@ impl LinkOut {
             tags: link.tags,
             title: link.title,
             clicks,
+            flag_reason: link.flag_reason,
         }
     }
 }
@@ -384,8 +413,21 @@ fn check_title(state: &AppState, title: Option<String>) -> AppResult<Option<Stri
 }
 
 /// Validates a create request into a plan (without its link id yet).
+/// Validates a target and checks it against the threat list.
+fn check_target(state: &AppState, raw: &str) -> AppResult<String> {
+    let url = state.validator.target(raw)?;
+    if let Some(expression) = state.threats.current().matching(&url) {
+        metrics::counter!("control_threat_list_refusals_total").increment(1);
+        return Err(ApiError::invalid(
+            "url",
+            format!("url is on the threat list (malware or phishing) as {expression:?}"),
+        ));
+    }
+    Ok(url)
+}
+
 fn plan_create(state: &AppState, owner: &str, body: CreateLink, now: i64) -> AppResult<NewLink> {
-    let url = state.validator.target(&body.url)?;
+    let url = check_target(state, &body.url)?;
     let code = match (body.alias, body.strategy) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
@@ -479,12 +521,27 @@ async fn create_many(
 async fn create_link(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    Auth(principal): Auth,
+    MaybeAuth(principal): MaybeAuth,
     ApiJson(body): ApiJson<CreateLink>,
 ) -> AppResult<Response> {
-    state.limit_write(Some(&principal), client.ip())?;
+    let owner = match &principal {
+        Some(principal) => {
+            state.limit_write(principal, client.ip())?;
+            principal.owner.clone()
+        }
+        None if state.config.anonymous_create => {
+            state.limit_unauthenticated(Unauthenticated::Create, client.ip())?;
+            if body.alias.is_some() {
+                return Err(ApiError::Forbidden(
+                    "anonymous links get generated codes; custom aliases need an API key".into(),
+                ));
+            }
+            ANONYMOUS_OWNER.to_owned()
+        }
+        None => return Err(ApiError::Unauthorized),
+    };
     let strategy = body.strategy.unwrap_or(state.config.default_strategy);
-    let plan = plan_create(&state, &principal.owner, body, now_unix())?;
+    let plan = plan_create(&state, &owner, body, now_unix())?;
     let label = if matches!(plan.code, CodePlan::Alias(_)) {
         "alias"
     } else {
@@ -511,7 +568,7 @@ async fn create_batch(
     Auth(principal): Auth,
     ApiJson(body): ApiJson<CreateBatch>,
 ) -> AppResult<Json<BatchOut>> {
-    state.limit_write(Some(&principal), client.ip())?;
+    state.limit_write(&principal, client.ip())?;
     if body.links.is_empty() || body.links.len() > state.config.batch_links_max {
         return Err(ApiError::invalid(
             "links",
@@ -676,7 +733,7 @@ fn plan_patch(state: &AppState, body: PatchLink, now: i64) -> AppResult<Patch> {
         }
     };
     Ok(Patch {
-        url: body.url.map(|u| state.validator.target(&u)).transpose()?,
+        url: body.url.map(|u| check_target(state, &u)).transpose()?,
         expires_at: body
             .expires_at
             .map(|at| at.map(|t| parse_time("expires_at", &t, now)).transpose())
@@ -703,7 +760,7 @@ async fn patch_link(
     Path(code): Path<String>,
     ApiJson(body): ApiJson<PatchLink>,
 ) -> AppResult<Json<LinkOut>> {
-    state.limit_write(Some(&principal), client.ip())?;
+    state.limit_write(&principal, client.ip())?;
     let now = now_unix();
     let patch = plan_patch(&state, body, now)?;
     let who = principal.clone();
@@ -723,7 +780,7 @@ async fn delete_link(
     Auth(principal): Auth,
     Path(code): Path<String>,
 ) -> AppResult<StatusCode> {
-    state.limit_write(Some(&principal), client.ip())?;
+    state.limit_write(&principal, client.ip())?;
     state
         .committer
         .write(move |txn| links::delete(txn, &code, &principal))
@@ -763,7 +820,7 @@ async fn create_key(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> AppResult<(StatusCode, Json<KeyOut>)> {
     require_admin(&principal)?;
-    state.limit_write(Some(&principal), client.ip())?;
+    state.limit_write(&principal, client.ip())?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -772,6 +829,12 @@ async fn create_key(
         ));
     }
     let owner = body.owner.unwrap_or_else(|| name.clone());
+    if owner == ANONYMOUS_OWNER && body.role == Role::User {
+        return Err(ApiError::invalid(
+            "owner",
+            "the owner anonymous holds links created without a key; only admins manage them",
+        ));
+    }
     if owner.is_empty()
         || owner.len() > 128
         || owner.contains('\0')
@@ -903,10 +966,15 @@ impl utoipa::Modify for BearerAuth {
     info(title = "Shortline admin API", description = "Create and manage short links."),
     paths(create_link, create_batch, list_links, get_link, patch_link, delete_link,
         crate::stats_api::link_stats, crate::stats_api::top_links,
+        crate::abuse_api::list_blocklist, crate::abuse_api::get_block, crate::abuse_api::put_block, crate::abuse_api::delete_block,
+        crate::abuse_api::report_link, crate::abuse_api::list_reports, crate::abuse_api::resolve_report,
         create_key, list_keys, delete_key, healthz, readyz),
     components(schemas(LinkOut, CreateLink, CreateBatch, BatchItem, BatchOut, PatchLink, LinkPage, CreateKey, KeyOut, Problem, Strategy, Role,
         crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
-        crate::stats_api::TopLinks, crate::stats_api::TopLink)),
+        crate::stats_api::TopLinks, crate::stats_api::TopLink,
+        crate::abuse::blocklist::BlockEntry, crate::abuse_api::BlocklistPage, crate::abuse_api::PutBlock, crate::abuse_api::BlockOut,
+        crate::abuse::reports::Report, crate::abuse::reports::Category, crate::abuse::reports::Action,
+        crate::abuse_api::NewReport, crate::abuse_api::ReportReceipt, crate::abuse_api::ReportPage, crate::abuse_api::Resolve, crate::abuse_api::ResolvedOut)),
     modifiers(&BearerAuth)
 )]
 #[derive(Debug)]

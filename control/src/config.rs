@@ -73,12 +73,28 @@ pub struct Config {
     pub stream_batch_max: usize,
     /// How often the expiry sweeper runs.
     pub sweep_interval_ms: u64,
-    /// Requests per second allowed per API key on writes.
-    pub rate_limit_key_per_second: u32,
+    /// Writes per second allowed per admin key.
+    pub rate_limit_admin_per_second: u32,
+    /// Writes per second allowed per user key (burst: two seconds' worth).
+    pub rate_limit_user_per_second: u32,
     /// Requests per second allowed per client address on writes.
     pub rate_limit_ip_per_second: u32,
-    /// Burst above the per-second rates.
+    /// Burst above the admin and per-address rates.
     pub rate_limit_burst: u32,
+    /// Whether `POST /api/v1/links` without a key creates a link (owner
+    /// `anonymous`); off by default.
+    pub anonymous_create: bool,
+    /// Anonymous creates per minute per client address (also the burst).
+    pub rate_limit_anonymous_per_minute: u32,
+    /// Abuse reports per minute per client address (also the burst).
+    pub rate_limit_report_per_minute: u32,
+    /// Open reports kept; past it new reports get 503 until some are resolved.
+    pub reports_open_max: u64,
+    /// A threat list: hex SHA-256 prefixes of canonicalised URL expressions,
+    /// one per line; reloaded when the file changes.
+    pub threat_list: Option<PathBuf>,
+    /// How often the threat list file is checked for changes.
+    pub threat_list_poll_ms: u64,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
     /// Proxy worker threads (used by `up`).
@@ -161,9 +177,16 @@ impl Default for Config {
             change_log_keep: 100_000,
             stream_batch_max: 1024,
             sweep_interval_ms: 10_000,
-            rate_limit_key_per_second: 2000,
+            rate_limit_admin_per_second: 2000,
+            rate_limit_user_per_second: 100,
             rate_limit_ip_per_second: 2000,
             rate_limit_burst: 4000,
+            anonymous_create: false,
+            rate_limit_anonymous_per_minute: 10,
+            rate_limit_report_per_minute: 10,
+            reports_open_max: 100_000,
+            threat_list: None,
+            threat_list_poll_ms: 2000,
             log_format: LogFormat::Text,
             proxy_threads: 2,
             geoip_database: None,
@@ -187,6 +210,7 @@ enum Kind {
     Text,
     Integer,
     List,
+    Bool,
 }
 
 /// Every key, with how `SHORTLINE_<KEY>` is parsed.
@@ -220,9 +244,16 @@ const KEYS: &[(&str, Kind)] = &[
     ("change_log_keep", Kind::Integer),
     ("stream_batch_max", Kind::Integer),
     ("sweep_interval_ms", Kind::Integer),
-    ("rate_limit_key_per_second", Kind::Integer),
+    ("rate_limit_admin_per_second", Kind::Integer),
+    ("rate_limit_user_per_second", Kind::Integer),
     ("rate_limit_ip_per_second", Kind::Integer),
     ("rate_limit_burst", Kind::Integer),
+    ("anonymous_create", Kind::Bool),
+    ("rate_limit_anonymous_per_minute", Kind::Integer),
+    ("rate_limit_report_per_minute", Kind::Integer),
+    ("reports_open_max", Kind::Integer),
+    ("threat_list", Kind::Text),
+    ("threat_list_poll_ms", Kind::Integer),
     ("log_format", Kind::Text),
     ("proxy_threads", Kind::Integer),
     ("geoip_database", Kind::Text),
@@ -347,12 +378,19 @@ impl Config {
         range("change_log_keep", self.change_log_keep, 0, 100_000_000)?;
         range("stream_batch_max", self.stream_batch_max as u64, 1, 100_000)?;
         range("sweep_interval_ms", self.sweep_interval_ms, 100, 86_400_000)?;
-        range(
-            "rate_limit_key_per_second",
-            u64::from(self.rate_limit_key_per_second),
-            1,
-            10_000_000,
-        )?;
+        for (key, value) in [
+            ("rate_limit_admin_per_second", self.rate_limit_admin_per_second),
+            ("rate_limit_user_per_second", self.rate_limit_user_per_second),
+            (
+                "rate_limit_anonymous_per_minute",
+                self.rate_limit_anonymous_per_minute,
+            ),
+            ("rate_limit_report_per_minute", self.rate_limit_report_per_minute),
+        ] {
+            range(key, u64::from(value), 1, 10_000_000)?;
+        }
+        range("reports_open_max", self.reports_open_max, 1, 1 << 32)?;
+        range("threat_list_poll_ms", self.threat_list_poll_ms, 100, 3_600_000)?;
         range(
             "rate_limit_ip_per_second",
             u64::from(self.rate_limit_ip_per_second),
@@ -456,6 +494,11 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<()> {
             Kind::Integer => toml::Value::Integer(value.trim().parse().map_err(|_| {
                 anyhow::anyhow!("bad configuration: {name}={value:?}: {key} must be an integer")
             })?),
+            Kind::Bool => toml::Value::Boolean(match value.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => bail!("bad configuration: {name}={value:?}: {key} must be true or false"),
+            }),
             Kind::List => toml::Value::Array(
                 value
                     .split(',')

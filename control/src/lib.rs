@@ -11,6 +11,8 @@
 //! # }
 //! ```
 
+pub mod abuse;
+pub mod abuse_api;
 pub mod analytics;
 pub mod api;
 pub mod auth;

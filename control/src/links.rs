@@ -83,6 +83,9 @@ pub fn create(
     new: &NewLink,
     permutation: &Permutation,
 ) -> StoreResult<Result<Created, ApiError>> {
+    if let Some(refusal) = blocklist_refusal(txn, &new.url)? {
+        return Ok(Err(refusal));
+    }
     let code = match &new.code {
         CodePlan::Alias(alias) => {
             if txn.get(Space::Links, alias.as_bytes())?.is_some() {
@@ -132,6 +135,7 @@ pub fn create(
         forward_query: new.forward_query,
         tags: new.tags.clone(),
         title: new.title.clone(),
+        flag_reason: None,
     };
     write_link(txn, &link, None)?;
     Ok(Ok(Created {
@@ -213,9 +217,178 @@ fn generate(
     Ok(Generated::Exhausted)
 }
 
+/// The host of a stored (normalised) target, without a trailing dot.
+#[must_use]
+pub fn host_of(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .host_str()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// A host or domain with its labels reversed, each followed by a dot:
+/// `www.evil.example` is `example.evil.www.`, so the keys of a domain and
+/// all its subdomains share the prefix of the domain's own key.
+#[must_use]
+pub fn reversed_host(host: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(host.len() + 1);
+    for label in host.trim_end_matches('.').rsplit('.') {
+        key.extend_from_slice(label.as_bytes());
+        key.push(b'.');
+    }
+    key
+}
+
+fn host_index_key(url: &str, code: &str) -> Option<Vec<u8>> {
+    let mut key = reversed_host(&host_of(url)?);
+    key.push(0);
+    key.extend_from_slice(code.as_bytes());
+    Some(key)
+}
+
+/// The blocklist entry that covers `host` (the host itself or a parent
+/// domain), if any.
+pub fn blocked_by(txn: &mut dyn Txn, host: &str) -> StoreResult<Option<String>> {
+    let host = host.trim_end_matches('.');
+    let mut rest = host;
+    loop {
+        if txn.get(Space::Blocklist, rest.as_bytes())?.is_some() {
+            return Ok(Some(rest.to_owned()));
+        }
+        match rest.split_once('.') {
+            Some((_, parent)) if !parent.is_empty() => rest = parent,
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// The refusal of a target whose domain is on the blocklist.
+fn blocklist_refusal(txn: &mut dyn Txn, url: &str) -> StoreResult<Option<ApiError>> {
+    let Some(host) = host_of(url) else {
+        return Ok(None);
+    };
+    Ok(blocked_by(txn, &host)?
+        .map(|domain| ApiError::invalid("url", format!("domain {domain} is blocked"))))
+}
+
+/// Flags a link that is active or disabled, saying why. Returns whether it
+/// changed; a link flagged already keeps its first reason.
+pub fn flag(txn: &mut dyn Txn, code: &str, reason: &str, now: i64) -> StoreResult<bool> {
+    let Some(old) = get_in(txn, code)? else {
+        return Ok(false);
+    };
+    if !matches!(old.status, LinkStatus::Active | LinkStatus::Disabled) {
+        return Ok(false);
+    }
+    let mut link = old.clone();
+    link.status = LinkStatus::Flagged;
+    link.flag_reason = Some(reason.to_owned());
+    link.updated_at = now;
+    write_link(txn, &link, Some(&old))?;
+    Ok(true)
+}
+
+/// Lifts a flag set for `reason` (and only for it). Returns whether it did.
+pub fn unflag(txn: &mut dyn Txn, code: &str, reason: &str, now: i64) -> StoreResult<bool> {
+    let Some(old) = get_in(txn, code)? else {
+        return Ok(false);
+    };
+    if old.status != LinkStatus::Flagged || old.flag_reason.as_deref() != Some(reason) {
+        return Ok(false);
+    }
+    let mut link = old.clone();
+    link.status = LinkStatus::Active;
+    link.flag_reason = None;
+    link.updated_at = now;
+    write_link(txn, &link, Some(&old))?;
+    Ok(true)
+}
+
+/// Sets a link's status outright (moderation), clearing any flag reason
+/// unless the new status is `flagged`.
+pub fn set_status(
+    txn: &mut dyn Txn,
+    code: &str,
+    status: LinkStatus,
+    reason: &str,
+    now: i64,
+) -> StoreResult<Option<LinkDoc>> {
+    let Some(old) = get_in(txn, code)? else {
+        return Ok(None);
+    };
+    let mut link = old.clone();
+    link.status = status;
+    link.flag_reason = (status == LinkStatus::Flagged).then(|| reason.to_owned());
+    link.updated_at = now;
+    write_link(txn, &link, Some(&old))?;
+    Ok(Some(link))
+}
+
+pub fn get_in(txn: &mut dyn Txn, code: &str) -> StoreResult<Option<LinkDoc>> {
+    txn.get(Space::Links, code.as_bytes())?
+        .map(|bytes| LinkDoc::decode(&bytes))
+        .transpose()
+}
+
+/// Writes the host index entries of links stored before the index existed,
+/// `limit` links from `after` on. Returns the last code done, or `None`
+/// when every link is indexed.
+pub fn index_hosts(txn: &mut dyn Txn, after: &[u8], limit: usize) -> StoreResult<Option<Vec<u8>>> {
+    let mut start = after.to_vec();
+    if !start.is_empty() {
+        start.push(0);
+    }
+    let page = txn.range(Space::Links, &start, &[0xff], limit)?;
+    for (_, value) in &page {
+        let link = LinkDoc::decode(value)?;
+        if let Some(key) = host_index_key(&link.url, &link.code) {
+            txn.set(Space::ByHost, &key, b"")?;
+        }
+    }
+    Ok((page.len() == limit).then(|| page.last().expect("a full page").0.clone()))
+}
+
+/// Up to `limit` codes of links to `domain` or its subdomains, after the
+/// index key `after`; with the last index key seen.
+pub fn codes_under(
+    txn: &mut dyn Txn,
+    domain: &str,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> StoreResult<(Vec<String>, Option<Vec<u8>>)> {
+    let prefix = reversed_host(domain);
+    let start = match after {
+        Some(key) => {
+            let mut start = key.to_vec();
+            start.push(0);
+            start
+        }
+        None => prefix.clone(),
+    };
+    let page = txn.range(Space::ByHost, &start, &prefix_end(&prefix), limit)?;
+    let codes = page
+        .iter()
+        .filter_map(|(key, _)| {
+            let at = key.iter().position(|&b| b == 0)?;
+            Some(String::from_utf8_lossy(&key[at + 1..]).into_owned())
+        })
+        .collect();
+    let last = (page.len() == limit).then(|| page.last().expect("a full page").0.clone());
+    Ok((codes, last))
+}
+
 /// Writes `link` with its indexes and logs the change; `old` is the version
 /// it replaces, whose index entries are removed.
 fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> StoreResult<()> {
+    if let Some(old) = old
+        && old.url != link.url
+        && let Some(key) = host_index_key(&old.url, &old.code)
+    {
+        txn.clear(Space::ByHost, &key)?;
+    }
+    if let Some(key) = host_index_key(&link.url, &link.code) {
+        txn.set(Space::ByHost, &key, b"")?;
+    }
     if let Some(old) = old {
         for tag in &old.tags {
             txn.clear(Space::ByTag, &index_key(tag, &old.code))?;
@@ -290,8 +463,21 @@ pub fn patch(
         Ok(link) => link,
         Err(e) => return Ok(Err(e)),
     };
+    if old.status == LinkStatus::Flagged && patch.status.is_some() && !principal.is_admin() {
+        return Ok(Err(ApiError::Forbidden(
+            "this link is flagged; only an admin can change its status".into(),
+        )));
+    }
+    if patch.status == Some(LinkStatus::Flagged) && !principal.is_admin() {
+        return Ok(Err(ApiError::Forbidden(
+            "only an admin can flag a link; report it instead".into(),
+        )));
+    }
     let mut link = old.clone();
     if let Some(url) = &patch.url {
+        if let Some(refusal) = blocklist_refusal(txn, url)? {
+            return Ok(Err(refusal));
+        }
         link.url.clone_from(url);
     }
     if let Some(expires_at) = patch.expires_at {
@@ -312,6 +498,7 @@ pub fn patch(
     }
     if let Some(status) = patch.status {
         link.status = status;
+        link.flag_reason = (status == LinkStatus::Flagged).then(|| "admin".to_owned());
     }
     if let Some(forward_query) = patch.forward_query {
         link.forward_query = forward_query;
@@ -344,6 +531,9 @@ pub fn delete(
         Err(e) => return Ok(Err(e)),
     };
     txn.clear(Space::Links, code.as_bytes())?;
+    if let Some(key) = host_index_key(&link.url, code) {
+        txn.clear(Space::ByHost, &key)?;
+    }
     txn.clear(Space::ByOwner, &index_key(&link.owner, code))?;
     for tag in &link.tags {
         txn.clear(Space::ByTag, &index_key(tag, code))?;

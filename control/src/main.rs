@@ -28,6 +28,16 @@ enum Command {
     Serve(Common),
     /// Run the control plane and a proxy beside it: the whole system on one host.
     Up(Common),
+    /// Print the threat list line that lists a URL exactly (the SHA-256 of
+    /// its canonical host and path), ready to append to the file.
+    ThreatHash {
+        /// The URL (any form; it is canonicalised first).
+        url: String,
+        /// Print every lookup expression of the URL with its hash; listing
+        /// `host/` lists the whole host, `host/dir/` everything under dir.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +90,15 @@ fn main() -> ExitCode {
     let (common, with_proxy) = match &cli.command {
         Command::Serve(c) => (c, false),
         Command::Up(c) => (c, true),
+        Command::ThreatHash { url, all } => {
+            let canonical = shortline_control::abuse::canonical::canonicalize(url);
+            println!("# canonical: {canonical}");
+            let hashes = shortline_control::abuse::threats::expression_hashes(url);
+            for (expression, hash) in hashes.iter().take(if *all { usize::MAX } else { 1 }) {
+                println!("{hash}  # {expression}");
+            }
+            return ExitCode::SUCCESS;
+        }
     };
     let config = match common.load() {
         Ok(c) => c,

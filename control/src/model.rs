@@ -22,6 +22,11 @@ pub struct LinkDoc {
     pub forward_query: bool,
     pub tags: Vec<String>,
     pub title: Option<String>,
+    /// Why the link is flagged, when it is: `admin`, `report`,
+    /// `blocklist:<domain>` or `threat_list`. Flags set by a blocklist entry
+    /// or the threat list are lifted when that entry or match goes away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag_reason: Option<String>,
 }
 
 impl LinkDoc {

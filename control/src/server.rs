@@ -51,6 +51,7 @@ pub fn app(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
     let body_limit = state.config.request_body_bytes_max;
     api::routes(Arc::clone(&state))
         .merge(crate::stats_api::routes(Arc::clone(&state)))
+        .merge(crate::abuse_api::routes(Arc::clone(&state)))
         .merge(publish::routes(Arc::clone(&state)))
         .merge(crate::clicks::routes(state))
         .route(
@@ -75,6 +76,7 @@ pub async fn serve_until(
 ) -> Result<()> {
     prepare_data_dir(&config.data_dir)?;
     let backend = open_backend(&config)?;
+    crate::abuse::index_hosts_once(&*backend).context("cannot index link hosts")?;
     let metrics = metrics_handle()?;
     let listen = config.control_listen;
     let (state, bootstrap) = AppState::start(config, backend)?;
@@ -87,6 +89,7 @@ pub async fn serve_until(
         .context("cannot build the first snapshot")?;
     tokio::spawn(publish::snapshot_loop(Arc::clone(&state)));
     tokio::spawn(publish::sweep_loop(Arc::clone(&state)));
+    tokio::spawn(crate::abuse::watch_threats(Arc::clone(&state)));
     tokio::spawn(Arc::clone(&state.analytics).run(state.committer.clone()));
     if state.backend.shared() {
         follow_other_writers(&state);

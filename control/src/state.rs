@@ -42,8 +42,64 @@ pub struct AppState {
     /// Set once shutdown begins: long-lived streams end so the server can drain.
     pub shutdown: watch::Sender<bool>,
     ids: Mutex<IdBlock>,
-    key_limiter: DefaultKeyedRateLimiter<String>,
-    ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    limiters: Limiters,
+    /// The threat list in force (empty when none is configured).
+    pub threats: crate::abuse::threats::Shared,
+}
+
+/// Write rate limits: per key by role, per client address, and the tighter
+/// per-address limits of unauthenticated writes.
+#[derive(Debug)]
+struct Limiters {
+    admin: DefaultKeyedRateLimiter<String>,
+    user: DefaultKeyedRateLimiter<String>,
+    ip: DefaultKeyedRateLimiter<IpAddr>,
+    anonymous: DefaultKeyedRateLimiter<IpAddr>,
+    report: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Limiters {
+    fn new(config: &Config) -> Self {
+        fn nonzero(n: u32) -> NonZeroU32 {
+            NonZeroU32::new(n).expect("checked at load")
+        }
+        fn per_second<K: std::hash::Hash + Eq + Clone>(
+            rate: u32,
+            burst: u32,
+        ) -> DefaultKeyedRateLimiter<K> {
+            RateLimiter::keyed(Quota::per_second(nonzero(rate)).allow_burst(nonzero(burst)))
+        }
+        fn per_minute(rate: u32) -> DefaultKeyedRateLimiter<IpAddr> {
+            RateLimiter::keyed(Quota::per_minute(nonzero(rate)).allow_burst(nonzero(rate)))
+        }
+        Self {
+            admin: per_second(config.rate_limit_admin_per_second, config.rate_limit_burst),
+            user: per_second(
+                config.rate_limit_user_per_second,
+                config.rate_limit_user_per_second.saturating_mul(2),
+            ),
+            ip: per_second(config.rate_limit_ip_per_second, config.rate_limit_burst),
+            anonymous: per_minute(config.rate_limit_anonymous_per_minute),
+            report: per_minute(config.rate_limit_report_per_minute),
+        }
+    }
+}
+
+/// Which kind of unauthenticated write a client makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    Create,
+    Report,
+}
+
+fn too_many(not_until: governor::NotUntil<governor::clock::QuantaInstant>, kind: &'static str) -> ApiError {
+    let wait = not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::QuantaClock::default(),
+    ));
+    metrics::counter!("control_rate_limited_total", "limit" => kind).increment(1);
+    ApiError::TooManyRequests {
+        retry_after_seconds: wait.as_secs().max(1),
+    }
 }
 
 impl std::fmt::Debug for dyn Backend {
@@ -95,11 +151,6 @@ impl AppState {
             Arc::clone(&committed_tx),
         )
         .context("cannot start the committer thread")?;
-        let burst = NonZeroU32::new(config.rate_limit_burst).expect("checked at load");
-        let quota = |per_second: u32| {
-            Quota::per_second(NonZeroU32::new(per_second).expect("checked at load"))
-                .allow_burst(burst)
-        };
         let bootstrap = bootstrap_admin(&config, &*backend)?;
         let mut through = 0;
         backend.read(&mut |txn| {
@@ -110,8 +161,8 @@ impl AppState {
         let state = Self {
             analytics,
             validator: Validator::new(&config),
-            key_limiter: RateLimiter::keyed(quota(config.rate_limit_key_per_second)),
-            ip_limiter: RateLimiter::keyed(quota(config.rate_limit_ip_per_second)),
+            limiters: Limiters::new(&config),
+            threats: crate::abuse::threats::load_configured(&config)?,
             config,
             backend,
             committer,
@@ -162,26 +213,37 @@ impl AppState {
         Ok(ids)
     }
 
-    /// Charges one write to the caller's key and address.
-    pub fn limit_write(
+    /// Charges one write to the caller's key (at its role's rate) and address.
+    pub fn limit_write(&self, principal: &Principal, client: IpAddr) -> Result<(), ApiError> {
+        let (limiter, kind) = match principal.role {
+            Role::Admin => (&self.limiters.admin, "admin"),
+            Role::User => (&self.limiters.user, "user"),
+        };
+        limiter
+            .check_key(&principal.key_id)
+            .map_err(|n| too_many(n, kind))?;
+        self.limiters
+            .ip
+            .check_key(&client)
+            .map_err(|n| too_many(n, "address"))
+    }
+
+    /// Charges one unauthenticated write (anonymous create or abuse report)
+    /// to the client's address.
+    pub fn limit_unauthenticated(
         &self,
-        principal: Option<&Principal>,
+        kind: Unauthenticated,
         client: IpAddr,
     ) -> Result<(), ApiError> {
-        let refuse = |not_until: governor::NotUntil<governor::clock::QuantaInstant>| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::QuantaClock::default(),
-            ));
-            metrics::counter!("control_rate_limited_total").increment(1);
-            ApiError::TooManyRequests {
-                retry_after_seconds: wait.as_secs().max(1),
-            }
+        let (limiter, label) = match kind {
+            Unauthenticated::Create => (&self.limiters.anonymous, "anonymous"),
+            Unauthenticated::Report => (&self.limiters.report, "report"),
         };
-        if let Some(p) = principal {
-            self.key_limiter.check_key(&p.key_id).map_err(refuse)?;
-        }
-        self.ip_limiter.check_key(&client).map_err(refuse)?;
-        Ok(())
+        limiter.check_key(&client).map_err(|n| too_many(n, label))?;
+        self.limiters
+            .ip
+            .check_key(&client)
+            .map_err(|n| too_many(n, "address"))
     }
 }
 

@@ -34,6 +34,35 @@ pub fn host_matches(host: &str, domain: &str) -> bool {
             && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
 }
 
+/// Why a host looks like another one (an IDN homograph), if it does.
+///
+/// A label may not mix scripts (Latin `a` with Cyrillic `р`), and a label in
+/// another script may not be confusable, character for character, with a
+/// plain ASCII label (the Cyrillic `аррӏе` that renders as `apple`): the
+/// confusable skeletons of Unicode TR39.
+#[must_use]
+pub fn homograph(ascii_host: &str) -> Option<String> {
+    use unicode_security::{MixedScript, skeleton};
+    let (unicode, result) = idna::domain_to_unicode(ascii_host);
+    if result.is_err() {
+        return Some(format!("host {ascii_host:?} is not a valid internationalised name"));
+    }
+    for label in unicode.split('.').filter(|l| !l.is_ascii()) {
+        if !label.is_single_script() {
+            return Some(format!(
+                "host label {label:?} mixes scripts, the disguise of an IDN homograph"
+            ));
+        }
+        let look_alike: String = skeleton(label).collect();
+        if look_alike.is_ascii() {
+            return Some(format!(
+                "host label {label:?} imitates the ASCII name {look_alike:?} (an IDN homograph)"
+            ));
+        }
+    }
+    None
+}
+
 impl Validator {
     #[must_use]
     pub fn new(config: &Config) -> Self {
@@ -111,6 +140,9 @@ impl Validator {
             _ => return refuse("url has no host".into()),
         };
         let bare_host = host.trim_end_matches('.');
+        if let Some(reason) = homograph(bare_host) {
+            return refuse(reason);
+        }
         if let Some(own) = self
             .own_hosts
             .iter()
@@ -173,6 +205,10 @@ mod tests {
             v.target("http://bücher.example/a?b=c#d").unwrap(),
             "http://xn--bcher-kva.example/a?b=c#d"
         );
+        // Real internationalised names in one script are fine.
+        for ok in ["https://пример.рф/", "https://例え.jp/", "https://café.example/"] {
+            assert!(v.target(ok).is_ok(), "{ok}");
+        }
         assert_eq!(
             v.target("https://EXAMPLE.com/Path").unwrap(),
             "https://example.com/Path"
@@ -197,6 +233,11 @@ mod tests {
         assert!(refusal("/relative").contains("absolute"));
         assert!(refusal(&format!("https://example.com/{}", "a".repeat(10_000))).contains("limit"));
         assert!(refusal("https://exa mple.com/").contains("whitespace"));
+        // Cyrillic "а" among Latin letters; an all-Cyrillic "apple"; the same in punycode.
+        assert!(refusal("https://\u{430}pple.com/").contains("homograph"));
+        assert!(refusal("https://\u{430}\u{440}\u{440}\u{4cf}\u{435}.com/").contains("homograph"));
+        assert!(refusal("https://xn--80ak6aa92e.com/").contains("homograph"));
+        assert!(refusal("https://p\u{430}y\u{440}al\u{4e2d}.com/").contains("scripts"));
         assert!(
             validator().target("https://notevil.example/").is_ok(),
             "suffix without a dot is not a subdomain"

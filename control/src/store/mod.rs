@@ -46,11 +46,19 @@ pub enum Space {
     ById,
     /// Big-endian link id -> code, for active links with `max_clicks`.
     Limited,
+    /// Target host with its labels reversed and dot-ended
+    /// (`example.evil.www.`), NUL, code -> empty: links by domain, for the
+    /// blocklist's retroactive flagging.
+    ByHost,
+    /// Report id -> report document.
+    Reports,
+    /// Report id -> code, for open reports: the moderation queue.
+    ReportsOpen,
 }
 
 impl Space {
     /// Every space, for backends that create them up front.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 18] = [
         Self::Links,
         Self::Retired,
         Self::ByOwner,
@@ -66,6 +74,9 @@ impl Space {
         Self::StatsHours,
         Self::ById,
         Self::Limited,
+        Self::ByHost,
+        Self::Reports,
+        Self::ReportsOpen,
     ];
 
     /// The stable name of the space.
@@ -87,6 +98,9 @@ impl Space {
             Self::StatsHours => "stats_hours",
             Self::ById => "by_id",
             Self::Limited => "limited",
+            Self::ByHost => "by_host",
+            Self::Reports => "reports",
+            Self::ReportsOpen => "reports_open",
         }
     }
 }

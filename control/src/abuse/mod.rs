@@ -1,0 +1,191 @@
+//! Abuse protection: the domain blocklist, the offline threat list, abuse
+//! reports and their moderation. Rate limits live with the shared state;
+//! target validation (schemes, control characters, credentials, homographs,
+//! loops) in [`crate::validate`].
+
+pub mod blocklist;
+pub mod canonical;
+pub mod reports;
+pub mod threats;
+
+use std::sync::Arc;
+
+use shortline_store::LinkStatus;
+
+use crate::error::ApiError;
+use crate::links;
+use crate::model::LinkDoc;
+use crate::state::AppState;
+use crate::store::{Space, StoreResult};
+
+/// Links read per page when the whole table is walked.
+const WALK_PAGE: usize = 1000;
+/// Meta key set once every link has its host index entry.
+const HOSTS_INDEXED_KEY: &[u8] = b"hosts_indexed_v1";
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Gives links stored before the host index existed their entries, a page
+/// per transaction, once.
+pub fn index_hosts_once(backend: &dyn crate::store::Backend) -> StoreResult<()> {
+    let mut done = false;
+    backend.read(&mut |txn| {
+        done = txn.get(Space::Meta, HOSTS_INDEXED_KEY)?.is_some();
+        Ok(())
+    })?;
+    let mut after: Vec<u8> = Vec::new();
+    while !done {
+        let mut next = None;
+        backend.write(&mut |txn| {
+            next = links::index_hosts(txn, &after, WALK_PAGE)?;
+            if next.is_none() {
+                txn.set(Space::Meta, HOSTS_INDEXED_KEY, b"1")?;
+            }
+            Ok(())
+        })?;
+        match next {
+            Some(last) => after = last,
+            None => done = true,
+        }
+    }
+    Ok(())
+}
+
+/// Runs an entry's sweep to the end: flags (or, after removal, unflags)
+/// every link under `domain`. Returns the links changed.
+pub async fn sweep_domain(state: &Arc<AppState>, domain: &str, block: bool) -> Result<u64, ApiError> {
+    let mut after: Option<Vec<u8>> = None;
+    let mut changed = 0;
+    loop {
+        let domain = domain.to_owned();
+        let from = after.clone();
+        let now = now_unix();
+        let swept = state
+            .committer
+            .write(move |txn| {
+                if block {
+                    blocklist::flag_page(txn, &domain, from.as_deref(), now)
+                } else {
+                    blocklist::unflag_page(txn, &domain, from.as_deref(), now)
+                }
+            })
+            .await?;
+        changed += swept.changed;
+        match swept.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let what = if block { "flagged" } else { "unflagged" };
+    metrics::counter!("control_blocklist_links_total", "change" => what).increment(changed);
+    tracing::info!(%domain, changed, what, "blocklist sweep done");
+    Ok(changed)
+}
+
+/// Re-checks every stored link against the threat list in force: flags the
+/// links it matches, lifts the threat-list flags of links it no longer
+/// matches. Returns (flagged, unflagged).
+pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiError> {
+    let list = state.threats.current();
+    let mut after: Vec<u8> = Vec::new();
+    let (mut flagged, mut unflagged) = (0, 0);
+    loop {
+        let backend = Arc::clone(&state.backend);
+        let from = after.clone();
+        let page: Vec<LinkDoc> = tokio::task::spawn_blocking(move || {
+            let mut page = Vec::new();
+            backend.read(&mut |txn| {
+                let mut start = from.clone();
+                if !start.is_empty() {
+                    start.push(0);
+                }
+                page = txn
+                    .range(Space::Links, &start, &[0xff], WALK_PAGE)?
+                    .iter()
+                    .map(|(_, v)| LinkDoc::decode(v))
+                    .collect::<StoreResult<_>>()?;
+                Ok(())
+            })?;
+            Ok::<_, crate::store::StoreError>(page)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let full = page.len() == WALK_PAGE;
+        let changes: Vec<String> = page
+            .iter()
+            .filter(|link| {
+                let hit = list.matching(&link.url).is_some();
+                let threat_flagged = link.status == LinkStatus::Flagged
+                    && link.flag_reason.as_deref() == Some(threats::FLAG_REASON);
+                (hit && matches!(link.status, LinkStatus::Active | LinkStatus::Disabled))
+                    || (!hit && threat_flagged)
+            })
+            .map(|link| link.code.clone())
+            .collect();
+        if let Some(last) = page.last() {
+            after = last.code.as_bytes().to_vec();
+        }
+        if !changes.is_empty() {
+            let list = Arc::clone(&list);
+            let now = now_unix();
+            let (f, u) = state
+                .committer
+                .write(move |txn| {
+                    let (mut f, mut u) = (0u64, 0u64);
+                    for code in &changes {
+                        // Decide again on the link as it is now.
+                        let Some(link) = links::get_in(txn, code)? else {
+                            continue;
+                        };
+                        if list.matching(&link.url).is_some() {
+                            f += u64::from(links::flag(txn, code, threats::FLAG_REASON, now)?);
+                        } else {
+                            u += u64::from(links::unflag(txn, code, threats::FLAG_REASON, now)?);
+                        }
+                    }
+                    Ok((f, u))
+                })
+                .await?;
+            flagged += f;
+            unflagged += u;
+        }
+        if !full {
+            break;
+        }
+    }
+    metrics::counter!("control_threat_list_links_total", "change" => "flagged").increment(flagged);
+    metrics::counter!("control_threat_list_links_total", "change" => "unflagged").increment(unflagged);
+    tracing::info!(flagged, unflagged, prefixes = list.len(), "stored links re-checked against the threat list");
+    Ok((flagged, unflagged))
+}
+
+/// Watches the threat list file: on start and after every change, stored
+/// links are re-checked.
+pub async fn watch_threats(state: Arc<AppState>) {
+    if !state.threats.configured() {
+        return;
+    }
+    let mut recheck = true;
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        if recheck {
+            match recheck_threats(&state).await {
+                Ok(_) => recheck = false,
+                Err(e) => tracing::warn!(error = %e, "threat re-check failed; retrying"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(threats::poll_interval(&state.config)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let threats = Arc::clone(&state.threats);
+        if tokio::task::spawn_blocking(move || threats.reload_if_changed())
+            .await
+            .unwrap_or(false)
+        {
+            recheck = true;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Abuse reports and the moderation queue. Anyone may report a link; the
+//! report is kept without the reporter's address. An admin resolves a
+//! report by flagging the link (warning page), disabling it (404), or
+//! dismissing the report; every other open report of the same link is
+//! resolved with it.
+
+use serde::{Deserialize, Serialize};
+use shortline_store::LinkStatus;
+
+use crate::error::ApiError;
+use crate::links;
+use crate::store::{ReadTxn, Space, StoreError, StoreResult, Txn, prefix_end};
+
+/// Counter of open reports, in the counters space.
+const OPEN_COUNT_KEY: &[u8] = b"reports/open";
+
+/// Why a link is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Phishing,
+    Malware,
+    Spam,
+    Other,
+}
+
+/// What resolving a report does to the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The link answers with the warning page.
+    Flag,
+    /// The link answers 404.
+    Disable,
+    /// The link is left alone.
+    Dismiss,
+}
+
+/// A report as stored and returned.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Report {
+    /// Sorts by creation time.
+    pub id: String,
+    pub code: String,
+    pub category: Category,
+    pub comment: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// `open` or `resolved`.
+    pub state: String,
+    pub action: Option<Action>,
+    pub resolved_at: Option<String>,
+    /// The key id that resolved it.
+    pub resolved_by: Option<String>,
+}
+
+impl Report {
+    fn decode(bytes: &[u8]) -> StoreResult<Self> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("report: {e}")))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a report always serialises")
+    }
+}
+
+/// A new report id: milliseconds since the epoch and 32 random bits, in hex,
+/// so ids sort by time.
+#[must_use]
+pub fn new_id(now_ms: u64) -> String {
+    format!("{now_ms:012x}{:08x}", rand::random::<u32>())
+}
+
+/// Files a report on an existing link, unless the queue is full.
+pub fn file(txn: &mut dyn Txn, report: &Report, open_max: u64) -> StoreResult<Result<(), ApiError>> {
+    if txn.get(Space::Links, report.code.as_bytes())?.is_none() {
+        return Ok(Err(ApiError::NotFound));
+    }
+    if open_count(txn)? >= open_max {
+        metrics::counter!("control_reports_refused_total").increment(1);
+        return Ok(Err(ApiError::Unavailable(
+            "the moderation queue is full; try again later".into(),
+        )));
+    }
+    txn.set(Space::Reports, report.id.as_bytes(), &report.encode())?;
+    txn.set(Space::ReportsOpen, &open_key(&report.code, &report.id), b"")?;
+    txn.add(Space::Counters, OPEN_COUNT_KEY, 1)?;
+    Ok(Ok(()))
+}
+
+/// Open reports are indexed by code then id, so a link's reports resolve
+/// together.
+fn open_key(code: &str, id: &str) -> Vec<u8> {
+    let mut key = code.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn open_count(txn: &mut dyn Txn) -> StoreResult<u64> {
+    Ok(txn
+        .get(Space::Counters, OPEN_COUNT_KEY)?
+        .and_then(|v| v.try_into().ok())
+        .map_or(0, |b: [u8; 8]| i64::from_le_bytes(b).max(0) as u64))
+}
+
+/// Which reports to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Open,
+    All,
+}
+
+/// Reports in id order (oldest first) after `after`, up to `limit`, with
+/// the cursor of the next page.
+pub fn list(
+    txn: &dyn ReadTxn,
+    filter: Filter,
+    after: Option<&str>,
+    limit: usize,
+) -> StoreResult<(Vec<Report>, Option<String>)> {
+    let start = after.map_or_else(Vec::new, |a| {
+        let mut s = a.as_bytes().to_vec();
+        s.push(0);
+        s
+    });
+    let mut out = Vec::with_capacity(limit);
+    let mut from = start;
+    loop {
+        let page = txn.range(Space::Reports, &from, &[0xff], limit + 1)?;
+        let done = page.len() <= limit;
+        for (key, value) in &page {
+            let report = Report::decode(value)?;
+            if filter == Filter::Open && report.state != "open" {
+                continue;
+            }
+            if out.len() == limit {
+                let next = out.last().map(|r: &Report| r.id.clone());
+                return Ok((out, next));
+            }
+            out.push(report);
+            from.clone_from(key);
+        }
+        if done {
+            return Ok((out, None));
+        }
+        let (last, _) = page.last().expect("a full page");
+        from.clone_from(last);
+        from.push(0);
+    }
+}
+
+/// What resolving did.
+#[derive(Debug)]
+pub struct Resolved {
+    pub report: Report,
+    /// Reports resolved, this one included.
+    pub reports: u64,
+}
+
+/// Resolves report `id` and every other open report of its link with
+/// `action`, applying the action to the link.
+pub fn resolve(
+    txn: &mut dyn Txn,
+    id: &str,
+    action: Action,
+    by: &str,
+    now: i64,
+    now_text: &str,
+) -> StoreResult<Result<Resolved, ApiError>> {
+    let Some(bytes) = txn.get(Space::Reports, id.as_bytes())? else {
+        return Ok(Err(ApiError::NotFound));
+    };
+    let report = Report::decode(&bytes)?;
+    if report.state != "open" {
+        return Ok(Err(ApiError::Conflict {
+            field: "id".into(),
+            reason: format!(
+                "report {id} was resolved already ({:?})",
+                report.action.unwrap_or(Action::Dismiss)
+            ),
+        }));
+    }
+    let code = report.code.clone();
+    if action != Action::Dismiss && links::get_in(txn, &code)?.is_none() {
+        return Ok(Err(ApiError::Conflict {
+            field: "action".into(),
+            reason: "the reported link was deleted; dismiss the report".into(),
+        }));
+    }
+    match action {
+        Action::Flag => {
+            links::set_status(txn, &code, LinkStatus::Flagged, "report", now)?;
+        }
+        Action::Disable => {
+            links::set_status(txn, &code, LinkStatus::Disabled, "", now)?;
+        }
+        Action::Dismiss => {}
+    }
+    let prefix = open_key(&code, "");
+    let open = txn.range(Space::ReportsOpen, &prefix, &prefix_end(&prefix), usize::MAX)?;
+    let mut resolved = 0u64;
+    let mut this = None;
+    for (key, _) in open {
+        let other_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        txn.clear(Space::ReportsOpen, &key)?;
+        let Some(bytes) = txn.get(Space::Reports, other_id.as_bytes())? else {
+            continue;
+        };
+        let mut other = Report::decode(&bytes)?;
+        other.state = "resolved".into();
+        other.action = Some(action);
+        other.resolved_at = Some(now_text.to_owned());
+        other.resolved_by = Some(by.to_owned());
+        txn.set(Space::Reports, other_id.as_bytes(), &other.encode())?;
+        resolved += 1;
+        if other.id == id {
+            this = Some(other);
+        }
+    }
+    txn.add(Space::Counters, OPEN_COUNT_KEY, -(resolved as i64))?;
+    let report = this.ok_or_else(|| {
+        StoreError::Corrupt(format!("open report {id} is missing from the open index"))
+    })?;
+    metrics::counter!("control_reports_resolved_total", "action" => format!("{action:?}").to_lowercase())
+        .increment(resolved);
+    Ok(Ok(Resolved {
+        report,
+        reports: resolved,
+    }))
+}

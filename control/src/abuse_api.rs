@@ -1,0 +1,374 @@
+//! Routes of the abuse tools: the domain blocklist (admin), abuse reports
+//! (anyone) and the moderation queue (admin).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::abuse::blocklist::{self, BlockEntry};
+use crate::abuse::reports::{self, Action, Category, Filter, Report};
+use crate::abuse::sweep_domain;
+use crate::api::{ApiJson, Auth};
+use crate::error::{ApiError, Problem};
+use crate::state::{AppState, Unauthenticated};
+
+type AppResult<T> = Result<T, ApiError>;
+type Shared = State<Arc<AppState>>;
+
+/// Longest report comment, in characters.
+const COMMENT_CHARS_MAX: usize = 2000;
+/// Largest page of the blocklist or the report queue.
+const PAGE_MAX: usize = 1000;
+const PAGE_DEFAULT: usize = 100;
+
+/// The routes of this module.
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/blocklist", get(list_blocklist))
+        .route(
+            "/api/v1/blocklist/{domain}",
+            get(get_block).put(put_block).delete(delete_block),
+        )
+        .route("/api/v1/links/{code}/report", post(report_link))
+        .route("/api/v1/reports", get(list_reports))
+        .route("/api/v1/reports/{id}/resolve", post(resolve_report))
+        .with_state(state)
+}
+
+fn now() -> (i64, String) {
+    let now = time::OffsetDateTime::now_utc();
+    let text = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    (now.unix_timestamp(), text)
+}
+
+async fn read<T: Send + 'static>(
+    state: &Arc<AppState>,
+    mut body: impl FnMut(&dyn crate::store::ReadTxn) -> crate::store::StoreResult<T> + Send + 'static,
+) -> AppResult<T> {
+    let backend = Arc::clone(&state.backend);
+    tokio::task::spawn_blocking(move || {
+        let mut out = None;
+        backend.read(&mut |txn| {
+            out = Some(body(txn)?);
+            Ok(())
+        })?;
+        Ok::<_, crate::store::StoreError>(out.expect("read ran"))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::from)
+}
+
+fn page_limit(limit: Option<usize>) -> AppResult<usize> {
+    match limit.unwrap_or(PAGE_DEFAULT) {
+        0 => Err(ApiError::invalid("limit", format!("must be 1 to {PAGE_MAX}"))),
+        n if n > PAGE_MAX => Err(ApiError::invalid("limit", format!("must be 1 to {PAGE_MAX}"))),
+        n => Ok(n),
+    }
+}
+
+fn admin(principal: &crate::auth::Principal) -> AppResult<()> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("this endpoint needs an admin key".into()))
+    }
+}
+
+/// Page parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    pub cursor: Option<String>,
+    /// 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+/// A page of blocklist entries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BlocklistPage {
+    pub items: Vec<BlockEntry>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/blocklist", security(("bearer" = [])), params(PageParams),
+    responses((status = 200, body = BlocklistPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn list_blocklist(
+    State(state): Shared,
+    Auth(principal): Auth,
+    params: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<BlocklistPage>> {
+    admin(&principal)?;
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = page_limit(params.limit)?;
+    let cursor = params.cursor;
+    let mut items = read(&state, move |txn| {
+        blocklist::list(txn, cursor.as_deref(), limit + 1)
+    })
+    .await?;
+    let next_cursor = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        items.last().map(|e| e.domain.clone()).unwrap_or_default()
+    });
+    Ok(Json(BlocklistPage { items, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/api/v1/blocklist/{domain}", security(("bearer" = [])), params(("domain" = String, Path)),
+    responses((status = 200, body = BlockEntry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn get_block(
+    State(state): Shared,
+    Auth(principal): Auth,
+    Path(domain): Path<String>,
+) -> AppResult<Json<BlockEntry>> {
+    admin(&principal)?;
+    let domain = blocklist::normalise(&domain)?;
+    read(&state, move |txn| blocklist::get(txn, &domain))
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// A blocklist entry request; the body may be empty.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutBlock {
+    /// Why the domain is blocked (shown to admins only).
+    pub reason: Option<String>,
+}
+
+/// A blocklist entry and what adding it did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BlockOut {
+    #[serde(flatten)]
+    pub entry: BlockEntry,
+    /// Existing links to the domain or its subdomains flagged now.
+    pub links_flagged: u64,
+}
+
+#[utoipa::path(put, path = "/api/v1/blocklist/{domain}", security(("bearer" = [])), params(("domain" = String, Path)),
+    request_body(content = Option<PutBlock>, description = "optional"),
+    responses((status = 201, body = BlockOut), (status = 200, description = "the entry existed and was replaced", body = BlockOut),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub(crate) async fn put_block(
+    State(state): Shared,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Auth(principal): Auth,
+    Path(domain): Path<String>,
+    body: Bytes,
+) -> AppResult<Response> {
+    admin(&principal)?;
+    state.limit_write(&principal, client.ip())?;
+    let domain = blocklist::normalise(&domain)?;
+    let body: PutBlock = if body.iter().all(u8::is_ascii_whitespace) {
+        PutBlock::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", e.to_string()))?
+    };
+    if let Some(reason) = &body.reason
+        && (reason.chars().count() > 500 || reason.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "reason",
+            "a reason is at most 500 printable characters",
+        ));
+    }
+    let (_, created_at) = now();
+    let entry = BlockEntry {
+        domain: domain.clone(),
+        reason: body.reason,
+        created_at,
+        created_by: principal.key_id.clone(),
+    };
+    let stored = entry.clone();
+    let new = state
+        .committer
+        .write(move |txn| blocklist::put(txn, &stored))
+        .await?;
+    let links_flagged = sweep_domain(&state, &domain, true).await?;
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(BlockOut { entry, links_flagged })).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/blocklist/{domain}", security(("bearer" = [])), params(("domain" = String, Path)),
+    responses((status = 204, description = "removed; the flags it set are lifted"), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub(crate) async fn delete_block(
+    State(state): Shared,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Auth(principal): Auth,
+    Path(domain): Path<String>,
+) -> AppResult<StatusCode> {
+    admin(&principal)?;
+    state.limit_write(&principal, client.ip())?;
+    let domain = blocklist::normalise(&domain)?;
+    let target = domain.clone();
+    let existed = state
+        .committer
+        .write(move |txn| blocklist::remove(txn, &target))
+        .await?;
+    if !existed {
+        return Err(ApiError::NotFound);
+    }
+    sweep_domain(&state, &domain, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An abuse report.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewReport {
+    pub category: Category,
+    /// What is wrong with the link, up to 2000 characters.
+    pub comment: Option<String>,
+}
+
+/// The receipt of a report.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReportReceipt {
+    pub id: String,
+    /// Always `open`.
+    pub state: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/links/{code}/report", params(("code" = String, Path)), request_body = NewReport,
+    responses((status = 202, body = ReportReceipt), (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem), (status = 503, body = Problem)))]
+pub(crate) async fn report_link(
+    State(state): Shared,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(code): Path<String>,
+    ApiJson(body): ApiJson<NewReport>,
+) -> AppResult<(StatusCode, Json<ReportReceipt>)> {
+    state.limit_unauthenticated(Unauthenticated::Report, client.ip())?;
+    if !shortline_store::is_valid_code(code.as_bytes()) {
+        return Err(ApiError::NotFound);
+    }
+    let comment = body.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    if let Some(c) = &comment
+        && (c.chars().count() > COMMENT_CHARS_MAX
+            || c.chars().any(|ch| ch.is_control() && ch != '\n'))
+    {
+        return Err(ApiError::invalid(
+            "comment",
+            format!("a comment is at most {COMMENT_CHARS_MAX} characters, without control characters"),
+        ));
+    }
+    let (now_unix, created_at) = now();
+    let report = Report {
+        id: reports::new_id((now_unix as u64).saturating_mul(1000) + u64::from(time::OffsetDateTime::now_utc().millisecond())),
+        code,
+        category: body.category,
+        comment,
+        created_at,
+        state: "open".into(),
+        action: None,
+        resolved_at: None,
+        resolved_by: None,
+    };
+    let id = report.id.clone();
+    let open_max = state.config.reports_open_max;
+    state
+        .committer
+        .write(move |txn| reports::file(txn, &report, open_max))
+        .await??;
+    metrics::counter!("control_reports_total").increment(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReportReceipt {
+            id,
+            state: "open".into(),
+        }),
+    ))
+}
+
+/// Which reports to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    /// `open` (default) or `all`.
+    pub state: Option<String>,
+    pub cursor: Option<String>,
+    /// 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+/// A page of reports, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReportPage {
+    pub items: Vec<Report>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/reports", security(("bearer" = [])), params(ReportParams),
+    responses((status = 200, body = ReportPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn list_reports(
+    State(state): Shared,
+    Auth(principal): Auth,
+    params: Result<Query<ReportParams>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<ReportPage>> {
+    admin(&principal)?;
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let filter = match params.state.as_deref() {
+        None | Some("open") => Filter::Open,
+        Some("all") => Filter::All,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "state",
+                format!("{other:?} is not one of open, all"),
+            ));
+        }
+    };
+    let limit = page_limit(params.limit)?;
+    let cursor = params.cursor;
+    let (items, next_cursor) =
+        read(&state, move |txn| reports::list(txn, filter, cursor.as_deref(), limit)).await?;
+    Ok(Json(ReportPage { items, next_cursor }))
+}
+
+/// How to resolve a report.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    pub action: Action,
+}
+
+/// A resolved report.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ResolvedOut {
+    pub report: Report,
+    /// Open reports of the same link resolved with it, this one included.
+    pub reports_resolved: u64,
+}
+
+#[utoipa::path(post, path = "/api/v1/reports/{id}/resolve", security(("bearer" = [])), params(("id" = String, Path)), request_body = Resolve,
+    responses((status = 200, body = ResolvedOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub(crate) async fn resolve_report(
+    State(state): Shared,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Resolve>,
+) -> AppResult<Json<ResolvedOut>> {
+    admin(&principal)?;
+    state.limit_write(&principal, client.ip())?;
+    let (now_unix, now_text) = now();
+    let by = principal.key_id.clone();
+    let resolved = state
+        .committer
+        .write(move |txn| reports::resolve(txn, &id, body.action, &by, now_unix, &now_text))
+        .await??;
+    Ok(Json(ResolvedOut {
+        report: resolved.report,
+        reports_resolved: resolved.reports,
+    }))
+}
