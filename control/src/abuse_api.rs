@@ -70,8 +70,14 @@ async fn read<T: Send + 'static>(
 
 fn page_limit(limit: Option<usize>) -> AppResult<usize> {
     match limit.unwrap_or(PAGE_DEFAULT) {
-        0 => Err(ApiError::invalid("limit", format!("must be 1 to {PAGE_MAX}"))),
-        n if n > PAGE_MAX => Err(ApiError::invalid("limit", format!("must be 1 to {PAGE_MAX}"))),
+        0 => Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {PAGE_MAX}"),
+        )),
+        n if n > PAGE_MAX => Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {PAGE_MAX}"),
+        )),
         n => Ok(n),
     }
 }
@@ -80,7 +86,9 @@ fn admin(principal: &crate::auth::Principal) -> AppResult<()> {
     if principal.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::Forbidden("this endpoint needs an admin key".into()))
+        Err(ApiError::Forbidden(
+            "this endpoint needs an admin key".into(),
+        ))
     }
 }
 
@@ -194,8 +202,19 @@ pub(crate) async fn put_block(
         .write(move |txn| blocklist::put(txn, &stored))
         .await?;
     let links_flagged = sweep_domain(&state, &domain, true).await?;
-    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(BlockOut { entry, links_flagged })).into_response())
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(BlockOut {
+            entry,
+            links_flagged,
+        }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/blocklist/{domain}", security(("bearer" = [])), params(("domain" = String, Path)),
@@ -252,19 +271,27 @@ pub(crate) async fn report_link(
     if !shortline_store::is_valid_code(code.as_bytes()) {
         return Err(ApiError::NotFound);
     }
-    let comment = body.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    let comment = body
+        .comment
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
     if let Some(c) = &comment
         && (c.chars().count() > COMMENT_CHARS_MAX
             || c.chars().any(|ch| ch.is_control() && ch != '\n'))
     {
         return Err(ApiError::invalid(
             "comment",
-            format!("a comment is at most {COMMENT_CHARS_MAX} characters, without control characters"),
+            format!(
+                "a comment is at most {COMMENT_CHARS_MAX} characters, without control characters"
+            ),
         ));
     }
     let (now_unix, created_at) = now();
     let report = Report {
-        id: reports::new_id((now_unix as u64).saturating_mul(1000) + u64::from(time::OffsetDateTime::now_utc().millisecond())),
+        id: reports::new_id(
+            (now_unix as u64).saturating_mul(1000)
+                + u64::from(time::OffsetDateTime::now_utc().millisecond()),
+        ),
         code,
         category: body.category,
         comment,
@@ -329,8 +356,10 @@ pub(crate) async fn list_reports(
     };
     let limit = page_limit(params.limit)?;
     let cursor = params.cursor;
-    let (items, next_cursor) =
-        read(&state, move |txn| reports::list(txn, filter, cursor.as_deref(), limit)).await?;
+    let (items, next_cursor) = read(&state, move |txn| {
+        reports::list(txn, filter, cursor.as_deref(), limit)
+    })
+    .await?;
     Ok(Json(ReportPage { items, next_cursor }))
 }
 

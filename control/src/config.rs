@@ -379,18 +379,32 @@ impl Config {
         range("stream_batch_max", self.stream_batch_max as u64, 1, 100_000)?;
         range("sweep_interval_ms", self.sweep_interval_ms, 100, 86_400_000)?;
         for (key, value) in [
-            ("rate_limit_admin_per_second", self.rate_limit_admin_per_second),
-            ("rate_limit_user_per_second", self.rate_limit_user_per_second),
+            (
+                "rate_limit_admin_per_second",
+                self.rate_limit_admin_per_second,
+            ),
+            (
+                "rate_limit_user_per_second",
+                self.rate_limit_user_per_second,
+            ),
             (
                 "rate_limit_anonymous_per_minute",
                 self.rate_limit_anonymous_per_minute,
             ),
-            ("rate_limit_report_per_minute", self.rate_limit_report_per_minute),
+            (
+                "rate_limit_report_per_minute",
+                self.rate_limit_report_per_minute,
+            ),
         ] {
             range(key, u64::from(value), 1, 10_000_000)?;
         }
         range("reports_open_max", self.reports_open_max, 1, 1 << 32)?;
-        range("threat_list_poll_ms", self.threat_list_poll_ms, 100, 3_600_000)?;
+        range(
+            "threat_list_poll_ms",
+            self.threat_list_poll_ms,
+            100,
+            3_600_000,
+        )?;
         range(
             "rate_limit_ip_per_second",
             u64::from(self.rate_limit_ip_per_second),

@@ -92,7 +92,10 @@ pub enum Unauthenticated {
     Report,
 }
 
-fn too_many(not_until: governor::NotUntil<governor::clock::QuantaInstant>, kind: &'static str) -> ApiError {
+fn too_many(
+    not_until: governor::NotUntil<governor::clock::QuantaInstant>,
+    kind: &'static str,
+) -> ApiError {
     let wait = not_until.wait_time_from(governor::clock::Clock::now(
         &governor::clock::QuantaClock::default(),
     ));

@@ -45,7 +45,9 @@ pub fn homograph(ascii_host: &str) -> Option<String> {
     use unicode_security::{MixedScript, skeleton};
     let (unicode, result) = idna::domain_to_unicode(ascii_host);
     if result.is_err() {
-        return Some(format!("host {ascii_host:?} is not a valid internationalised name"));
+        return Some(format!(
+            "host {ascii_host:?} is not a valid internationalised name"
+        ));
     }
     for label in unicode.split('.').filter(|l| !l.is_ascii()) {
         if !label.is_single_script() {
@@ -110,6 +112,16 @@ impl Validator {
         if let Some(c) = raw.chars().find(|c| c.is_control()) {
             return refuse(format!(
                 "url contains the control character U+{:04X}",
+                c as u32
+            ));
+        }
+        // Bidirectional overrides disguise what a URL shows (`gnp.exe`).
+        if let Some(c) = raw
+            .chars()
+            .find(|c| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        {
+            return refuse(format!(
+                "url contains the bidirectional control character U+{:04X}",
                 c as u32
             ));
         }
@@ -206,7 +218,11 @@ mod tests {
             "http://xn--bcher-kva.example/a?b=c#d"
         );
         // Real internationalised names in one script are fine.
-        for ok in ["https://пример.рф/", "https://例え.jp/", "https://café.example/"] {
+        for ok in [
+            "https://пример.рф/",
+            "https://例え.jp/",
+            "https://café.example/",
+        ] {
             assert!(v.target(ok).is_ok(), "{ok}");
         }
         assert_eq!(

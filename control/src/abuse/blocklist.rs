@@ -67,7 +67,9 @@ pub fn normalise(domain: &str) -> Result<String, ApiError> {
 
 /// Adds or replaces an entry. Returns whether it is new.
 pub fn put(txn: &mut dyn Txn, entry: &BlockEntry) -> StoreResult<bool> {
-    let existed = txn.get(Space::Blocklist, entry.domain.as_bytes())?.is_some();
+    let existed = txn
+        .get(Space::Blocklist, entry.domain.as_bytes())?
+        .is_some();
     txn.set(Space::Blocklist, entry.domain.as_bytes(), &entry.encode())?;
     Ok(!existed)
 }
@@ -147,7 +149,11 @@ pub fn unflag_page(
         if links::unflag(txn, &code, &reason, now)? {
             changed += 1;
             let host = links::get_in(txn, &code)?.and_then(|l| links::host_of(&l.url));
-            if let Some(other) = host.map(|h| links::blocked_by(txn, &h)).transpose()?.flatten() {
+            if let Some(other) = host
+                .map(|h| links::blocked_by(txn, &h))
+                .transpose()?
+                .flatten()
+            {
                 links::flag(txn, &code, &flag_reason(&other), now)?;
                 changed -= 1;
             }
@@ -163,8 +169,18 @@ mod tests {
     #[test]
     fn domains_are_normalised_or_refused() {
         assert_eq!(normalise("Evil.Example.").unwrap(), "evil.example");
-        assert_eq!(normalise("bücher.example").unwrap(), "xn--bcher-kva.example");
-        for bad in ["", "https://evil.example", "evil.example/x", "a..b", "evil.example:80", " "] {
+        assert_eq!(
+            normalise("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        for bad in [
+            "",
+            "https://evil.example",
+            "evil.example/x",
+            "a..b",
+            "evil.example:80",
+            " ",
+        ] {
             assert!(normalise(bad).is_err(), "{bad:?}");
         }
     }

@@ -77,16 +77,14 @@ fn escape(bytes: &[u8]) -> String {
 /// octal with a leading 0, hexadecimal with 0x.
 fn ipv4_part(part: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(part).ok()?;
-    let (digits, radix) = if let Some(hex) = text
-        .strip_prefix("0x")
-        .or_else(|| text.strip_prefix("0X"))
-    {
-        (hex, 16)
-    } else if text.len() > 1 && text.starts_with('0') {
-        (&text[1..], 8)
-    } else {
-        (text, 10)
-    };
+    let (digits, radix) =
+        if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            (hex, 16)
+        } else if text.len() > 1 && text.starts_with('0') {
+            (&text[1..], 8)
+        } else {
+            (text, 10)
+        };
     if digits.is_empty() {
         return (radix == 16).then_some(0);
     }
@@ -102,10 +100,7 @@ fn ipv4(host: &[u8]) -> Option<[u8; 4]> {
     if parts.is_empty() || parts.len() > 4 {
         return None;
     }
-    let values: Vec<u64> = parts
-        .iter()
-        .map(|p| ipv4_part(p))
-        .collect::<Option<_>>()?;
+    let values: Vec<u64> = parts.iter().map(|p| ipv4_part(p)).collect::<Option<_>>()?;
     let (last, leading) = values.split_last()?;
     if leading.iter().any(|&v| v > 255) {
         return None;
@@ -253,7 +248,9 @@ pub fn expressions(url: &str) -> Vec<String> {
     paths.push(path.to_owned());
     let mut prefix = String::from("/");
     let directories: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let directories = &directories[..directories.len().saturating_sub(usize::from(!path.ends_with('/')))];
+    let directories = &directories[..directories
+        .len()
+        .saturating_sub(usize::from(!path.ends_with('/')))];
     for i in 0..=directories.len().min(3) {
         if i > 0 {
             prefix.push_str(directories[i - 1]);
@@ -284,7 +281,10 @@ mod tests {
             ("http://host/%25%32%35%25%32%35", "http://host/%25%25"),
             ("http://host/%2525252525252525", "http://host/%25"),
             ("http://host/asdf%25%32%35asd", "http://host/asdf%25asd"),
-            ("http://host/%%%25%32%35asd%%", "http://host/%25%25%25asd%25%25"),
+            (
+                "http://host/%%%25%32%35asd%%",
+                "http://host/%25%25%25asd%25%25",
+            ),
             ("http://www.google.com/", "http://www.google.com/"),
             (
                 "http://%31%36%38%2e%31%38%38%2e%39%39%2e%32%36/%2E%73%65%63%75%72%65/%77%77%77%2E%65%62%61%79%2E%63%6F%6D/",
@@ -305,7 +305,10 @@ mod tests {
             ("http://www.evil.com/blah#frag", "http://www.evil.com/blah"),
             ("http://www.GOOgle.com/", "http://www.google.com/"),
             ("http://www.google.com.../", "http://www.google.com/"),
-            ("http://www.google.com/foo\tbar\rbaz\n2", "http://www.google.com/foobarbaz2"),
+            (
+                "http://www.google.com/foo\tbar\rbaz\n2",
+                "http://www.google.com/foobarbaz2",
+            ),
             ("http://www.google.com/q?", "http://www.google.com/q?"),
             ("http://www.google.com/q?r?", "http://www.google.com/q?r?"),
             ("http://www.google.com/q?r?s", "http://www.google.com/q?r?s"),
@@ -325,7 +328,10 @@ mod tests {
                 "http://host.com//twoslashes?more//slashes",
                 "http://host.com/twoslashes?more//slashes",
             ),
-            ("http://user:pw@Host.com:80/a/./b/../c", "http://host.com/a/c"),
+            (
+                "http://user:pw@Host.com:80/a/./b/../c",
+                "http://host.com/a/c",
+            ),
             ("http://0x7f.1/", "http://127.0.0.1/"),
             ("http://017700000001/", "http://127.0.0.1/"),
         ];

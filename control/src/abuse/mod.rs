@@ -55,7 +55,11 @@ pub fn index_hosts_once(backend: &dyn crate::store::Backend) -> StoreResult<()> 
 
 /// Runs an entry's sweep to the end: flags (or, after removal, unflags)
 /// every link under `domain`. Returns the links changed.
-pub async fn sweep_domain(state: &Arc<AppState>, domain: &str, block: bool) -> Result<u64, ApiError> {
+pub async fn sweep_domain(
+    state: &Arc<AppState>,
+    domain: &str,
+    block: bool,
+) -> Result<u64, ApiError> {
     let mut after: Option<Vec<u8>> = None;
     let mut changed = 0;
     loop {
@@ -156,8 +160,14 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiErr
         }
     }
     metrics::counter!("control_threat_list_links_total", "change" => "flagged").increment(flagged);
-    metrics::counter!("control_threat_list_links_total", "change" => "unflagged").increment(unflagged);
-    tracing::info!(flagged, unflagged, prefixes = list.len(), "stored links re-checked against the threat list");
+    metrics::counter!("control_threat_list_links_total", "change" => "unflagged")
+        .increment(unflagged);
+    tracing::info!(
+        flagged,
+        unflagged,
+        prefixes = list.len(),
+        "stored links re-checked against the threat list"
+    );
     Ok((flagged, unflagged))
 }
 

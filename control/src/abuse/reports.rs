@@ -72,7 +72,11 @@ pub fn new_id(now_ms: u64) -> String {
 }
 
 /// Files a report on an existing link, unless the queue is full.
-pub fn file(txn: &mut dyn Txn, report: &Report, open_max: u64) -> StoreResult<Result<(), ApiError>> {
+pub fn file(
+    txn: &mut dyn Txn,
+    report: &Report,
+    open_max: u64,
+) -> StoreResult<Result<(), ApiError>> {
     if txn.get(Space::Links, report.code.as_bytes())?.is_none() {
         return Ok(Err(ApiError::NotFound));
     }
@@ -198,7 +202,12 @@ pub fn resolve(
         Action::Dismiss => {}
     }
     let prefix = open_key(&code, "");
-    let open = txn.range(Space::ReportsOpen, &prefix, &prefix_end(&prefix), usize::MAX)?;
+    let open = txn.range(
+        Space::ReportsOpen,
+        &prefix,
+        &prefix_end(&prefix),
+        usize::MAX,
+    )?;
     let mut resolved = 0u64;
     let mut this = None;
     for (key, _) in open {

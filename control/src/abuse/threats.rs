@@ -83,7 +83,7 @@ impl ThreatList {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len() / 2)
@@ -136,7 +136,8 @@ pub fn load_configured(config: &Config) -> Result<Shared> {
             stamp: Mutex::new(None),
         }));
     };
-    let before = stamp(path).with_context(|| format!("bad configuration: threat_list {}", path.display()))?;
+    let before = stamp(path)
+        .with_context(|| format!("bad configuration: threat_list {}", path.display()))?;
     let list = read(path).context("bad configuration: threat_list")?;
     metrics::gauge!("control_threat_list_prefixes").set(list.len() as f64);
     tracing::info!(path = %path.display(), prefixes = list.len(), "threat list loaded");
@@ -188,7 +189,10 @@ impl Threats {
                 true
             }
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "threat list rejected; keeping the loaded one");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "threat list rejected; keeping the loaded one"
+                );
                 metrics::counter!("control_threat_list_reloads_total", "outcome" => "rejected")
                     .increment(1);
                 false
@@ -232,14 +236,25 @@ mod tests {
         ] {
             assert!(list.matching(url).is_some(), "{url}");
         }
-        for url in ["https://bad.example/", "https://bad.example/logout/", "https://good.example/login/"] {
+        for url in [
+            "https://bad.example/",
+            "https://bad.example/logout/",
+            "https://good.example/login/",
+        ] {
             assert!(list.matching(url).is_none(), "{url}");
         }
     }
 
     #[test]
     fn bad_lines_are_named() {
-        for (text, line) in [("abcdef01\nzz11aa22\n", "line 2"), ("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00\n", "line 1"), ("abc\n", "line 1")] {
+        for (text, line) in [
+            ("abcdef01\nzz11aa22\n", "line 2"),
+            (
+                "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00\n",
+                "line 1",
+            ),
+            ("abc\n", "line 1"),
+        ] {
             let error = format!("{:#}", ThreatList::parse(text).unwrap_err());
             assert!(error.contains(line), "{error}");
         }

@@ -1,9 +1,11 @@
 //! Integration tests: the real `shortline-control` binary on an ephemeral
 //! loopback port, driven over HTTP.
 
+mod abuse;
 mod api;
 mod auth;
 mod durability;
+mod matrix;
 mod startup;
 mod stats;
 mod stream;
@@ -168,6 +170,8 @@ impl Control {
             ("POST", None) => with_auth(self.agent.post(&url)).send_empty(),
             ("PATCH", Some(b)) => with_auth(self.agent.patch(&url)).send_json(b),
             ("PUT", Some(b)) => with_auth(self.agent.put(&url)).send_json(b),
+            ("PUT", None) => with_auth(self.agent.put(&url)).send_empty(),
+            ("PATCH", None) => with_auth(self.agent.patch(&url)).send_empty(),
             other => panic!("unsupported request {other:?}"),
         })
     }

@@ -31,6 +31,21 @@ fn bad_targets_are_refused() {
         ("", "required"),
         ("https://exa mple.com", "whitespace"),
         ("http://[::1", "parse"),
+        // Percent-escapes in the host are undone before the blocklist looks.
+        ("https://%65vil.example/", "blocked"),
+        ("https://EVIL.example./", "blocked"),
+        // IDN homographs: Cyrillic letters posing as Latin ones.
+        ("https://\u{430}pple.com/", "homograph"),
+        (
+            "https://\u{430}\u{440}\u{440}\u{4cf}\u{435}.com/",
+            "homograph",
+        ),
+        ("https://xn--80ak6aa92e.com/", "homograph"),
+        ("https://www.p\u{430}ypal.com/signin", "homograph"),
+        ("mailto:victim@example.com", "scheme"),
+        ("file:///etc/passwd", "scheme"),
+        ("https://example.com/\u{85}", "control"),
+        ("https://example.com/\u{202e}gnp.exe", "control"),
     ];
     for (url, reason) in cases {
         let answer = control.post("/api/v1/links", json!({ "url": url }));

@@ -83,6 +83,29 @@ fn unknown_gone_flagged_and_preview() {
         "the warning page does not link the target"
     );
 
+    // Blocking a domain flags the links already pointing at it, and the
+    // proxy answers them with the warning page; other links keep redirecting.
+    let blocked = sys.create_visible(link("https://cdn.malware.example/payload"));
+    let spared = sys.create_visible(link("https://notmalware.example/"));
+    let (status, answer) = sys.control.request(
+        "PUT",
+        "/api/v1/blocklist/malware.example",
+        Some(json!({"reason": "drive-by downloads"})),
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["links_flagged"], 1);
+    crate::eventually(10, "the blocked link to show the warning", || {
+        let page = sys.proxy.get(&format!("/{blocked}"));
+        page.status == 200 && page.body.contains("flagged") && page.header("location").is_none()
+    });
+    assert!(
+        !sys.proxy
+            .get(&format!("/{blocked}"))
+            .body
+            .contains("malware.example")
+    );
+    assert_eq!(sys.proxy.get(&format!("/{spared}")).status, 302);
+
     let active = sys.create_visible(link("https://example.com/a?b=1&c=<x>"));
     let preview = sys.proxy.get(&format!("/{active}+"));
     assert_eq!(preview.status, 200);

@@ -123,6 +123,11 @@ impl Control {
                 .patch(&url)
                 .header("Authorization", &auth)
                 .send_json(&b),
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send_json(&b),
             other => panic!("unsupported {other:?}"),
         };
         let mut response = response.expect("control request");

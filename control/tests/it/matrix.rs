@@ -1,0 +1,169 @@
+//! The auth matrix over every operation of the OpenAPI document: no key,
+//! a bad key, a user key on admin routes, a user on another owner's link,
+//! the owner, and an admin. An operation missing from the table fails the
+//! test, so a new endpoint cannot ship without its access rule.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::{Control, start};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// No key needed.
+    Public,
+    /// Any key; acts on the caller's own links.
+    AnyKey,
+    /// Any key, but only the link's owner (or an admin) sees it: others get 404.
+    Owner,
+    /// Admin keys only: user keys get 403.
+    Admin,
+}
+
+const TABLE: &[(&str, &str, Rule)] = &[
+    ("post", "/api/v1/links", Rule::AnyKey),
+    ("get", "/api/v1/links", Rule::AnyKey),
+    ("post", "/api/v1/links/batch", Rule::AnyKey),
+    ("get", "/api/v1/links/{code}", Rule::Owner),
+    ("patch", "/api/v1/links/{code}", Rule::Owner),
+    ("delete", "/api/v1/links/{code}", Rule::Owner),
+    ("get", "/api/v1/links/{code}/stats", Rule::Owner),
+    ("post", "/api/v1/links/{code}/report", Rule::Public),
+    ("get", "/api/v1/stats/top", Rule::Admin),
+    ("post", "/api/v1/keys", Rule::Admin),
+    ("get", "/api/v1/keys", Rule::Admin),
+    ("delete", "/api/v1/keys/{id}", Rule::Admin),
+    ("get", "/api/v1/blocklist", Rule::Admin),
+    ("get", "/api/v1/blocklist/{domain}", Rule::Admin),
+    ("put", "/api/v1/blocklist/{domain}", Rule::Admin),
+    ("delete", "/api/v1/blocklist/{domain}", Rule::Admin),
+    ("get", "/api/v1/reports", Rule::Admin),
+    ("post", "/api/v1/reports/{id}/resolve", Rule::Admin),
+    ("get", "/healthz", Rule::Public),
+    ("get", "/readyz", Rule::Public),
+];
+
+fn body_for(method: &str, path: &str) -> Option<Value> {
+    match (method, path) {
+        ("post", "/api/v1/links") => Some(json!({"url": "https://matrix.example/"})),
+        ("post", "/api/v1/links/batch") => {
+            Some(json!({"links": [{"url": "https://matrix.example/b"}]}))
+        }
+        ("patch", _) => Some(json!({"title": "changed"})),
+        ("post", "/api/v1/keys") => Some(json!({"name": "k", "role": "user"})),
+        ("post", "/api/v1/links/{code}/report") => Some(json!({"category": "spam"})),
+        ("post", "/api/v1/reports/{id}/resolve") => Some(json!({"action": "dismiss"})),
+        ("put", _) => Some(json!({"reason": "matrix"})),
+        _ => None,
+    }
+}
+
+fn call(control: &Control, method: &str, template: &str, code: &str, token: Option<&str>) -> u16 {
+    let path = template
+        .replace("{code}", code)
+        .replace("{id}", "key_or_report_that_is_absent")
+        .replace("{domain}", "matrix.example");
+    let body = body_for(method, template);
+    control
+        .request(&method.to_uppercase(), &path, token, body.as_ref())
+        .status
+}
+
+#[test]
+fn every_operation_enforces_its_access_rule() {
+    let control = start();
+    let document = control.get("/api/v1/openapi.json").body;
+    let mut operations = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations.insert((method.clone(), path.clone()));
+        }
+    }
+    let table: BTreeSet<(String, String)> = TABLE
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(
+        operations, table,
+        "the table must list every documented operation"
+    );
+
+    let alice = control.new_key("alice", "user");
+    let bob = control.new_key("bob", "user");
+    let admin = control.token.clone();
+    for (method, template, rule) in TABLE {
+        let fresh = || {
+            let made = control.request(
+                "POST",
+                "/api/v1/links",
+                Some(&alice),
+                Some(&json!({"url": "https://alice.example/"})),
+            );
+            assert_eq!(made.status, 201);
+            made.body["code"].as_str().unwrap().to_owned()
+        };
+        let what = format!("{method} {template}");
+        let secured = document["paths"][template][method]
+            .get("security")
+            .is_some();
+        assert_eq!(
+            secured,
+            *rule != Rule::Public,
+            "{what}: security in the document"
+        );
+        if *rule == Rule::Public {
+            let status = call(&control, method, template, &fresh(), None);
+            assert!(status < 400, "{what} without a key: {status}");
+            continue;
+        }
+        let code = fresh();
+        assert_eq!(
+            call(&control, method, template, &code, None),
+            401,
+            "{what} without a key"
+        );
+        assert_eq!(
+            call(
+                &control,
+                method,
+                template,
+                &code,
+                Some("sl_this_key_does_not_exist_000")
+            ),
+            401,
+            "{what} with a bad key"
+        );
+        match rule {
+            Rule::Admin => {
+                assert_eq!(
+                    call(&control, method, template, &code, Some(&alice)),
+                    403,
+                    "{what} as a user"
+                );
+            }
+            Rule::Owner => {
+                assert_eq!(
+                    call(&control, method, template, &code, Some(&bob)),
+                    404,
+                    "{what} as another user"
+                );
+                let status = call(&control, method, template, &code, Some(&alice));
+                assert!(
+                    (200..300).contains(&status),
+                    "{what} as the owner: {status}"
+                );
+            }
+            Rule::AnyKey => {
+                let status = call(&control, method, template, &code, Some(&bob));
+                assert!((200..300).contains(&status), "{what} as a user: {status}");
+            }
+            Rule::Public => unreachable!(),
+        }
+        let status = call(&control, method, template, &fresh(), Some(&admin));
+        assert!(
+            (200..300).contains(&status) || status == 404,
+            "{what} as an admin: {status}"
+        );
+    }
+}
