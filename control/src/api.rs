@@ -947,16 +947,60 @@ async fn openapi() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }
 
-struct BearerAuth;
+struct DocFixes;
 
-impl utoipa::Modify for BearerAuth {
+impl utoipa::Modify for DocFixes {
+    /// Declares the bearer scheme, serves every problem document as
+    /// `application/problem+json`, and gives every operation a `default`
+    /// response: any status not listed (400 for a body that is not JSON, 401,
+    /// 413, 429, 503 when the store is unavailable) is a problem document.
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem = response.content.get("application/json").is_some_and(|c| {
+                        matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"))
+                    });
+                    if is_problem {
+                        response.content.shift_remove("application/json");
+                        response
+                            .content
+                            .insert("application/problem+json".to_owned(), problem());
+                    }
+                }
+                operation.responses.responses.insert(
+                    "default".to_owned(),
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description("an error, as an RFC 9457 problem document")
+                            .content("application/problem+json", problem())
+                            .build(),
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -975,7 +1019,7 @@ impl utoipa::Modify for BearerAuth {
         crate::abuse::blocklist::BlockEntry, crate::abuse_api::BlocklistPage, crate::abuse_api::PutBlock, crate::abuse_api::BlockOut,
         crate::abuse::reports::Report, crate::abuse::reports::Category, crate::abuse::reports::Action,
         crate::abuse_api::NewReport, crate::abuse_api::ReportReceipt, crate::abuse_api::ReportPage, crate::abuse_api::Resolve, crate::abuse_api::ResolvedOut)),
-    modifiers(&BearerAuth)
+    modifiers(&DocFixes)
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
