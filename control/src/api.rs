@@ -48,6 +48,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/keys", post(create_key).get(list_keys))
         .route("/api/v1/keys/{id}", delete(delete_key))
+        .route("/api/v1/backup", get(backup))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -928,6 +929,77 @@ async fn delete_key(
     }
 }
 
+/// Writes into a channel in chunks, from a blocking thread, for a streamed body.
+struct ChunkWriter {
+    buffer: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+}
+
+impl ChunkWriter {
+    const CHUNK: usize = 256 * 1024;
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= Self::CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/backup", security(("bearer" = [])),
+    responses((status = 200, description = "a consistent copy of the embedded store as newline-delimited JSON (docs/OPERATIONS.md); restore with `shortline-control restore`", content_type = "application/x-ndjson", body = String),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
+async fn backup(State(state): Shared, Auth(principal): Auth) -> AppResult<Response> {
+    require_admin(&principal)?;
+    if state.backend.shared() {
+        return Err(ApiError::Conflict {
+            field: "store_backend".into(),
+            reason: "this store is FoundationDB: back it up with fdbbackup".into(),
+        });
+    }
+    let key = std::fs::read(state.config.data_dir.join("permutation.key"))
+        .map_err(|e| ApiError::Internal(format!("cannot read permutation.key: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let backend = Arc::clone(&state.backend);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            buffer: Vec::with_capacity(ChunkWriter::CHUNK),
+            tx: tx.clone(),
+        };
+        let result = backend.read(&mut |txn| {
+            let records = crate::backup::export(txn, &key, &mut out)?;
+            tracing::info!(records, "backup streamed");
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "backup failed; the client gets a cut-off file");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is up")))]
 async fn healthz() -> &'static str {
     "ok\n"
@@ -1012,7 +1084,7 @@ impl utoipa::Modify for DocFixes {
         crate::stats_api::link_stats, crate::stats_api::top_links,
         crate::abuse_api::list_blocklist, crate::abuse_api::get_block, crate::abuse_api::put_block, crate::abuse_api::delete_block,
         crate::abuse_api::report_link, crate::abuse_api::list_reports, crate::abuse_api::resolve_report,
-        create_key, list_keys, delete_key, healthz, readyz),
+        create_key, list_keys, delete_key, backup, healthz, readyz),
     components(schemas(LinkOut, CreateLink, CreateBatch, BatchItem, BatchOut, PatchLink, LinkPage, CreateKey, KeyOut, Problem, Strategy, Role,
         crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
         crate::stats_api::TopLinks, crate::stats_api::TopLink,

@@ -16,6 +16,7 @@ pub mod abuse_api;
 pub mod analytics;
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod clicks;
 pub mod codes;
 pub mod committer;

@@ -28,6 +28,27 @@ enum Command {
     Serve(Common),
     /// Run the control plane and a proxy beside it: the whole system on one host.
     Up(Common),
+    /// Copy the running control plane's embedded store into a file (online:
+    /// one consistent read, writes go on).
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// Where to write the backup; written to a temporary name, synced,
+        /// then renamed, so a file at this path is always whole.
+        #[arg(long)]
+        out: PathBuf,
+        /// An admin API key (default: admin_token from the configuration).
+        #[arg(long, env = "SHORTLINE_BACKUP_TOKEN")]
+        token: Option<String>,
+    },
+    /// Restore a backup into an empty data_dir (control stopped).
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Print the threat list line that lists a URL exactly (the SHA-256 of
     /// its canonical host and path), ready to append to the file.
     ThreatHash {
@@ -90,6 +111,16 @@ fn main() -> ExitCode {
     let (common, with_proxy) = match &cli.command {
         Command::Serve(c) => (c, false),
         Command::Up(c) => (c, true),
+        Command::Backup { common, out, token } => {
+            return report(
+                common
+                    .load()
+                    .and_then(|c| backup(&c, out, token.as_deref())),
+            );
+        }
+        Command::Restore { common, from } => {
+            return report(common.load().and_then(|c| restore(&c, from)));
+        }
         Command::ThreatHash { url, all } => {
             let canonical = shortline_control::abuse::canonical::canonicalize(url);
             println!("# canonical: {canonical}");
@@ -115,6 +146,108 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn report(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Streams `GET /api/v1/backup` into `out`, checks it end to end, then
+/// renames it into place.
+fn backup(config: &Config, out: &std::path::Path, token: Option<&str>) -> Result<()> {
+    use std::io::Write;
+    let token = token
+        .or(config.admin_token.as_deref())
+        .context("give --token (or SHORTLINE_BACKUP_TOKEN): an admin API key")?;
+    let url = format!("http://{}/api/v1/backup", config.control_listen);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .with_context(|| format!("cannot reach the control plane at {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let detail = response.body_mut().read_to_string().unwrap_or_default();
+        anyhow::bail!("the control plane answered {status}: {detail}");
+    }
+    let partial = out.with_extension("partial");
+    let mut file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let bytes = std::io::copy(
+        &mut response.body_mut().with_config().limit(u64::MAX).reader(),
+        &mut file,
+    )
+    .context("the backup stream broke off")?;
+    file.flush()?;
+    file.sync_all()?;
+    let (header, records) = shortline_control::backup::verify(&mut std::io::BufReader::new(
+        std::fs::File::open(&partial)?,
+    ))
+    .context("the downloaded backup does not check out")?;
+    std::fs::rename(&partial, out)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    println!(
+        "backup {}: {records} records, {bytes} bytes, through change {}",
+        out.display(),
+        header.seq
+    );
+    Ok(())
+}
+
+/// Restores a backup into the configured (empty) embedded store.
+fn restore(config: &Config, from: &std::path::Path) -> Result<()> {
+    if config.store_backend != shortline_control::config::StoreBackend::Redb {
+        anyhow::bail!("restore writes the embedded store; restore FoundationDB with fdbrestore");
+    }
+    let open = || -> Result<std::io::BufReader<std::fs::File>> {
+        Ok(std::io::BufReader::new(
+            std::fs::File::open(from).with_context(|| format!("cannot open {}", from.display()))?,
+        ))
+    };
+    let (header, _) = shortline_control::backup::verify(&mut open()?)?;
+    let key = shortline_control::backup::permutation_key(&header)?;
+    shortline_control::server::prepare_data_dir(&config.data_dir)?;
+    let key_path = config.data_dir.join("permutation.key");
+    match std::fs::read(&key_path) {
+        Ok(existing) if existing != key => anyhow::bail!(
+            "{} holds another permutation secret; restore into an empty data_dir",
+            key_path.display()
+        ),
+        Ok(_) => {}
+        Err(_) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+                .with_context(|| format!("cannot write {}", key_path.display()))?;
+            std::io::Write::write_all(&mut file, &key)?;
+            file.sync_all()?;
+        }
+    }
+    let backend = shortline_control::server::open_backend(config)?;
+    let restored = shortline_control::backup::import(&*backend, &mut open()?)?;
+    println!(
+        "restored {} records from {} (taken {}); change sequence now {}",
+        restored.records,
+        from.display(),
+        header.created_at,
+        restored.seq
+    );
+    Ok(())
 }
 
 fn run(config: Config, with_proxy: bool) -> Result<()> {

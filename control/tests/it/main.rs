@@ -4,6 +4,7 @@
 mod abuse;
 mod api;
 mod auth;
+mod backup;
 mod durability;
 mod matrix;
 mod startup;

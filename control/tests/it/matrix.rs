@@ -40,6 +40,7 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("delete", "/api/v1/blocklist/{domain}", Rule::Admin),
     ("get", "/api/v1/reports", Rule::Admin),
     ("post", "/api/v1/reports/{id}/resolve", Rule::Admin),
+    ("get", "/api/v1/backup", Rule::Admin),
     ("get", "/healthz", Rule::Public),
     ("get", "/readyz", Rule::Public),
 ];
