@@ -127,6 +127,8 @@ pub struct Restored {
 
 /// Pairs restored together.
 type Page = [(Space, Vec<u8>, Vec<u8>)];
+/// What a restore does with each page.
+type PageSink<'a> = &'a mut dyn FnMut(&Page) -> Result<()>;
 
 fn space_named(name: &str) -> Option<Space> {
     Space::ALL.into_iter().find(|s| s.name() == name)
@@ -136,7 +138,7 @@ fn space_named(name: &str) -> Option<Space> {
 /// to `page` (nothing when `page` is `None`: a dry run).
 fn read_all(
     reader: &mut dyn BufRead,
-    mut page: Option<&mut dyn FnMut(&Page) -> Result<()>>,
+    mut page: Option<PageSink<'_>>,
 ) -> Result<(Header, u64)> {
     let mut lines = reader.lines();
     let first = lines
