@@ -1,6 +1,6 @@
 //! Abuse reports and the moderation queue. Anyone may report a link; the
 //! report is kept without the reporter's address. An admin resolves a
-//! report by flagging the link (warning page), disabling it (404), or
+//! report by flagging the link (warning page), disabling it (410), or
 //! dismissing the report; every other open report of the same link is
 //! resolved with it.
 
@@ -30,7 +30,7 @@ pub enum Category {
 pub enum Action {
     /// The link answers with the warning page.
     Flag,
-    /// The link answers 404.
+    /// The link answers 410.
     Disable,
     /// The link is left alone.
     Dismiss,
