@@ -136,10 +136,7 @@ fn space_named(name: &str) -> Option<Space> {
 
 /// Reads a whole backup, checking every line, and hands each page of pairs
 /// to `page` (nothing when `page` is `None`: a dry run).
-fn read_all(
-    reader: &mut dyn BufRead,
-    mut page: Option<PageSink<'_>>,
-) -> Result<(Header, u64)> {
+fn read_all(reader: &mut dyn BufRead, mut page: Option<PageSink<'_>>) -> Result<(Header, u64)> {
     let mut lines = reader.lines();
     let first = lines
         .next()
