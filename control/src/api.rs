@@ -767,7 +767,10 @@ async fn patch_link(
     let who = principal.clone();
     let link = state
         .committer
-        .write(move |txn| links::patch(txn, &code, &who, &patch, now))
+        .write({
+            let threats = state.threats.current();
+            move |txn| links::patch(txn, &code, &who, &patch, now, &threats)
+        })
         .await??;
     let (link, clicks) = read_link(&state, link.code, &principal).await?;
     Ok(Json(LinkOut::new(&state, link, clicks)))

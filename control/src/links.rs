@@ -4,6 +4,7 @@
 
 use shortline_store::{LinkStatus, RedirectStatus};
 
+use crate::abuse::threats::ThreatList;
 use crate::auth::Principal;
 use crate::codes::{self, Permutation, Strategy};
 use crate::error::ApiError;
@@ -271,13 +272,15 @@ fn blocklist_refusal(txn: &mut dyn Txn, url: &str) -> StoreResult<Option<ApiErro
         .map(|domain| ApiError::invalid("url", format!("domain {domain} is blocked"))))
 }
 
-/// Flags a link that is active or disabled, saying why. Returns whether it
-/// changed; a link flagged already keeps its first reason.
+/// Flags an active link, saying why. Returns whether it changed; a link
+/// flagged already keeps its first reason, and a disabled, expired or
+/// exhausted one (which the proxy does not redirect) is left alone: it can
+/// only become active again through [`patch`], which checks its target.
 pub fn flag(txn: &mut dyn Txn, code: &str, reason: &str, now: i64) -> StoreResult<bool> {
     let Some(old) = get_in(txn, code)? else {
         return Ok(false);
     };
-    if !matches!(old.status, LinkStatus::Active | LinkStatus::Disabled) {
+    if old.status != LinkStatus::Active {
         return Ok(false);
     }
     let mut link = old.clone();
@@ -458,6 +461,7 @@ pub fn patch(
     principal: &Principal,
     patch: &Patch,
     now: i64,
+    threats: &ThreatList,
 ) -> StoreResult<Result<LinkDoc, ApiError>> {
     let old = match load_for(txn, code, principal)? {
         Ok(link) => link,
@@ -508,6 +512,23 @@ pub fn patch(
     }
     if let Some(title) = &patch.title {
         link.title.clone_from(title);
+    }
+    // Activating a link is creating one: its target must pass the blocklist
+    // and the threat list as they are now.
+    if link.status == LinkStatus::Active && old.status != LinkStatus::Active {
+        let host = host_of(&link.url).unwrap_or_default();
+        if let Some(domain) = blocked_by(txn, &host)? {
+            return Ok(Err(ApiError::invalid(
+                "status",
+                format!("the link's domain {domain} is blocked; it cannot be activated"),
+            )));
+        }
+        if threats.matching(&link.url).is_some() {
+            return Ok(Err(ApiError::invalid(
+                "status",
+                "the link's target is on the threat list; it cannot be activated",
+            )));
+        }
     }
     // A limit at or below the clicks already counted exhausts the link now.
     if let (LinkStatus::Active, Some(max)) = (link.status, link.max_clicks)

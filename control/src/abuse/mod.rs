@@ -123,8 +123,7 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiErr
                 let hit = list.matching(&link.url).is_some();
                 let threat_flagged = link.status == LinkStatus::Flagged
                     && link.flag_reason.as_deref() == Some(threats::FLAG_REASON);
-                (hit && matches!(link.status, LinkStatus::Active | LinkStatus::Disabled))
-                    || (!hit && threat_flagged)
+                (hit && link.status == LinkStatus::Active) || (!hit && threat_flagged)
             })
             .map(|link| link.code.clone())
             .collect();

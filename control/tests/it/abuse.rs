@@ -69,11 +69,21 @@ fn blocklist_refuses_and_flags_retroactively() {
     assert_eq!(put.status, 201, "{put:?}");
     assert_eq!(put.body["domain"], "evil.example");
     assert_eq!(put.body["reason"], "phishing kit");
-    assert_eq!(
-        put.body["links_flagged"], 4,
-        "apex, deep, disabled and alice's"
+    assert_eq!(put.body["links_flagged"], 3, "apex, deep and alice's");
+    // A disabled link is not redirected, so it stays as it is...
+    assert_eq!(link_status(&control, &disabled), ("disabled".into(), None));
+    // ...and cannot be activated while its domain is blocked.
+    assert_problem(
+        &control.request(
+            "PATCH",
+            &format!("/api/v1/links/{disabled}"),
+            Some(&control.token),
+            Some(&json!({"status": "active"})),
+        ),
+        422,
+        Some("status"),
     );
-    for code in [&apex, &deep, &disabled, &alices] {
+    for code in [&apex, &deep, &alices] {
         assert_eq!(
             link_status(&control, code),
             ("flagged".into(), Some("blocklist:evil.example".into())),
@@ -158,7 +168,7 @@ fn blocklist_refuses_and_flags_retroactively() {
     assert_eq!(removed.status, 204);
     assert_eq!(link_status(&control, &apex), ("active".into(), None));
     assert_eq!(link_status(&control, &alices), ("active".into(), None));
-    assert_eq!(link_status(&control, &disabled), ("active".into(), None));
+    assert_eq!(link_status(&control, &disabled), ("disabled".into(), None));
     assert_eq!(
         link_status(&control, &deep),
         ("flagged".into(), Some("blocklist:www.evil.example".into()))
@@ -243,6 +253,17 @@ fn threat_list_refuses_reloads_and_rechecks() {
     assert_eq!(
         link_status(&control, &later).1.as_deref(),
         Some("threat_list")
+    );
+    // Not even an admin can put it back while it matches.
+    assert_problem(
+        &control.request(
+            "PATCH",
+            &format!("/api/v1/links/{later}"),
+            Some(&control.token),
+            Some(&json!({"status": "active"})),
+        ),
+        422,
+        Some("status"),
     );
     assert_eq!(link_status(&control, &other).0, "active");
     assert_problem(
