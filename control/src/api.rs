@@ -231,7 +231,7 @@ pub struct LinkOut {
     pub tags: Vec<String>,
     pub title: Option<String>,
     pub clicks: u64,
-    /// Why the link is flagged: admin, report, blocklist:<domain> or threat_list.
+    /// Why the link is flagged: `admin`, `report`, `blocklist:<domain>` or `threat_list`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flag_reason: Option<String>,
 }
