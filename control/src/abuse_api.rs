@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::abuse::blocklist::{self, BlockEntry};
 use crate::abuse::reports::{self, Action, Category, Filter, Report};
 use crate::abuse::sweep_domain;
-use crate::api::{ApiJson, Auth};
+use crate::api::{ApiJson, Auth, require_admin};
 use crate::error::{ApiError, Problem};
 use crate::state::{AppState, Unauthenticated};
 
@@ -82,16 +82,6 @@ fn page_limit(limit: Option<usize>) -> AppResult<usize> {
     }
 }
 
-fn admin(principal: &crate::auth::Principal) -> AppResult<()> {
-    if principal.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "this endpoint needs an admin key".into(),
-        ))
-    }
-}
-
 /// Page parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +105,7 @@ pub(crate) async fn list_blocklist(
     Auth(principal): Auth,
     params: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
 ) -> AppResult<Json<BlocklistPage>> {
-    admin(&principal)?;
+    require_admin(&principal)?;
     let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let limit = page_limit(params.limit)?;
     let cursor = params.cursor;
@@ -137,7 +127,7 @@ pub(crate) async fn get_block(
     Auth(principal): Auth,
     Path(domain): Path<String>,
 ) -> AppResult<Json<BlockEntry>> {
-    admin(&principal)?;
+    require_admin(&principal)?;
     let domain = blocklist::normalise(&domain)?;
     read(&state, move |txn| blocklist::get(txn, &domain))
         .await?
@@ -173,7 +163,7 @@ pub(crate) async fn put_block(
     Path(domain): Path<String>,
     body: Bytes,
 ) -> AppResult<Response> {
-    admin(&principal)?;
+    require_admin(&principal)?;
     state.limit_write(&principal, client.ip())?;
     let domain = blocklist::normalise(&domain)?;
     let body: PutBlock = if body.iter().all(u8::is_ascii_whitespace) {
@@ -226,7 +216,7 @@ pub(crate) async fn delete_block(
     Auth(principal): Auth,
     Path(domain): Path<String>,
 ) -> AppResult<StatusCode> {
-    admin(&principal)?;
+    require_admin(&principal)?;
     state.limit_write(&principal, client.ip())?;
     let domain = blocklist::normalise(&domain)?;
     let target = domain.clone();
@@ -342,7 +332,7 @@ pub(crate) async fn list_reports(
     Auth(principal): Auth,
     params: Result<Query<ReportParams>, axum::extract::rejection::QueryRejection>,
 ) -> AppResult<Json<ReportPage>> {
-    admin(&principal)?;
+    require_admin(&principal)?;
     let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let filter = match params.state.as_deref() {
         None | Some("open") => Filter::Open,
@@ -388,7 +378,7 @@ pub(crate) async fn resolve_report(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Resolve>,
 ) -> AppResult<Json<ResolvedOut>> {
-    admin(&principal)?;
+    require_admin(&principal)?;
     state.limit_write(&principal, client.ip())?;
     let (now_unix, now_text) = now();
     let by = principal.key_id.clone();

@@ -184,7 +184,7 @@ impl FromRequestParts<Arc<AppState>> for MaybeAuth {
 /// The owner of links created without a key (`anonymous_create`).
 pub const ANONYMOUS_OWNER: &str = "anonymous";
 
-fn require_admin(principal: &Principal) -> AppResult<()> {
+pub(crate) fn require_admin(principal: &Principal) -> AppResult<()> {
     if principal.is_admin() {
         Ok(())
     } else {
