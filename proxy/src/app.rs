@@ -20,6 +20,7 @@ use shortline_store::{LinkStatus, LinkView, LiveTable, RedirectStatus, Resolutio
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::clicks::{ClickEvent, ClickRing};
+use crate::drain::Drain;
 use crate::guard::{EnumerationGuard, GuardSettings};
 use crate::metrics::{Metrics, Outcome};
 use crate::path::{self, Route};
@@ -68,6 +69,7 @@ pub struct RedirectApp {
     metrics: Arc<Metrics>,
     limits: Limits,
     guard: EnumerationGuard,
+    drain: Arc<Drain>,
 }
 
 /// What to send back, decided without I/O.
@@ -200,7 +202,7 @@ pub fn answer<'a>(
         Route::Code { code, query } => (code, query, false),
         Route::Preview { code } => (code, None, true),
         Route::Health => return plain(200, BODY_HEALTH, Outcome::Health),
-        Route::Root => return plain(404, BODY_NOT_FOUND, Outcome::NotFound),
+        Route::Root | Route::NotACode => return plain(404, BODY_NOT_FOUND, Outcome::NotFound),
         Route::Invalid => return plain(400, BODY_BAD_REQUEST, Outcome::BadRequest),
     };
     let Some(link) = view.get(code) else {
@@ -467,7 +469,16 @@ impl RedirectApp {
             metrics,
             limits,
             guard: EnumerationGuard::new(guard),
+            drain: Arc::default(),
         }
+    }
+
+    /// Counts this listener's open connections in `drain`, so a stop waits
+    /// for their answers (and clicks) and no longer.
+    #[must_use]
+    pub fn with_drain(mut self, drain: Arc<Drain>) -> Self {
+        self.drain = drain;
+        self
     }
 
     fn capture_click(
@@ -568,6 +579,7 @@ impl RedirectApp {
     /// Serves one connection: HTTP/1.1 keep-alive and pipelining, HTTP/1.0,
     /// bounded heads, per-request read deadlines and an idle timeout.
     async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let _open = self.drain.connection();
         let peer: Option<IpAddr> = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));

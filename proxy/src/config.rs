@@ -78,7 +78,7 @@ impl Default for ProxyConfig {
         Self {
             data_dir: PathBuf::from("data"),
             proxy_listen: ([0, 0, 0, 0], 8080).into(),
-            proxy_metrics_listen: ([127, 0, 0, 1], 9090).into(),
+            proxy_metrics_listen: ([127, 0, 0, 1], 8082).into(),
             control_listen: ([127, 0, 0, 1], 8081).into(),
             control_url: None,
             internal_token: None,

@@ -17,6 +17,7 @@
 pub mod app;
 pub mod clicks;
 pub mod config;
+pub mod drain;
 pub mod guard;
 pub mod metrics;
 pub mod path;

@@ -10,13 +10,14 @@ use async_trait::async_trait;
 use clap::Parser;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use shortline_proxy::app::{Limits, RedirectApp};
 use shortline_proxy::clicks::ClickRing;
 use shortline_proxy::config::ProxyConfig;
+use shortline_proxy::drain::{Drain, Exit, Signals};
 use shortline_proxy::metrics::Metrics;
 use shortline_proxy::shipper::Shipper;
 use shortline_proxy::snapshots;
@@ -73,10 +74,13 @@ impl ServeHttp for MetricsApp {
 }
 
 fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -104,11 +108,44 @@ fn server_conf(config: &ProxyConfig, cli: &Cli) -> Result<ServerConf> {
     Ok(conf)
 }
 
+/// Fails at once, naming the setting, when a listen address cannot be
+/// bound; Pingora would retry the bind for half a minute and then abort.
+fn check_listen(setting: &str, addr: std::net::SocketAddr) -> Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None).and_then(|socket| {
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1)
+    });
+    probe.with_context(|| {
+        format!(
+            "{setting} {addr} cannot be used (is another process listening there?); \
+             choose another address with {setting} in the config file or SHORTLINE_{}",
+            setting.to_ascii_uppercase()
+        )
+    })
+}
+
 fn run(cli: &Cli) -> Result<()> {
     let config = ProxyConfig::load(cli.config.as_deref())?;
     init_logging(&config.log_format);
+    if !cli.upgrade {
+        // An upgrade takes over the sockets of the running process, which
+        // holds these addresses.
+        check_listen("proxy_listen", config.proxy_listen)?;
+        check_listen("proxy_metrics_listen", config.proxy_metrics_listen)?;
+    }
     std::fs::create_dir_all(config.cache_dir())
         .with_context(|| format!("cannot create {}", config.cache_dir().display()))?;
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, cli)?);
+    // In an upgrade this waits for the old process's sockets, which it sends
+    // after persisting its live view: the view loaded below is the newest.
+    server.bootstrap();
     let metrics = Arc::new(Metrics::default());
     let snapshot = snapshots::newest_valid(
         &[config.control_snapshot_dir(), config.cache_dir()],
@@ -130,14 +167,6 @@ fn run(cli: &Cli) -> Result<()> {
         Arc::clone(&metrics),
     ));
 
-    let opt = Opt {
-        upgrade: cli.upgrade,
-        daemon: cli.daemon,
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, cli)?);
-    server.bootstrap();
-
     let limits = Limits {
         keepalive_timeout_seconds: config.keepalive_timeout_seconds,
         read_timeout: Duration::from_millis(config.read_timeout_ms),
@@ -152,13 +181,15 @@ fn run(cli: &Cli) -> Result<()> {
         window_seconds: config.enumeration_window_seconds,
         block_seconds: config.enumeration_block_seconds,
     };
+    let drain = Arc::new(Drain::default());
     let app = RedirectApp::new(
         Arc::clone(&table),
         Arc::clone(&ring),
         Arc::clone(&metrics),
         limits,
         guard,
-    );
+    )
+    .with_drain(Arc::clone(&drain));
     let mut redirects = Service::new("redirects".to_owned(), app);
     redirects.add_tcp(&config.proxy_listen.to_string());
     redirects.threads = Some(config.proxy_threads);
@@ -187,6 +218,7 @@ fn run(cli: &Cli) -> Result<()> {
         Persister {
             config: config.clone(),
             table: Arc::clone(&table),
+            finished: std::sync::Mutex::new(Some(drain.task())),
         },
     ));
     server.add_service(background_service(
@@ -196,10 +228,28 @@ fn run(cli: &Cli) -> Result<()> {
             ring,
             metrics,
             proxy_id: format!("{:016x}", rand_id()),
+            drain: Arc::clone(&drain),
+            finished: std::sync::Mutex::new(Some(drain.task())),
         },
     ));
+    server.add_service(background_service("exit", Exit { drain }));
     println!("proxy listening on http://{}", config.proxy_listen);
-    server.run_forever();
+    let persister = Persister {
+        config: config.clone(),
+        table: Arc::clone(&table),
+        finished: std::sync::Mutex::new(None),
+    };
+    let before_upgrade = move || {
+        if let Err(e) = persister.persist(shortline_store::Seq(0)) {
+            tracing::error!(error = %e, "cannot persist the live view before the upgrade");
+        }
+    };
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            before_upgrade: Some(Box::new(before_upgrade)),
+        }),
+    });
+    Ok(())
 }
 
 /// A process-unique id from the clock and the pid.
@@ -213,7 +263,9 @@ fn rand_id() -> u64 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        // Pingora's own end: its runtimes are stopped; exit without waiting
+        // on anything else.
+        Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -14,9 +14,12 @@ pub enum Route<'a> {
     Preview { code: &'a [u8] },
     /// `/healthz`.
     Health,
-    /// `/` or `/favicon.ico` and the like: nothing to redirect.
+    /// `/`: nothing to redirect.
     Root,
-    /// Anything else: answered 404 or 400, never 5xx.
+    /// A path that cannot be a code (`/favicon.ico`, `/a/b`, `/robots.txt`):
+    /// no such link, answered 404 like an unknown code.
+    NotACode,
+    /// Not an origin-form path at all, or too long: answered 400.
     Invalid,
 }
 
@@ -46,7 +49,7 @@ pub fn parse(target: &[u8]) -> Route<'_> {
         return if is_valid_code(code) {
             Route::Preview { code }
         } else {
-            Route::Invalid
+            Route::NotACode
         };
     }
     if is_valid_code(rest) {
@@ -54,7 +57,7 @@ pub fn parse(target: &[u8]) -> Route<'_> {
         let query = query.filter(|q| !q.is_empty());
         return Route::Code { code: rest, query };
     }
-    Route::Invalid
+    Route::NotACode
 }
 
 /// Whether `bytes` may go into a header value as they are: no control
@@ -119,22 +122,24 @@ mod tests {
         assert_eq!(parse(b"/abc+?x"), Route::Preview { code: b"abc" });
         assert_eq!(parse(b"/"), Route::Root);
         assert_eq!(parse(b"/healthz"), Route::Health);
-        for bad in [
-            &b""[..],
-            b"abc",
+        for bad in [&b""[..], b"abc", b"*", b"http://x/abc"] {
+            assert_eq!(parse(bad), Route::Invalid, "{bad:?}");
+        }
+        for not_a_code in [
+            &b"/favicon.ico"[..],
+            b"/robots.txt",
             b"//abc",
             b"/a/b",
             b"/a%20b",
             b"/+",
             b"/abc++",
             b"/\xff",
-            b"http://x/abc",
         ] {
-            assert_eq!(parse(bad), Route::Invalid, "{bad:?}");
+            assert_eq!(parse(not_a_code), Route::NotACode, "{not_a_code:?}");
         }
         assert_eq!(
             parse(format!("/{}", "a".repeat(65)).as_bytes()),
-            Route::Invalid
+            Route::NotACode
         );
         assert_eq!(parse(&vec![b'/'; TARGET_LEN_MAX + 1]), Route::Invalid);
     }

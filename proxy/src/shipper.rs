@@ -15,6 +15,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::clicks::{ClickEvent, ClickRing, backoff, encode_batch};
 use crate::config::ProxyConfig;
+use crate::drain::{Drain, DrainGuard};
 use crate::metrics::Metrics;
 use crate::sync::{HttpClient, http_client};
 
@@ -26,6 +27,12 @@ pub struct Shipper {
     pub metrics: Arc<Metrics>,
     /// Identifies this process's batches to control for de-duplication.
     pub proxy_id: String,
+    /// Open connections: the last shipment waits for them to close, so the
+    /// clicks of requests answered during the stop go with it.
+    pub drain: Arc<Drain>,
+    /// Held until the last shipment is done (taken with [`Drain::task`]
+    /// before the server runs).
+    pub finished: std::sync::Mutex<Option<DrainGuard>>,
 }
 
 impl Shipper {
@@ -132,6 +139,19 @@ impl BackgroundService for Shipper {
                 batch.clear();
             }
         }
+        // Requests in flight at the stop are answered and their clicks
+        // queued: wait for their connections (within the grace period) so
+        // the last shipment carries them.
+        let grace = Duration::from_secs(self.config.grace_period_seconds);
+        if tokio::time::timeout(grace, self.drain.connections_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = self.drain.connections(),
+                "connections still open after the grace period; shipping what is queued"
+            );
+        }
         // SIGTERM: flush what is queued, within a bound. A batch kept from the
         // loop above is resent with its sequence, so control counts it once.
         let deadline = Instant::now() + Duration::from_millis(self.config.click_shutdown_flush_ms);
@@ -159,5 +179,6 @@ impl BackgroundService for Shipper {
             batch.clear();
         }
         tracing::info!("click batcher stopped");
+        drop(self.finished.lock().map(|mut held| held.take()));
     }
 }

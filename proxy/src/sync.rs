@@ -286,6 +286,9 @@ impl BackgroundService for Subscriber {
 pub struct Persister {
     pub config: ProxyConfig,
     pub table: Arc<LiveTable>,
+    /// Held until the last persist at shutdown is written (taken with
+    /// [`crate::drain::Drain::task`] before the server runs).
+    pub finished: std::sync::Mutex<Option<crate::drain::DrainGuard>>,
 }
 
 impl Persister {
@@ -323,6 +326,7 @@ impl BackgroundService for Persister {
             let me = Persister {
                 config: self.config.clone(),
                 table: Arc::clone(&self.table),
+                finished: std::sync::Mutex::new(None),
             };
             match tokio::task::spawn_blocking(move || me.persist(last)).await {
                 Ok(Ok(Some(seq))) => last = seq,
@@ -331,6 +335,7 @@ impl BackgroundService for Persister {
                 Err(e) => tracing::error!(error = %e, "persist task failed"),
             }
             if stop {
+                drop(self.finished.lock().map(|mut held| held.take()));
                 return;
             }
         }
