@@ -145,13 +145,24 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The configuration value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
             control_listen: ([127, 0, 0, 1], 8081).into(),
             proxy_listen: ([0, 0, 0, 0], 8080).into(),
-            proxy_metrics_listen: ([127, 0, 0, 1], 9090).into(),
+            proxy_metrics_listen: ([127, 0, 0, 1], 8082).into(),
             public_url: "http://localhost:8080".to_owned(),
             short_domains: Vec::new(),
             admin_token: None,
@@ -275,6 +286,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub control_listen: Option<SocketAddr>,
     pub proxy_listen: Option<SocketAddr>,
+    pub proxy_metrics_listen: Option<SocketAddr>,
     pub public_url: Option<String>,
 }
 
@@ -312,6 +324,9 @@ impl Config {
         }
         if let Some(addr) = overrides.proxy_listen {
             config.proxy_listen = addr;
+        }
+        if let Some(addr) = overrides.proxy_metrics_listen {
+            config.proxy_metrics_listen = addr;
         }
         if let Some(url) = &overrides.public_url {
             config.public_url.clone_from(url);

@@ -41,6 +41,16 @@ enum Command {
         #[arg(long, env = "SHORTLINE_BACKUP_TOKEN")]
         token: Option<String>,
     },
+    /// Mint a new admin API key in the store, for when the admin token is
+    /// lost. Works on the store directly: stop the control plane first
+    /// (the embedded store refuses a second process).
+    AdminToken {
+        #[command(flatten)]
+        common: Common,
+        /// The new key's name, shown in the key list.
+        #[arg(long, default_value = "recovered admin")]
+        name: String,
+    },
     /// Restore a backup into an empty data_dir (control stopped).
     Restore {
         #[command(flatten)]
@@ -75,6 +85,9 @@ struct Common {
     /// Overrides proxy_listen.
     #[arg(long)]
     proxy_listen: Option<SocketAddr>,
+    /// Overrides proxy_metrics_listen.
+    #[arg(long)]
+    proxy_metrics_listen: Option<SocketAddr>,
     /// Overrides public_url.
     #[arg(long)]
     public_url: Option<String>,
@@ -88,6 +101,7 @@ impl Common {
                 data_dir: self.data_dir.clone(),
                 control_listen: self.control_listen,
                 proxy_listen: self.proxy_listen,
+                proxy_metrics_listen: self.proxy_metrics_listen,
                 public_url: self.public_url.clone(),
             },
         )
@@ -95,10 +109,13 @@ impl Common {
 }
 
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -117,6 +134,9 @@ fn main() -> ExitCode {
                     .load()
                     .and_then(|c| backup(&c, out, token.as_deref())),
             );
+        }
+        Command::AdminToken { common, name } => {
+            return report(common.load().and_then(|c| admin_token(&c, name)));
         }
         Command::Restore { common, from } => {
             return report(common.load().and_then(|c| restore(&c, from)));
@@ -203,6 +223,19 @@ fn backup(config: &Config, out: &std::path::Path, token: Option<&str>) -> Result
         out.display(),
         header.seq
     );
+    Ok(())
+}
+
+/// Adds a new admin key to the configured store and prints its token.
+fn admin_token(config: &Config, name: &str) -> Result<()> {
+    #[cfg(feature = "fdb")]
+    let _network = (config.store_backend == shortline_control::config::StoreBackend::Fdb)
+        .then(shortline_control::store::fdb::boot);
+    let backend = shortline_control::server::open_backend(config)
+        .context("cannot open the store; if the control plane is running, stop it first")?;
+    let token = shortline_control::state::mint_admin_key(&*backend, name)?;
+    println!("new admin token (shown once, only its hash is stored): {token}");
+    println!("earlier keys still work; list them with GET /api/v1/keys and delete any that leaked");
     Ok(())
 }
 

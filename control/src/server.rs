@@ -67,21 +67,49 @@ pub async fn serve(config: Config) -> Result<()> {
     serve_until(config, None, shutdown_signal()).await
 }
 
+/// What `serve_until` tells its caller once it serves.
+#[derive(Debug)]
+pub struct Ready {
+    /// The bound address of the admin API.
+    pub addr: std::net::SocketAddr,
+    /// An admin token generated at this start, for the caller to show once.
+    pub generated_admin_token: Option<String>,
+}
+
+/// Binds `control_listen`, naming the setting and how to change it when the
+/// address is taken.
+async fn bind_control(addr: std::net::SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        crate::up::Listener {
+            setting: "control_listen",
+            addr,
+        }
+        .unusable(&e)
+    })
+}
+
 /// Runs the control plane until `stop` resolves. `ready` receives the bound
-/// address once the listener is up.
+/// address (and a generated admin token, which is then not printed here)
+/// once the listener is up.
 pub async fn serve_until(
     config: Config,
-    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    ready: Option<tokio::sync::oneshot::Sender<Ready>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // The listener first: a taken address stops start-up before anything is
+    // created or printed.
+    let listener = bind_control(config.control_listen).await?;
     prepare_data_dir(&config.data_dir)?;
     let backend = open_backend(&config)?;
     crate::abuse::index_hosts_once(&*backend).context("cannot index link hosts")?;
     let metrics = metrics_handle()?;
-    let listen = config.control_listen;
     let (state, bootstrap) = AppState::start(config, backend)?;
-    if let Some(token) = &bootstrap.generated_admin_token {
-        println!("admin token (shown once, only its hash is stored): {token}");
+    if ready.is_none()
+        && let Some(token) = &bootstrap.generated_admin_token
+    {
+        println!(
+            "admin token (shown once, only its hash is stored; `shortline-control admin-token` mints a new one): {token}"
+        );
     }
     let initial = Arc::clone(&state);
     tokio::task::spawn_blocking(move || publish::build_snapshot(&initial, true))
@@ -94,14 +122,14 @@ pub async fn serve_until(
     if state.backend.shared() {
         follow_other_writers(&state);
     }
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on control_listen {listen}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, public_url = %state.config.public_url, "control plane listening");
     println!("control listening on http://{bound}");
     if let Some(ready) = ready {
-        let _ = ready.send(bound);
+        let _ = ready.send(Ready {
+            addr: bound,
+            generated_admin_token: bootstrap.generated_admin_token,
+        });
     }
     let shutdown = state.shutdown.clone();
     let last = Arc::clone(&state);

@@ -313,19 +313,40 @@ fn bootstrap_admin(config: &Config, backend: &dyn Backend) -> Result<Bootstrap> 
         None if existing_admin => return Ok(Bootstrap::default()),
         None => auth::new_token(),
     };
-    let doc: KeyDoc = auth::key_doc(
-        auth::new_key_id(),
-        "bootstrap admin".into(),
-        Role::Admin,
-        "admin".into(),
-        &token,
-        now,
-    );
-    let hash = auth::token_hash(&token);
-    backend.write(&mut |txn| auth::put_key(txn, &doc, &hash))?;
+    put_admin_key(backend, "bootstrap admin", &token, now)?;
     Ok(Bootstrap {
         generated_admin_token: config.admin_token.is_none().then_some(token),
     })
+}
+
+fn put_admin_key(backend: &dyn Backend, name: &str, token: &str, now: i64) -> Result<()> {
+    let doc: KeyDoc = auth::key_doc(
+        auth::new_key_id(),
+        name.into(),
+        Role::Admin,
+        "admin".into(),
+        token,
+        now,
+    );
+    let hash = auth::token_hash(token);
+    backend.write(&mut |txn| auth::put_key(txn, &doc, &hash))?;
+    Ok(())
+}
+
+/// Adds a new admin key named `name` and returns its token: the way back in
+/// when the admin token is lost (`shortline-control admin-token`).
+pub fn mint_admin_key(backend: &dyn Backend, name: &str) -> Result<String> {
+    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        anyhow::bail!("--name must be 1 to 100 printable characters");
+    }
+    let token = auth::new_token();
+    put_admin_key(
+        backend,
+        name,
+        &token,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )?;
+    Ok(token)
 }
 
 /// The click aggregator as configured: the country database and the export

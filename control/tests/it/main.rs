@@ -76,7 +76,7 @@ pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Control {
         }
     });
     let addr = rx
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(Duration::from_secs(120))
         .expect("control did not report its address");
     Control {
         child,
