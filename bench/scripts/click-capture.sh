@@ -30,7 +30,7 @@ start_proxy() {
 # Seed once; later rounds read the same links back from the file.
 start_proxy true
 "$bin/shortline-loadtest" --target "http://127.0.0.1:$proxy_port" --control "http://127.0.0.1:$control_port" \
-  --token "$token" --seed-links 10000 --seconds 1 --connections 4 --json "$work/seed.json" >/dev/null
+  --token "$token" --seed-links 10000 --keep-links --seconds 1 --connections 4 --json "$work/seed.json" >/dev/null
 kill -TERM $proxy_pid; wait $proxy_pid || true
 curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$control_port/api/v1/links?limit=1000" \
   | python3 -c 'import json,sys; [print(l["code"]+"\t"+l["url"]) for l in json.load(sys.stdin)["items"]]' >"$work/links.tsv"

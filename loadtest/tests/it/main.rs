@@ -74,7 +74,7 @@ fn system(dir: &Path) -> (Guard, Guard, String, String) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "proxy did not start");
         std::thread::sleep(Duration::from_millis(50));
