@@ -307,11 +307,14 @@ fn slow_or_oversized_heads_are_refused() {
     );
     // A connection that sends nothing is closed after the timeout.
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", sys.proxy.port)).unwrap();
-    idle.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+    // Far longer than the proxy's timeout: the proxy must be the one to close.
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(120)))
         .unwrap();
-    let started = std::time::Instant::now();
-    assert!(read_responses(&mut idle, 1).is_empty());
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(&mut idle, &mut byte) {
+        Ok(0) => {}
+        other => panic!("expected the proxy to close the idle connection, got {other:?}"),
+    }
     // A request line longer than any target: 414; too many headers: 431.
     let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(40_000));
     assert_eq!(

@@ -1,9 +1,7 @@
 //! Click capture: N redirects are exactly N clicks; HEAD and previews are
 //! not clicks; SIGTERM flushes; clicks wait out a control outage.
 
-use std::time::Duration;
-
-use crate::{eventually, link, start_control, start_proxy, system};
+use crate::{eventually, eventually_eq, link, start_control, start_proxy, system};
 
 #[test]
 fn every_redirect_is_counted_once() {
@@ -35,10 +33,13 @@ fn every_redirect_is_counted_once() {
         );
         assert_eq!(sys.proxy.get(&format!("/{code}+")).status, 200);
     }
-    eventually(15, "200 clicks counted", || {
-        sys.control.clicks(&code) == 200
+    eventually_eq(15, "200 clicks counted", || sys.control.clicks(&code), 200);
+    // Everything the proxy captured has been shipped and acknowledged, so
+    // nothing more can arrive: the count is final.
+    eventually(60, "the proxy's queue to empty", || {
+        sys.proxy.metric("proxy_clicks_queued") == 0.0
+            && sys.proxy.metric("proxy_clicks_shipped_total") >= 200.0
     });
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         sys.control.clicks(&code),
         200,
@@ -59,7 +60,7 @@ fn sigterm_flushes_queued_clicks() {
     let status = sys.proxy.terminate();
     assert!(status.success(), "{status:?}");
     // Acknowledged before the proxy exits; counted at control's next flush.
-    eventually(5, "25 clicks counted", || sys.control.clicks(&code) == 25);
+    eventually_eq(5, "25 clicks counted", || sys.control.clicks(&code), 25);
 }
 
 #[test]
@@ -81,9 +82,17 @@ fn clicks_wait_out_a_control_outage() {
             "served while control is down"
         );
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // The batcher is retrying by now: it failed at least once.
+    eventually(
+        60,
+        "the proxy to fail a batch while control is down",
+        || proxy.metric("proxy_click_batches_failed_total") >= 1.0,
+    );
     let control = start_control(dir.path(), &addr, &[]);
-    eventually(20, "clicks shipped after control returns", || {
-        control.clicks(&code) == 30
-    });
+    eventually_eq(
+        20,
+        "clicks shipped after control returns",
+        || control.clicks(&code),
+        30,
+    );
 }

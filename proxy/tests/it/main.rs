@@ -10,6 +10,7 @@ mod answering;
 mod clicks;
 mod lifecycle;
 mod staying_current;
+mod up;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -93,7 +94,7 @@ pub fn start_control(dir: &Path, addr: &str, env: &[(&str, &str)]) -> Control {
         }
     });
     let addr = rx
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(Duration::from_secs(120))
         .expect("control address");
     Control {
         child,
@@ -245,7 +246,7 @@ impl Answer {
 /// Sends one request on a new connection and reads the whole answer.
 pub fn raw_request(port: u16, request: &str) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -301,7 +302,7 @@ impl Proxy {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while raw_request(
             self.port,
             "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -316,9 +317,14 @@ impl Proxy {
     /// Starts a second process that takes over this one's sockets
     /// (`-u`), then tells this one to hand them over (SIGQUIT).
     pub fn upgrade(&mut self) {
+        // The new process binds the upgrade socket anew; wait for that before
+        // telling the old one to hand its listeners over.
+        let socket = self.dir.join("proxy-upgrade.sock");
+        let _ = std::fs::remove_file(&socket);
         let mut next = spawn_proxy(&self.env, &["-u"], self.port, self.metrics_port, &self.dir);
-        // Give the new process time to wait on the upgrade socket.
-        std::thread::sleep(Duration::from_millis(500));
+        eventually(60, "the new process to wait on the upgrade socket", || {
+            socket.exists()
+        });
         self.signal(libc::SIGQUIT);
         std::mem::swap(self, &mut next);
         // `next` is now the old process: wait for it to finish draining.
@@ -335,6 +341,11 @@ impl Proxy {
     /// SIGTERM and wait.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
     }
 
@@ -350,11 +361,45 @@ impl Drop for Proxy {
     }
 }
 
-/// Polls `check` until it holds or `seconds` pass.
+/// The shortest wait for any condition: a busy two-core machine can be many
+/// times slower than a developer's, and a test must not fail for that.
+const EVENTUALLY_SECONDS_MIN: u64 = 60;
+
+/// Polls `check` until it holds or `seconds` (at least a minute) pass.
 pub fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds.max(EVENTUALLY_SECONDS_MIN));
     while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {:.1} s waiting for {what}",
+            started.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `value` until it equals `expected`; a timeout prints the last value seen.
+pub fn eventually_eq<T: PartialEq + std::fmt::Debug>(
+    seconds: u64,
+    what: &str,
+    mut value: impl FnMut() -> T,
+    expected: T,
+) {
+    let mut last = None;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds.max(EVENTUALLY_SECONDS_MIN));
+    loop {
+        let seen = value();
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {:.1} s waiting for {what}: expected {expected:?}, last saw {seen:?} (before that {last:?})",
+            started.elapsed().as_secs_f64()
+        );
+        last = Some(seen);
         std::thread::sleep(Duration::from_millis(20));
     }
 }
