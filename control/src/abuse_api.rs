@@ -42,12 +42,10 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Now, as Unix seconds and as RFC 3339 to the second (as links show times).
 fn now() -> (i64, String) {
-    let now = time::OffsetDateTime::now_utc();
-    let text = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    (now.unix_timestamp(), text)
+    let unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    (unix, crate::api::rfc3339(unix))
 }
 
 async fn read<T: Send + 'static>(
@@ -184,12 +182,12 @@ pub(crate) async fn put_block(
         domain: domain.clone(),
         reason: body.reason,
         created_at,
-        created_by: principal.key_id.clone(),
+        created_by: principal.key_name.clone(),
+        created_by_key_id: Some(principal.key_id.clone()),
     };
-    let stored = entry.clone();
-    let new = state
+    let (entry, new) = state
         .committer
-        .write(move |txn| blocklist::put(txn, &stored))
+        .write(move |txn| blocklist::put(txn, &entry))
         .await?;
     let links_flagged = sweep_domain(&state, &domain, true).await?;
     let status = if new {
@@ -290,6 +288,7 @@ pub(crate) async fn report_link(
         action: None,
         resolved_at: None,
         resolved_by: None,
+        resolved_by_key_id: None,
     };
     let id = report.id.clone();
     let open_max = state.config.reports_open_max;
@@ -381,10 +380,9 @@ pub(crate) async fn resolve_report(
     require_admin(&principal)?;
     state.limit_write(&principal, client.ip())?;
     let (now_unix, now_text) = now();
-    let by = principal.key_id.clone();
     let resolved = state
         .committer
-        .write(move |txn| reports::resolve(txn, &id, body.action, &by, now_unix, &now_text))
+        .write(move |txn| reports::resolve(txn, &id, body.action, &principal, now_unix, &now_text))
         .await??;
     Ok(Json(ResolvedOut {
         report: resolved.report,

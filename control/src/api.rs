@@ -50,6 +50,8 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/api/v1/keys/{id}", delete(delete_key))
         .route("/api/v1/backup", get(backup))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/", get(index))
+        .route("/api/v1", get(index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -88,7 +90,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     .strip_prefix("Failed to deserialize the JSON body into the target type: ")
                     .unwrap_or(&text)
                     .to_owned();
-                Err(ApiError::invalid(json_error_field(&reason), reason))
+                let field = json_error_field(&reason);
+                // serde names the path first; the problem's `field` says it once.
+                let reason = reason
+                    .strip_prefix(&format!("{field}: "))
+                    .unwrap_or(&reason)
+                    .to_owned();
+                Err(ApiError::invalid(field, reason))
             }
             Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::BadRequest(format!(
                 "body is not valid JSON: {}",
@@ -194,7 +202,8 @@ pub(crate) fn require_admin(principal: &Principal) -> AppResult<()> {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
+/// RFC 3339 in UTC, to the second: every time the API shows.
+pub(crate) fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -238,6 +247,14 @@ pub struct LinkOut {
 
 impl LinkOut {
     fn new(state: &AppState, link: LinkDoc, clicks: u64) -> Self {
+        // The proxies answer 410 from `expires_at` on; the stored status
+        // catches up at the next sweep, so the answer says what they do.
+        let status = match link.status {
+            LinkStatus::Active if link.expires_at.is_some_and(|at| at <= now_unix()) => {
+                LinkStatus::Expired
+            }
+            status => status,
+        };
         Self {
             short_url: format!(
                 "{}/{}",
@@ -251,7 +268,7 @@ impl LinkOut {
             expires_at: link.expires_at.map(rfc3339),
             max_clicks: link.max_clicks,
             redirect: link.redirect.code(),
-            status: link.status.as_str().to_owned(),
+            status: status.as_str().to_owned(),
             forward_query: link.forward_query,
             tags: link.tags,
             title: link.title,
@@ -313,9 +330,12 @@ pub struct BatchOut {
 #[serde(deny_unknown_fields)]
 pub struct PatchLink {
     pub url: Option<String>,
+    /// RFC 3339 time after which the link answers 410; null removes the expiry.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Option<String>>,
+    /// Seconds from now after which the link answers 410 (instead of expires_at).
+    pub ttl_seconds: Option<u64>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<u64>)]
     pub max_clicks: Option<Option<u64>>,
@@ -427,6 +447,25 @@ fn check_target(state: &AppState, raw: &str) -> AppResult<String> {
     Ok(url)
 }
 
+/// The expiry time from `expires_at` (RFC 3339) or `ttl_seconds`, as create
+/// and PATCH both take them.
+fn expiry(expires_at: Option<&str>, ttl_seconds: Option<u64>, now: i64) -> AppResult<Option<i64>> {
+    match (expires_at, ttl_seconds) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "ttl_seconds",
+            "give either expires_at or ttl_seconds, not both",
+        )),
+        (Some(at), None) => Ok(Some(parse_time("expires_at", at, now)?)),
+        (None, Some(0)) => Err(ApiError::invalid("ttl_seconds", "must be at least 1")),
+        (None, Some(ttl)) if ttl > TTL_SECONDS_MAX => Err(ApiError::invalid(
+            "ttl_seconds",
+            format!("at most {TTL_SECONDS_MAX} (ten years)"),
+        )),
+        (None, Some(ttl)) => Ok(Some(now + ttl as i64)),
+        (None, None) => Ok(None),
+    }
+}
+
 fn plan_create(state: &AppState, owner: &str, body: CreateLink, now: i64) -> AppResult<NewLink> {
     let url = check_target(state, &body.url)?;
     let code = match (body.alias, body.strategy) {
@@ -445,24 +484,7 @@ fn plan_create(state: &AppState, owner: &str, body: CreateLink, now: i64) -> App
             length: state.config.code_length,
         },
     };
-    let expires_at = match (body.expires_at, body.ttl_seconds) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "ttl_seconds",
-                "give either expires_at or ttl_seconds, not both",
-            ));
-        }
-        (Some(at), None) => Some(parse_time("expires_at", &at, now)?),
-        (None, Some(0)) => return Err(ApiError::invalid("ttl_seconds", "must be at least 1")),
-        (None, Some(ttl)) if ttl > TTL_SECONDS_MAX => {
-            return Err(ApiError::invalid(
-                "ttl_seconds",
-                format!("at most {TTL_SECONDS_MAX} (ten years)"),
-            ));
-        }
-        (None, Some(ttl)) => Some(now + ttl as i64),
-        (None, None) => None,
-    };
+    let expires_at = expiry(body.expires_at.as_deref(), body.ttl_seconds, now)?;
     if body.max_clicks == Some(0) {
         return Err(ApiError::invalid("max_clicks", "must be at least 1"));
     }
@@ -735,10 +757,17 @@ fn plan_patch(state: &AppState, body: PatchLink, now: i64) -> AppResult<Patch> {
     };
     Ok(Patch {
         url: body.url.map(|u| check_target(state, &u)).transpose()?,
-        expires_at: body
-            .expires_at
-            .map(|at| at.map(|t| parse_time("expires_at", &t, now)).transpose())
-            .transpose()?,
+        // null clears the expiry; a time or a TTL sets it.
+        expires_at: match (body.expires_at, body.ttl_seconds) {
+            (Some(None), None) => Some(None),
+            (Some(None), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "ttl_seconds",
+                    "give either expires_at or ttl_seconds, not both",
+                ));
+            }
+            (at, ttl) => expiry(at.flatten().as_deref(), ttl, now)?.map(Some),
+        },
         max_clicks: match body.max_clicks {
             Some(Some(0)) => return Err(ApiError::invalid("max_clicks", "must be at least 1")),
             other => other,
@@ -1003,6 +1032,34 @@ async fn backup(State(state): Shared, Auth(principal): Auth) -> AppResult<Respon
         .into_response())
 }
 
+/// Where to go from the root: what this server is and where its API lives.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Index {
+    /// Always `shortline-control`.
+    pub name: &'static str,
+    pub version: &'static str,
+    /// The admin REST API's base path.
+    pub api: &'static str,
+    /// The OpenAPI document.
+    pub openapi: &'static str,
+    /// Where short links are served.
+    pub short_links: String,
+    /// How to authenticate.
+    pub authentication: &'static str,
+}
+
+#[utoipa::path(get, path = "/api/v1", responses((status = 200, body = Index, description = "what this server is and where its API lives")))]
+async fn index(State(state): Shared) -> Json<Index> {
+    Json(Index {
+        name: "shortline-control",
+        version: env!("CARGO_PKG_VERSION"),
+        api: "/api/v1",
+        openapi: "/api/v1/openapi.json",
+        short_links: state.config.public_url.clone(),
+        authentication: "Authorization: Bearer <API key>; `shortline-control up` prints the first admin key",
+    })
+}
+
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is up")))]
 async fn healthz() -> &'static str {
     "ok\n"
@@ -1087,8 +1144,8 @@ impl utoipa::Modify for DocFixes {
         crate::stats_api::link_stats, crate::stats_api::top_links,
         crate::abuse_api::list_blocklist, crate::abuse_api::get_block, crate::abuse_api::put_block, crate::abuse_api::delete_block,
         crate::abuse_api::report_link, crate::abuse_api::list_reports, crate::abuse_api::resolve_report,
-        create_key, list_keys, delete_key, backup, healthz, readyz),
-    components(schemas(LinkOut, CreateLink, CreateBatch, BatchItem, BatchOut, PatchLink, LinkPage, CreateKey, KeyOut, Problem, Strategy, Role,
+        create_key, list_keys, delete_key, backup, index, healthz, readyz),
+    components(schemas(Index, LinkOut, CreateLink, CreateBatch, BatchItem, BatchOut, PatchLink, LinkPage, CreateKey, KeyOut, Problem, Strategy, Role,
         crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
         crate::stats_api::TopLinks, crate::stats_api::TopLink,
         crate::abuse::blocklist::BlockEntry, crate::abuse_api::BlocklistPage, crate::abuse_api::PutBlock, crate::abuse_api::BlockOut,

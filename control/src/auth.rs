@@ -24,6 +24,8 @@ const CACHE_ENTRIES_MAX: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub key_id: String,
+    /// The key's name, for records of who did what.
+    pub key_name: String,
     pub owner: String,
     pub role: Role,
 }
@@ -162,6 +164,7 @@ impl KeyCache {
         };
         let principal = Principal {
             key_id: doc.id,
+            key_name: doc.name,
             owner: doc.owner,
             role: doc.role,
         };

@@ -64,7 +64,8 @@ pub fn app(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
 
 /// Runs the control plane until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> Result<()> {
-    serve_until(config, None, shutdown_signal()).await
+    let stop = shutdown_signal();
+    serve_until(config, None, stop).await
 }
 
 /// What `serve_until` tells its caller once it serves.
@@ -202,19 +203,25 @@ fn follow_other_writers(state: &Arc<AppState>) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            std::future::pending::<()>().await;
-            return;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives while
+/// start-up is still going stops the process gracefully instead of killing
+/// it. Call it from within the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watched = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut interrupt)) = watched else {
+            tracing::error!("cannot watch SIGTERM and SIGINT");
+            return std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

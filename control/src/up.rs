@@ -198,6 +198,7 @@ fn print_banner(config: &Config, ready: &Ready) {
 /// Runs control, starts the proxy once control listens, and stops both on
 /// SIGTERM or SIGINT: the proxy first, then control.
 pub async fn run(config: Config) -> Result<()> {
+    let mut stop_signal = std::pin::pin!(crate::server::shutdown_signal());
     for listener in listeners(&config) {
         listener.check()?;
     }
@@ -216,7 +217,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut proxy = spawn_proxy(&config, ready.addr)?;
     let started = tokio::select! {
         started = wait_for_proxy(&mut proxy, reachable(config.proxy_listen)) => started,
-        () = crate::server::shutdown_signal() => Err(anyhow::anyhow!("stopped while starting")),
+        () = &mut stop_signal => Err(anyhow::anyhow!("stopped while starting")),
     };
     if let Err(e) = started {
         stop(&mut proxy).await;
@@ -226,7 +227,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     print_banner(&config, &ready);
     tokio::select! {
-        () = crate::server::shutdown_signal() => {
+        () = &mut stop_signal => {
             // The proxy stops first, while control can still take its last clicks.
             stop(&mut proxy).await;
             let _ = stop_tx.send(());

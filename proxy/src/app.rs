@@ -151,8 +151,8 @@ fn page(title: &str, body_html: &str) -> String {
 fn flagged_page() -> String {
     page(
         "Warning: this link has been flagged",
-        "<p>This short link was reported or matched a list of harmful sites, so it is not followed. \
-         If you believe this is a mistake, contact the operator of this service.</p>",
+        "<p>This short link has been flagged as possibly harmful by the operator of this service, \
+         so it is not followed. If you believe this is a mistake, contact the operator.</p>",
     )
 }
 

@@ -19,10 +19,13 @@ pub struct BlockEntry {
     /// Lowercase ASCII (punycode) domain.
     pub domain: String,
     pub reason: Option<String>,
-    /// RFC 3339, UTC.
+    /// RFC 3339, UTC, to the second; kept when the entry is replaced.
     pub created_at: String,
-    /// The key id that added it.
+    /// The name of the key that added it.
     pub created_by: String,
+    /// The id of that key (absent on entries from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by_key_id: Option<String>,
 }
 
 impl BlockEntry {
@@ -65,13 +68,23 @@ pub fn normalise(domain: &str) -> Result<String, ApiError> {
     Ok(ascii)
 }
 
-/// Adds or replaces an entry. Returns whether it is new.
-pub fn put(txn: &mut dyn Txn, entry: &BlockEntry) -> StoreResult<bool> {
-    let existed = txn
+/// Adds an entry, or replaces the reason of an existing one (which keeps
+/// when and by whom it was first added). Returns the entry as stored and
+/// whether it is new.
+pub fn put(txn: &mut dyn Txn, entry: &BlockEntry) -> StoreResult<(BlockEntry, bool)> {
+    let existing = txn
         .get(Space::Blocklist, entry.domain.as_bytes())?
-        .is_some();
-    txn.set(Space::Blocklist, entry.domain.as_bytes(), &entry.encode())?;
-    Ok(!existed)
+        .map(|bytes| BlockEntry::decode(&bytes))
+        .transpose()?;
+    let stored = match &existing {
+        Some(old) => BlockEntry {
+            reason: entry.reason.clone(),
+            ..old.clone()
+        },
+        None => entry.clone(),
+    };
+    txn.set(Space::Blocklist, stored.domain.as_bytes(), &stored.encode())?;
+    Ok((stored, existing.is_none()))
 }
 
 /// Removes an entry. Returns whether it existed.

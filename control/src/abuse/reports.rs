@@ -36,6 +36,18 @@ pub enum Action {
     Dismiss,
 }
 
+impl Action {
+    /// What was done, as the API spells it in past tense for messages.
+    #[must_use]
+    pub fn done(self) -> &'static str {
+        match self {
+            Self::Flag => "flagged",
+            Self::Disable => "disabled",
+            Self::Dismiss => "dismissed",
+        }
+    }
+}
+
 /// A report as stored and returned.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
@@ -50,8 +62,11 @@ pub struct Report {
     pub state: String,
     pub action: Option<Action>,
     pub resolved_at: Option<String>,
-    /// The key id that resolved it.
+    /// The name of the key that resolved it.
     pub resolved_by: Option<String>,
+    /// The id of that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by_key_id: Option<String>,
 }
 
 impl Report {
@@ -168,7 +183,7 @@ pub fn resolve(
     txn: &mut dyn Txn,
     id: &str,
     action: Action,
-    by: &str,
+    by: &crate::auth::Principal,
     now: i64,
     now_text: &str,
 ) -> StoreResult<Result<Resolved, ApiError>> {
@@ -180,8 +195,8 @@ pub fn resolve(
         return Ok(Err(ApiError::Conflict {
             field: "id".into(),
             reason: format!(
-                "report {id} was resolved already ({:?})",
-                report.action.unwrap_or(Action::Dismiss)
+                "report {id} is already resolved ({})",
+                report.action.unwrap_or(Action::Dismiss).done()
             ),
         }));
     }
@@ -220,7 +235,8 @@ pub fn resolve(
         other.state = "resolved".into();
         other.action = Some(action);
         other.resolved_at = Some(now_text.to_owned());
-        other.resolved_by = Some(by.to_owned());
+        other.resolved_by = Some(by.key_name.clone());
+        other.resolved_by_key_id = Some(by.key_id.clone());
         txn.set(Space::Reports, other_id.as_bytes(), &other.encode())?;
         resolved += 1;
         if other.id == id {

@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod backup;
 mod durability;
+mod edges;
 mod matrix;
 mod startup;
 mod stats;

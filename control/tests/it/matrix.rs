@@ -41,6 +41,7 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("get", "/api/v1/reports", Rule::Admin),
     ("post", "/api/v1/reports/{id}/resolve", Rule::Admin),
     ("get", "/api/v1/backup", Rule::Admin),
+    ("get", "/api/v1", Rule::Public),
     ("get", "/healthz", Rule::Public),
     ("get", "/readyz", Rule::Public),
 ];

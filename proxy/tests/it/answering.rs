@@ -46,6 +46,13 @@ fn unknown_gone_flagged_and_preview() {
     let sys = system(&[], &[]);
     assert_eq!(sys.proxy.get("/doesNotExist").status, 404);
     assert_eq!(sys.proxy.get("/").status, 404);
+    // What a browser or a crawler asks of any host is "no such link" too,
+    // not a malformed request.
+    for path in ["/favicon.ico", "/robots.txt", "/a/b", "/abc++"] {
+        let answer = sys.proxy.get(path);
+        assert_eq!(answer.status, 404, "{path}: {answer:?}");
+    }
+    assert_eq!(sys.proxy.request("GET", "*", "").status, 400);
 
     let disabled = sys.create_visible(link("https://example.com/disabled"));
     let (status, _) = sys.control.request(
@@ -78,6 +85,12 @@ fn unknown_gone_flagged_and_preview() {
     });
     let page = sys.proxy.get(&format!("/{flagged}"));
     assert!(page.header("location").is_none());
+    // An admin flagged this one: the page claims no report or list match.
+    assert!(
+        !page.body.contains("reported") && !page.body.contains("list"),
+        "{}",
+        page.body
+    );
     assert!(
         !page.body.contains("phish.example"),
         "the warning page does not link the target"
