@@ -9,6 +9,7 @@ mod analytics;
 mod answering;
 mod clicks;
 mod lifecycle;
+mod readme;
 mod staying_current;
 mod up;
 

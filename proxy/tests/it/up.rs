@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use crate::{ADMIN_TOKEN, eventually, eventually_eq, free_port, start_control, target_dir_binary};
 
 /// A running `up`, in a process group of its own (as a shell's job is).
-struct Up {
+pub struct Up {
     child: Child,
     lines: mpsc::Receiver<String>,
     /// Everything printed so far.
-    seen: Vec<String>,
-    proxy_port: u16,
+    pub seen: Vec<String>,
+    pub proxy_port: u16,
 }
 
 /// The environment of an `up` on free ports in `dir`.
@@ -45,7 +45,7 @@ fn up_command(dir: &Path, proxy_port: u16, extra: &[(&str, &str)]) -> Command {
 }
 
 impl Up {
-    fn start(dir: &Path, extra: &[(&str, &str)]) -> Self {
+    pub fn start(dir: &Path, extra: &[(&str, &str)]) -> Self {
         let proxy_port = free_port();
         let mut child = up_command(dir, proxy_port, extra).spawn().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -73,7 +73,7 @@ impl Up {
     }
 
     /// Reads output until a line contains `text`; returns that line.
-    fn wait_for_line(&mut self, text: &str) -> String {
+    pub fn wait_for_line(&mut self, text: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -92,7 +92,7 @@ impl Up {
         }
     }
 
-    fn control(&self) -> SocketAddr {
+    pub fn control(&self) -> SocketAddr {
         self.seen
             .iter()
             .find_map(|l| l.strip_prefix("control listening on http://"))
@@ -103,7 +103,7 @@ impl Up {
 
     /// Sends `signal` to the whole process group, as a terminal's Ctrl-C
     /// does, and waits for `up` to exit.
-    fn signal_group(&mut self, signal: i32) -> ExitStatus {
+    pub fn signal_group(&mut self, signal: i32) -> ExitStatus {
         let group = i32::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) on our own child's process group with a valid signal.
         unsafe {
