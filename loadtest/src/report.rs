@@ -41,20 +41,14 @@ pub struct TransactionReport {
     pub latency_ms: Latency,
 }
 
-/// The whole run.
+/// The whole run: its totals, with the rate and latencies worked out.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
-    pub scenario: String,
-    pub connections: usize,
-    pub seconds: f64,
-    pub links: usize,
-    pub requests: u64,
-    pub creates: u64,
+    #[serde(flatten)]
+    pub totals: Totals,
     pub rps: f64,
     pub latency_ms: Latency,
     pub transactions: BTreeMap<String, TransactionReport>,
-    pub errors: u64,
-    pub mismatches: u64,
 }
 
 fn latency(histogram: &Histogram<u64>) -> Latency {
@@ -68,7 +62,7 @@ fn latency(histogram: &Histogram<u64>) -> Latency {
 }
 
 /// What a run counted, besides its latencies.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
     pub scenario: String,
     pub connections: usize,
@@ -93,12 +87,6 @@ impl Report {
             0.0
         };
         Ok(Self {
-            scenario: totals.scenario,
-            connections: totals.connections,
-            seconds: totals.seconds,
-            links: totals.links,
-            requests: totals.requests,
-            creates: totals.creates,
             rps,
             latency_ms: latency(&all),
             transactions: by_transaction
@@ -113,15 +101,14 @@ impl Report {
                     )
                 })
                 .collect(),
-            errors: totals.errors,
-            mismatches: totals.mismatches,
+            totals,
         })
     }
 
     /// Whether every answer was the expected one.
     #[must_use]
     pub fn passed(&self) -> bool {
-        self.errors == 0 && self.mismatches == 0
+        self.totals.errors == 0 && self.totals.mismatches == 0
     }
 
     /// The summary as printed.
@@ -129,10 +116,11 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let l = &self.latency_ms;
+        let t = &self.totals;
         let _ = writeln!(
             out,
             "{}: {} requests in {:.1} s = {:.0} req/s over {} connections",
-            self.scenario, self.requests, self.seconds, self.rps, self.connections
+            t.scenario, t.requests, t.seconds, self.rps, t.connections
         );
         let _ = writeln!(
             out,
@@ -148,11 +136,7 @@ impl Report {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "errors: {}  mismatches: {}",
-            self.errors, self.mismatches
-        );
+        let _ = writeln!(out, "errors: {}  mismatches: {}", t.errors, t.mismatches);
         out
     }
 }
@@ -197,6 +181,7 @@ mod tests {
         );
         assert!(report.passed());
         let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["requests"], 5, "totals are flattened into the report");
         assert_eq!(json["transactions"]["create"]["requests"], 1);
         assert!(json["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
         let text = report.render();

@@ -134,6 +134,17 @@ fn a_clean_run_passes_and_a_wrong_answer_fails() {
         "a line per transaction"
     );
     assert!(text.contains("errors: 0  mismatches: 0"), "{text}");
+    assert!(text.contains("seeding: 300 of 300 links created"), "{text}");
+    assert!(
+        text.contains("deleted this run's") && text.contains("links (tagged loadtest-"),
+        "{text}"
+    );
+    let left = get_json(&control, "/api/v1/links?tag=loadtest&limit=1000");
+    assert_eq!(
+        left["items"].as_array().map(Vec::len),
+        Some(0),
+        "seeded and created links are deleted: {left}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert!(report["requests"].as_u64().unwrap() > 100, "{report}");
@@ -164,6 +175,30 @@ fn a_clean_run_passes_and_a_wrong_answer_fails() {
     ]);
     assert_eq!(code, 1, "{text}");
     assert!(!text.contains("mismatches: 0"), "{text}");
+    // What was asked, what was expected and what came back, then counts.
+    assert!(
+        text.contains("GET /nonexistent: expected a redirect to https://example.com/, got 404"),
+        "{text}"
+    );
+    assert!(text.contains("failures by kind:"), "{text}");
+    assert!(text.contains("mismatch: redirect-uniform: status 404"), "{text}");
+}
+
+/// A GET to control with the admin token, as JSON.
+fn get_json(control: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let authority = control.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 #[test]
