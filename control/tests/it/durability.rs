@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -46,7 +46,17 @@ fn acknowledged_creates_survive_sigkill() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(700));
+        // Kill mid-load: once some creates are acknowledged, however slow
+        // the machine (the clients are still sending).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while acknowledged.lock().unwrap().len() < 50 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: only {} creates acknowledged in two minutes",
+                acknowledged.lock().unwrap().len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         control.kill();
         stop.store(true, Ordering::Relaxed);
         for c in clients {

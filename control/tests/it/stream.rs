@@ -116,7 +116,10 @@ fn far_behind_subscribers_are_sent_to_a_snapshot() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(snapshot_seq >= 5);
+    assert!(
+        snapshot_seq >= 5,
+        "snapshot {snapshot_seq} does not cover the five creates"
+    );
     let response = agent()
         .get(&control.url(&format!("/internal/v1/snapshots/{snapshot_seq}")))
         .header(
