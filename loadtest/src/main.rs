@@ -229,7 +229,10 @@ async fn run() -> Result<bool> {
         Totals {
             scenario: match &args.weights {
                 Some(w) => w.clone(),
-                None => format!("{:?}", args.scenario),
+                None => clap::ValueEnum::to_possible_value(&args.scenario).map_or_else(
+                    || format!("{:?}", args.scenario),
+                    |v| v.get_name().to_owned(),
+                ),
             },
             connections: args.connections,
             seconds: elapsed,

@@ -181,7 +181,10 @@ fn a_clean_run_passes_and_a_wrong_answer_fails() {
         "{text}"
     );
     assert!(text.contains("failures by kind:"), "{text}");
-    assert!(text.contains("mismatch: redirect-uniform: status 404"), "{text}");
+    assert!(
+        text.contains("mismatch: redirect-uniform: status 404"),
+        "{text}"
+    );
 }
 
 /// A GET to control with the admin token, as JSON.
