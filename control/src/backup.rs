@@ -64,10 +64,6 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Io(format!("writing the backup: {e}"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Writes a backup of everything `txn` sees to `out`. Returns the pairs
 /// written.
 pub fn export(txn: &dyn ReadTxn, permutation_key: &[u8], out: &mut dyn Write) -> StoreResult<u64> {
@@ -78,7 +74,7 @@ pub fn export(txn: &dyn ReadTxn, permutation_key: &[u8], out: &mut dyn Write) ->
         created_at: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
-        permutation_key: hex(permutation_key),
+        permutation_key: hex::encode(permutation_key),
     };
     line(out, &header)?;
     let mut records = 0;
@@ -226,10 +222,7 @@ pub fn import(backend: &dyn Backend, reader: &mut dyn BufRead) -> Result<Restore
 /// The permutation secret of a backup header.
 pub fn permutation_key(header: &Header) -> Result<[u8; 32]> {
     let text = &header.permutation_key;
-    let bytes: Vec<u8> = (0..text.len() / 2)
-        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<_, _>>()
-        .context("the backup's permutation key is not hex")?;
+    let bytes = hex::decode(text).context("the backup's permutation key is not hex")?;
     bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("the backup's permutation key is not 32 bytes"))

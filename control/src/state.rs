@@ -134,7 +134,7 @@ impl AppState {
             Some(token) => token.clone(),
             None => {
                 let secret = load_or_create_secret(&config.data_dir.join("internal.token"))?;
-                hex(&secret)
+                hex::encode(secret)
             }
         };
         let mut last = Seq(0);
@@ -248,10 +248,6 @@ impl AppState {
             .check_key(&client)
             .map_err(|n| too_many(n, "address"))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads a 32-byte secret, creating it (mode 0600) on first start.

@@ -335,7 +335,7 @@ impl ProxyConfig {
             return Some(token.clone());
         }
         let bytes = std::fs::read(self.data_dir.join("internal.token")).ok()?;
-        Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Some(hex::encode(bytes))
     }
 }
 

@@ -83,12 +83,7 @@ impl ThreatList {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len() / 2)
-        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
-        .collect()
+    hex::decode(text).ok()
 }
 
 /// The full SHA-256, in hex, of each lookup expression of `url`: what a feed
@@ -99,8 +94,7 @@ pub fn expression_hashes(url: &str) -> Vec<(String, String)> {
         .into_iter()
         .map(|e| {
             let hash = Sha256::digest(e.as_bytes());
-            let hex = hash.iter().map(|b| format!("{b:02x}")).collect();
-            (e, hex)
+            (e, hex::encode(hash))
         })
         .collect()
 }
@@ -212,10 +206,7 @@ mod tests {
     use super::*;
 
     fn hash_hex(expression: &str, bytes: usize) -> String {
-        Sha256::digest(expression.as_bytes())[..bytes]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(&Sha256::digest(expression.as_bytes())[..bytes])
     }
 
     #[test]
