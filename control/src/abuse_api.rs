@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::abuse::blocklist::{self, BlockEntry};
-use crate::abuse::reports::{self, Action, Category, Filter, Report};
+use crate::abuse::reports::{self, Action, Category, Filter, Report, ReportState};
 use crate::abuse::sweep_domain;
 use crate::api::{ApiJson, Auth, require_admin};
 use crate::error::{ApiError, Problem};
@@ -243,7 +243,7 @@ pub struct NewReport {
 pub struct ReportReceipt {
     pub id: String,
     /// Always `open`.
-    pub state: String,
+    pub state: ReportState,
 }
 
 #[utoipa::path(post, path = "/api/v1/links/{code}/report", params(("code" = String, Path)), request_body = NewReport,
@@ -284,7 +284,7 @@ pub(crate) async fn report_link(
         category: body.category,
         comment,
         created_at,
-        state: "open".into(),
+        state: ReportState::Open,
         action: None,
         resolved_at: None,
         resolved_by: None,
@@ -301,7 +301,7 @@ pub(crate) async fn report_link(
         StatusCode::ACCEPTED,
         Json(ReportReceipt {
             id,
-            state: "open".into(),
+            state: ReportState::Open,
         }),
     ))
 }

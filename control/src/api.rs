@@ -273,7 +273,7 @@ impl LinkOut {
             tags: link.tags,
             title: link.title,
             clicks,
-            flag_reason: link.flag_reason,
+            flag_reason: link.flag_reason.map(String::from),
         }
     }
 }
@@ -1149,7 +1149,7 @@ impl utoipa::Modify for DocFixes {
         crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
         crate::stats_api::TopLinks, crate::stats_api::TopLink,
         crate::abuse::blocklist::BlockEntry, crate::abuse_api::BlocklistPage, crate::abuse_api::PutBlock, crate::abuse_api::BlockOut,
-        crate::abuse::reports::Report, crate::abuse::reports::Category, crate::abuse::reports::Action,
+        crate::abuse::reports::Report, crate::abuse::reports::ReportState, crate::abuse::reports::Category, crate::abuse::reports::Action,
         crate::abuse_api::NewReport, crate::abuse_api::ReportReceipt, crate::abuse_api::ReportPage, crate::abuse_api::Resolve, crate::abuse_api::ResolvedOut)),
     modifiers(&DocFixes)
 )]

@@ -8,7 +8,7 @@ use crate::abuse::threats::ThreatList;
 use crate::auth::Principal;
 use crate::codes::{self, Permutation, Strategy};
 use crate::error::ApiError;
-use crate::model::{ChangeDoc, LinkDoc};
+use crate::model::{ChangeDoc, FlagReason, LinkDoc};
 use crate::store::{Pairs, ReadTxn, Space, StoreResult, Txn, prefix_end};
 
 /// Collisions tolerated at one length before random codes get longer.
@@ -276,7 +276,7 @@ fn blocklist_refusal(txn: &mut dyn Txn, url: &str) -> StoreResult<Option<ApiErro
 /// flagged already keeps its first reason, and a disabled, expired or
 /// exhausted one (which the proxy does not redirect) is left alone: it can
 /// only become active again through [`patch`], which checks its target.
-pub fn flag(txn: &mut dyn Txn, code: &str, reason: &str, now: i64) -> StoreResult<bool> {
+pub fn flag(txn: &mut dyn Txn, code: &str, reason: &FlagReason, now: i64) -> StoreResult<bool> {
     let Some(old) = get_in(txn, code)? else {
         return Ok(false);
     };
@@ -285,18 +285,18 @@ pub fn flag(txn: &mut dyn Txn, code: &str, reason: &str, now: i64) -> StoreResul
     }
     let mut link = old.clone();
     link.status = LinkStatus::Flagged;
-    link.flag_reason = Some(reason.to_owned());
+    link.flag_reason = Some(reason.clone());
     link.updated_at = now;
     write_link(txn, &link, Some(&old))?;
     Ok(true)
 }
 
 /// Lifts a flag set for `reason` (and only for it). Returns whether it did.
-pub fn unflag(txn: &mut dyn Txn, code: &str, reason: &str, now: i64) -> StoreResult<bool> {
+pub fn unflag(txn: &mut dyn Txn, code: &str, reason: &FlagReason, now: i64) -> StoreResult<bool> {
     let Some(old) = get_in(txn, code)? else {
         return Ok(false);
     };
-    if old.status != LinkStatus::Flagged || old.flag_reason.as_deref() != Some(reason) {
+    if old.status != LinkStatus::Flagged || old.flag_reason.as_ref() != Some(reason) {
         return Ok(false);
     }
     let mut link = old.clone();
@@ -307,21 +307,26 @@ pub fn unflag(txn: &mut dyn Txn, code: &str, reason: &str, now: i64) -> StoreRes
     Ok(true)
 }
 
-/// Sets a link's status outright (moderation), clearing any flag reason
-/// unless the new status is `flagged`.
+/// Sets a link's status outright (moderation). A `flagged` status carries
+/// its reason; any other clears it.
 pub fn set_status(
     txn: &mut dyn Txn,
     code: &str,
     status: LinkStatus,
-    reason: &str,
+    reason: Option<FlagReason>,
     now: i64,
 ) -> StoreResult<Option<LinkDoc>> {
+    debug_assert_eq!(
+        status == LinkStatus::Flagged,
+        reason.is_some(),
+        "a flag has a reason, and only a flag"
+    );
     let Some(old) = get_in(txn, code)? else {
         return Ok(None);
     };
     let mut link = old.clone();
     link.status = status;
-    link.flag_reason = (status == LinkStatus::Flagged).then(|| reason.to_owned());
+    link.flag_reason = reason.filter(|_| status == LinkStatus::Flagged);
     link.updated_at = now;
     write_link(txn, &link, Some(&old))?;
     Ok(Some(link))
@@ -502,7 +507,7 @@ pub fn patch(
     }
     if let Some(status) = patch.status {
         link.status = status;
-        link.flag_reason = (status == LinkStatus::Flagged).then(|| "admin".to_owned());
+        link.flag_reason = (status == LinkStatus::Flagged).then_some(FlagReason::Admin);
     }
     if let Some(forward_query) = patch.forward_query {
         link.forward_query = forward_query;

@@ -22,11 +22,87 @@ pub struct LinkDoc {
     pub forward_query: bool,
     pub tags: Vec<String>,
     pub title: Option<String>,
-    /// Why the link is flagged, when it is: `admin`, `report`,
-    /// `blocklist:<domain>` or `threat_list`. Flags set by a blocklist entry
+    /// Why the link is flagged, when it is. Flags set by a blocklist entry
     /// or the threat list are lifted when that entry or match goes away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flag_reason: Option<String>,
+    pub flag_reason: Option<FlagReason>,
+}
+
+/// Why a link is flagged. Stored and shown as its string form: `admin`,
+/// `report`, `blocklist:<domain>` or `threat_list`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum FlagReason {
+    /// An admin set the status to `flagged`.
+    Admin,
+    /// An admin resolved an abuse report with `flag`.
+    Report,
+    /// The blocklist entry for this domain covers the target.
+    Blocklist(String),
+    /// The target matches the threat list.
+    ThreatList,
+}
+
+const BLOCKLIST_PREFIX: &str = "blocklist:";
+
+impl std::fmt::Display for FlagReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Admin => f.write_str("admin"),
+            Self::Report => f.write_str("report"),
+            Self::Blocklist(domain) => write!(f, "{BLOCKLIST_PREFIX}{domain}"),
+            Self::ThreatList => f.write_str("threat_list"),
+        }
+    }
+}
+
+impl From<FlagReason> for String {
+    fn from(reason: FlagReason) -> Self {
+        reason.to_string()
+    }
+}
+
+impl TryFrom<String> for FlagReason {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "admin" => Ok(Self::Admin),
+            "report" => Ok(Self::Report),
+            "threat_list" => Ok(Self::ThreatList),
+            other => match other.strip_prefix(BLOCKLIST_PREFIX) {
+                Some(domain) if !domain.is_empty() => Ok(Self::Blocklist(domain.to_owned())),
+                _ => Err(format!("{other:?} is not a flag reason")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_reasons_keep_their_string_form() {
+        for (reason, text) in [
+            (FlagReason::Admin, "admin"),
+            (FlagReason::Report, "report"),
+            (FlagReason::ThreatList, "threat_list"),
+            (
+                FlagReason::Blocklist("evil.example".into()),
+                "blocklist:evil.example",
+            ),
+        ] {
+            assert_eq!(reason.to_string(), text);
+            assert_eq!(FlagReason::try_from(text.to_owned()), Ok(reason.clone()));
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("{text:?}"));
+            assert_eq!(serde_json::from_str::<FlagReason>(&json).unwrap(), reason);
+        }
+        for bad in ["", "blocklist:", "moderator"] {
+            assert!(FlagReason::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
+    }
 }
 
 impl LinkDoc {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::links;
+use crate::model::FlagReason;
 use crate::store::{ReadTxn, Space, StoreError, StoreResult, Txn};
 
 /// Links flagged or unflagged per transaction by an entry's sweep.
@@ -41,8 +42,8 @@ impl BlockEntry {
 
 /// The reason a link flagged by the entry for `domain` carries.
 #[must_use]
-pub fn flag_reason(domain: &str) -> String {
-    format!("blocklist:{domain}")
+pub fn flag_reason(domain: &str) -> FlagReason {
+    FlagReason::Blocklist(domain.to_owned())
 }
 
 /// Normalises a domain given to the API: lowercase punycode, no trailing

@@ -122,7 +122,7 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiErr
             .filter(|link| {
                 let hit = list.matching(&link.url).is_some();
                 let threat_flagged = link.status == LinkStatus::Flagged
-                    && link.flag_reason.as_deref() == Some(threats::FLAG_REASON);
+                    && link.flag_reason == Some(threats::FLAG_REASON);
                 (hit && link.status == LinkStatus::Active) || (!hit && threat_flagged)
             })
             .map(|link| link.code.clone())
@@ -143,9 +143,9 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiErr
                             continue;
                         };
                         if list.matching(&link.url).is_some() {
-                            f += u64::from(links::flag(txn, code, threats::FLAG_REASON, now)?);
+                            f += u64::from(links::flag(txn, code, &threats::FLAG_REASON, now)?);
                         } else {
-                            u += u64::from(links::unflag(txn, code, threats::FLAG_REASON, now)?);
+                            u += u64::from(links::unflag(txn, code, &threats::FLAG_REASON, now)?);
                         }
                     }
                     Ok((f, u))

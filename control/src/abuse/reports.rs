@@ -48,6 +48,16 @@ impl Action {
     }
 }
 
+/// Where a report is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportState {
+    /// Waiting for an admin.
+    Open,
+    /// An admin resolved it (or another report of the same link).
+    Resolved,
+}
+
 /// A report as stored and returned.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
@@ -58,8 +68,7 @@ pub struct Report {
     pub comment: Option<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
-    /// `open` or `resolved`.
-    pub state: String,
+    pub state: ReportState,
     pub action: Option<Action>,
     pub resolved_at: Option<String>,
     /// The name of the key that resolved it.
@@ -150,7 +159,7 @@ pub fn list(
         let done = page.len() <= limit;
         for (key, value) in &page {
             let report = Report::decode(value)?;
-            if filter == Filter::Open && report.state != "open" {
+            if filter == Filter::Open && report.state != ReportState::Open {
                 continue;
             }
             if out.len() == limit {
@@ -191,7 +200,7 @@ pub fn resolve(
         return Ok(Err(ApiError::NotFound));
     };
     let report = Report::decode(&bytes)?;
-    if report.state != "open" {
+    if report.state != ReportState::Open {
         return Ok(Err(ApiError::Conflict {
             field: "id".into(),
             reason: format!(
@@ -209,10 +218,16 @@ pub fn resolve(
     }
     match action {
         Action::Flag => {
-            links::set_status(txn, &code, LinkStatus::Flagged, "report", now)?;
+            links::set_status(
+                txn,
+                &code,
+                LinkStatus::Flagged,
+                Some(crate::model::FlagReason::Report),
+                now,
+            )?;
         }
         Action::Disable => {
-            links::set_status(txn, &code, LinkStatus::Disabled, "", now)?;
+            links::set_status(txn, &code, LinkStatus::Disabled, None, now)?;
         }
         Action::Dismiss => {}
     }
@@ -232,7 +247,7 @@ pub fn resolve(
             continue;
         };
         let mut other = Report::decode(&bytes)?;
-        other.state = "resolved".into();
+        other.state = ReportState::Resolved;
         other.action = Some(action);
         other.resolved_at = Some(now_text.to_owned());
         other.resolved_by = Some(by.key_name.clone());

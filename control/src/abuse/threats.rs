@@ -21,7 +21,7 @@ use super::canonical;
 use crate::config::Config;
 
 /// The flag reason of links the threat list matches.
-pub const FLAG_REASON: &str = "threat_list";
+pub const FLAG_REASON: crate::model::FlagReason = crate::model::FlagReason::ThreatList;
 
 /// Loaded prefixes, grouped by length.
 #[derive(Debug, Default)]
