@@ -14,12 +14,15 @@
 //! assert_eq!(reply.location, Some(&b"https://example.com/"[..]));
 //! ```
 
+pub mod answer;
 pub mod app;
 pub mod clicks;
+mod codec;
 pub mod config;
 pub mod drain;
 pub mod guard;
 pub mod metrics;
+mod pages;
 pub mod path;
 pub mod shipper;
 pub mod snapshots;

@@ -1,0 +1,301 @@
+//! HTTP/1.1 on the redirect listener, byte by byte: a request head parsed in
+//! place (`httparse`), and a whole response assembled into one buffer from
+//! preformatted bytes, a `Date` cached per second and the reply's bytes.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::Method;
+
+use crate::answer::{BODY_BAD_REQUEST, BODY_HEADERS_TOO_LARGE, Body, Reply, static_length};
+
+/// Seconds a throttled client is told to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryAfter(pub(crate) u64);
+
+/// Most header lines read from one request.
+const HEADERS_MAX: usize = 64;
+
+fn reason(status: u16) -> &'static [u8] {
+    match status {
+        200 => b"200 OK",
+        301 => b"301 Moved Permanently",
+        302 => b"302 Found",
+        307 => b"307 Temporary Redirect",
+        308 => b"308 Permanent Redirect",
+        400 => b"400 Bad Request",
+        404 => b"404 Not Found",
+        405 => b"405 Method Not Allowed",
+        408 => b"408 Request Timeout",
+        410 => b"410 Gone",
+        414 => b"414 URI Too Long",
+        429 => b"429 Too Many Requests",
+        431 => b"431 Request Header Fields Too Large",
+        _ => b"500 Internal Server Error",
+    }
+}
+
+thread_local! {
+    /// `Date` header value, formatted once per second per worker thread.
+    static DATE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [b' '; 29])) };
+}
+
+fn push_date(out: &mut Vec<u8>, now: SystemTime) {
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached, value)| {
+        if *cached != second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == value.len() {
+                value.copy_from_slice(text.as_bytes());
+                *cached = second;
+            }
+        }
+        out.extend_from_slice(value);
+    });
+}
+
+/// How the connection continues after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Appends a whole response (head, and body unless `head_only`) to `out`.
+pub(crate) fn write_response(
+    out: &mut Vec<u8>,
+    reply: &Reply<'_>,
+    head_only: bool,
+    next: Next,
+    http10: bool,
+    now: SystemTime,
+) {
+    write_response_with(out, reply, head_only, next, http10, now, None);
+}
+
+pub(crate) fn write_response_with(
+    out: &mut Vec<u8>,
+    reply: &Reply<'_>,
+    head_only: bool,
+    next: Next,
+    http10: bool,
+    now: SystemTime,
+    retry_after: Option<RetryAfter>,
+) {
+    out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(reason(reply.status));
+    out.extend_from_slice(b"\r\nDate: ");
+    push_date(out, now);
+    if let Some(location) = reply.location {
+        out.extend_from_slice(b"\r\nLocation: ");
+        out.extend_from_slice(location);
+    }
+    out.extend_from_slice(b"\r\nCache-Control: ");
+    out.extend_from_slice(reply.cache_control.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(reply.content_type.as_bytes());
+    let body: &[u8] = match &reply.body {
+        Body::Static(bytes) => bytes,
+        Body::Page(page) => page.as_bytes(),
+    };
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    if body.len() < 48 {
+        out.extend_from_slice(static_length(body.len()).as_bytes());
+    } else {
+        out.extend_from_slice(body.len().to_string().as_bytes());
+    }
+    if reply.status == 405 {
+        out.extend_from_slice(b"\r\nAllow: GET, HEAD");
+    }
+    if let Some(RetryAfter(seconds)) = retry_after {
+        out.extend_from_slice(b"\r\nRetry-After: ");
+        out.extend_from_slice(seconds.max(1).to_string().as_bytes());
+    }
+    match (next, http10) {
+        (Next::Close, false) => out.extend_from_slice(b"\r\nConnection: close"),
+        (Next::KeepAlive, true) => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// The parts of a parsed request the answer needs.
+pub(crate) struct Request<'b> {
+    pub(crate) method: Method,
+    pub(crate) target: &'b [u8],
+    pub(crate) http10: bool,
+    pub(crate) next: Next,
+    pub(crate) headers_bytes: usize,
+    pub(crate) has_body: bool,
+    pub(crate) referrer: &'b [u8],
+    pub(crate) user_agent: &'b [u8],
+    pub(crate) forwarded_for: &'b [u8],
+}
+
+/// What reading the next request head gave.
+pub(crate) enum Parsed<'b> {
+    Request(Request<'b>, usize),
+    Partial,
+    /// A request that cannot be answered normally: answer this and close.
+    Refuse(u16, &'static [u8]),
+}
+
+pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut request = httparse::Request::new(&mut headers);
+    let consumed = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Refuse(431, BODY_HEADERS_TOO_LARGE),
+        Err(_) => return Parsed::Refuse(400, BODY_BAD_REQUEST),
+    };
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Parsed::Refuse(400, BODY_BAD_REQUEST);
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Refuse(400, BODY_BAD_REQUEST);
+    };
+    let http10 = version == 0;
+    let mut parsed = Request {
+        method,
+        target: target.as_bytes(),
+        http10,
+        next: if http10 { Next::Close } else { Next::KeepAlive },
+        headers_bytes: 0,
+        has_body: false,
+        referrer: b"",
+        user_agent: b"",
+        forwarded_for: b"",
+    };
+    for header in request.headers.iter() {
+        parsed.headers_bytes += header.name.len() + header.value.len() + 4;
+        let name = header.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in header.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    parsed.next = Next::Close;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    parsed.next = Next::KeepAlive;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"referer") {
+            parsed.referrer = header.value;
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            parsed.user_agent = header.value;
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            parsed.forwarded_for = header.value;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || (name.eq_ignore_ascii_case(b"content-length") && header.value.trim_ascii() != b"0")
+        {
+            // Redirects take no body; rather than read one, close after answering.
+            parsed.has_body = true;
+        }
+    }
+    Parsed::Request(parsed, consumed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Outcome;
+
+    fn request(bytes: &[u8]) -> (Request<'_>, usize) {
+        match parse(bytes) {
+            Parsed::Request(request, consumed) => (request, consumed),
+            Parsed::Partial => panic!("partial: {:?}", String::from_utf8_lossy(bytes)),
+            Parsed::Refuse(status, _) => panic!("refused {status}"),
+        }
+    }
+
+    #[test]
+    fn a_head_is_read_in_place_and_its_end_found() {
+        let bytes = b"GET /abc?x=1 HTTP/1.1\r\nHost: s\r\nUser-Agent: UA\r\nReferer: https://r/\r\n\r\nGET /next";
+        let (parsed, consumed) = request(bytes);
+        assert_eq!(parsed.method, Method::GET);
+        assert_eq!(parsed.target, b"/abc?x=1");
+        assert_eq!(parsed.user_agent, b"UA");
+        assert_eq!(parsed.referrer, b"https://r/");
+        assert!(!parsed.http10 && !parsed.has_body);
+        assert_eq!(parsed.next, Next::KeepAlive);
+        // A pipelined request's bytes are left for the next parse.
+        assert_eq!(&bytes[consumed..], b"GET /next");
+        assert!(matches!(parse(&bytes[consumed..]), Parsed::Partial));
+    }
+
+    #[test]
+    fn connection_semantics_follow_the_version() {
+        let (http10, _) = request(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(http10.http10);
+        assert_eq!(http10.next, Next::Close);
+        let (kept, _) = request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert_eq!(kept.next, Next::KeepAlive);
+        let (closed, _) = request(b"GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n");
+        assert_eq!(closed.next, Next::Close);
+    }
+
+    #[test]
+    fn a_body_is_noticed_and_garbage_refused() {
+        let (with_body, _) = request(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        assert!(with_body.has_body);
+        let (empty_body, _) = request(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(!empty_body.has_body);
+        let (chunked, _) = request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(chunked.has_body);
+        assert!(matches!(
+            parse(b"\0\x01garbage\r\n\r\n"),
+            Parsed::Refuse(400, _)
+        ));
+        let many: String = (0..HEADERS_MAX + 1)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect();
+        let too_many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(parse(too_many.as_bytes()), Parsed::Refuse(431, _)));
+    }
+
+    #[test]
+    fn a_response_is_written_whole() {
+        let reply = Reply {
+            status: 302,
+            location: Some(b"https://example.com/"),
+            cache_control: "private, no-store",
+            content_type: "text/plain; charset=utf-8",
+            body: Body::Static(b"redirecting\n"),
+            outcome: Outcome::Redirect302,
+            click: None,
+        };
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let mut out = Vec::new();
+        write_response(&mut out, &reply, false, Next::KeepAlive, false, now);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 302 Found\r\nDate: Tue, 14 Nov 2023 22:13:20 GMT\r\n\
+             Location: https://example.com/\r\nCache-Control: private, no-store\r\n\
+             Content-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\n\r\nredirecting\n"
+        );
+        let mut head = Vec::new();
+        write_response_with(
+            &mut head,
+            &reply,
+            true,
+            Next::Close,
+            true,
+            now,
+            Some(RetryAfter(0)),
+        );
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.0 302 Found\r\n"), "{head}");
+        assert!(
+            head.ends_with("Content-Length: 12\r\nRetry-After: 1\r\n\r\n"),
+            "a HEAD has no body; a wait is at least a second: {head}"
+        );
+        assert!(
+            !head.contains("Connection:"),
+            "HTTP/1.0 closes by default: {head}"
+        );
+    }
+}

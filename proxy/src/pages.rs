@@ -1,0 +1,53 @@
+//! The HTML pages the proxy answers with: the link preview and the warning
+//! for a flagged link. Made per request (they are rare); everything from the
+//! link is escaped.
+
+use shortline_store::{LinkView, Resolution};
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, body_html: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
+         <title>{title}</title></head><body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\">\
+         <h1>{title}</h1>{body_html}</body></html>\n"
+    )
+}
+
+pub(crate) fn flagged_page() -> String {
+    page(
+        "Warning: this link has been flagged",
+        "<p>This short link has been flagged as possibly harmful by the operator of this service, \
+         so it is not followed. If you believe this is a mistake, contact the operator.</p>",
+    )
+}
+
+pub(crate) fn preview_page(link: &LinkView<'_>, now: i64) -> String {
+    let target = escape_html(&String::from_utf8_lossy(link.target()));
+    let code = escape_html(&String::from_utf8_lossy(link.code()));
+    let body = match link.resolve(now) {
+        Resolution::Redirect => format!(
+            "<p>The short link <code>{code}</code> leads to:</p><p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>"
+        ),
+        Resolution::Flagged => format!(
+            "<p>The short link <code>{code}</code> has been flagged as possibly harmful; its target is not shown.</p>"
+        ),
+        Resolution::Gone(_) => format!(
+            "<p>The short link <code>{code}</code> is no longer available. It led to:</p><p><code>{target}</code></p>"
+        ),
+    };
+    page("Link preview", &body)
+}
