@@ -15,7 +15,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use shortline_store::{Change, LinkRecord, Seq};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,25 +32,11 @@ const STREAM_BUFFER_MESSAGES: usize = 64;
 /// Links read per page while building a snapshot.
 const SNAPSHOT_PAGE_LINKS: usize = 10_000;
 
-/// One message on the change stream.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Message {
-    /// Committed changes, in sequence order.
-    Changes { changes: Vec<Change> },
-    /// A snapshot covering `seq` exists (`GET /internal/v1/snapshots/{seq}`).
-    /// When `required`, the changes before it are gone from the log: the
-    /// subscriber must install it before applying what follows.
-    Snapshot { seq: Seq, required: bool },
-    /// Nothing new; the newest committed sequence.
-    Heartbeat { seq: Seq },
-}
+pub use shortline_store::stream::Message;
 
 /// A message as one line of JSON.
 fn line(message: &Message) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(message).expect("messages serialise");
-    bytes.push(b'\n');
-    bytes
+    message.to_line()
 }
 
 pub use shortline_store::files::{file_name as snapshot_file_name, list as snapshot_files};

@@ -14,25 +14,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use serde::Deserialize;
-use shortline_store::{Change, LiveTable, Seq};
+use shortline_store::{LiveTable, Seq};
 
 use crate::clicks::backoff;
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::snapshots;
 
-/// Longest line accepted on the change stream.
-const STREAM_LINE_BYTES_MAX: usize = 64 << 20;
-
-/// A message on the change stream (the control plane's `publish::Message`).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum Message {
-    Changes { changes: Vec<Change> },
-    Snapshot { seq: Seq, required: bool },
-    Heartbeat { seq: Seq },
-}
+use shortline_store::stream::{LineReader, Message};
 
 /// The HTTP client used to reach control.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -182,7 +171,7 @@ impl Subscriber {
         self.metrics.stream_connected.store(1, Relaxed);
         tracing::info!(after = after.0, "following the change stream");
         let mut body = response.into_body();
-        let mut buffer: Vec<u8> = Vec::new();
+        let mut lines = LineReader::default();
         let idle = Duration::from_millis(self.config.stream_idle_timeout_ms);
         loop {
             let frame = tokio::select! {
@@ -196,11 +185,11 @@ impl Subscriber {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            buffer.extend_from_slice(&data);
-            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let message: Message = serde_json::from_slice(&line[..end])
-                    .map_err(|e| SyncError::Message(e.to_string()))?;
+            lines.push(&data);
+            while let Some(message) = lines
+                .next_message()
+                .map_err(|e| SyncError::Message(e.to_string()))?
+            {
                 if let Some((seq, required)) = self.handle(message) {
                     match self.load_snapshot(client, &token, seq).await {
                         Ok(()) => {}
@@ -208,9 +197,6 @@ impl Subscriber {
                         Err(e) => tracing::warn!(error = %e, "optional snapshot not loaded"),
                     }
                 }
-            }
-            if buffer.len() > STREAM_LINE_BYTES_MAX {
-                return Err(SyncError::Message("line too long".into()));
             }
         }
     }

@@ -38,6 +38,8 @@ pub mod format;
 mod live;
 mod reader;
 mod record;
+#[cfg(feature = "serde")]
+pub mod stream;
 mod writer;
 
 pub use code::{CODE_LEN_MAX, Code, CodeError, TARGET_LEN_MAX, Target, TargetError, is_valid_code};
