@@ -29,6 +29,7 @@ impl Answer {
     #[must_use]
     pub fn body_excerpt(&self, max: usize) -> String {
         let text = String::from_utf8_lossy(&self.body);
+        let text = text.trim_end();
         let mut excerpt: String = text.chars().take(max).collect();
         if text.chars().count() > max {
             excerpt.push_str("...");
