@@ -6,8 +6,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Deserialize;
+use shortline_common::layout::DataDir;
+pub use shortline_common::settings::LogFormat;
+use shortline_common::settings::{self, Kind, range};
 
 use crate::codes::Strategy;
 
@@ -138,24 +141,6 @@ pub enum StoreBackend {
     Fdb,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    /// The configuration value.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-            Self::Json => "json",
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -213,15 +198,6 @@ impl Default for Config {
             fdb_prefix: "default".to_owned(),
         }
     }
-}
-
-/// How a key's environment value is read.
-#[derive(Clone, Copy)]
-enum Kind {
-    Text,
-    Integer,
-    List,
-    Bool,
 }
 
 /// Every key, with how `SHORTLINE_<KEY>` is parsed.
@@ -303,19 +279,7 @@ impl Config {
         env: &[(String, String)],
         overrides: &Overrides,
     ) -> Result<Self> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                text.parse::<toml::Table>()
-                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
-            }
-            None => toml::Table::new(),
-        };
-        apply_env(&mut table, env)?;
-        let mut config: Self = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| bad_key(&table, &e))?;
+        let mut config: Self = settings::layered(file, env, KEYS)?;
         if let Some(dir) = &overrides.data_dir {
             config.data_dir.clone_from(dir);
         }
@@ -483,63 +447,17 @@ impl Config {
         Ok(())
     }
 
+    /// The data directory's layout.
+    #[must_use]
+    pub fn layout(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
+    }
+
     /// Where snapshot files live.
     #[must_use]
     pub fn snapshot_dir(&self) -> PathBuf {
-        self.data_dir.join("snapshots")
+        self.layout().snapshots()
     }
-}
-
-/// Names the key behind a deserialisation error by trying each key alone.
-fn bad_key(table: &toml::Table, error: &toml::de::Error) -> anyhow::Error {
-    for (key, value) in table {
-        let mut alone = toml::Table::new();
-        alone.insert(key.clone(), value.clone());
-        if let Err(e) = toml::Value::Table(alone).try_into::<Config>() {
-            return anyhow::anyhow!("bad configuration: {key}: {}", e.message().trim());
-        }
-    }
-    anyhow::anyhow!("bad configuration: {}", error.message().trim())
-}
-
-fn range(key: &str, value: u64, min: u64, max: u64) -> Result<()> {
-    if value < min || value > max {
-        bail!("bad configuration: {key} is {value}, it must be between {min} and {max}");
-    }
-    Ok(())
-}
-
-fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<()> {
-    for (name, value) in env {
-        let Some(key) = name.strip_prefix("SHORTLINE_") else {
-            continue;
-        };
-        let key = key.to_ascii_lowercase();
-        let Some((_, kind)) = KEYS.iter().find(|(k, _)| *k == key) else {
-            continue;
-        };
-        let parsed = match kind {
-            Kind::Text => toml::Value::String(value.clone()),
-            Kind::Integer => toml::Value::Integer(value.trim().parse().map_err(|_| {
-                anyhow::anyhow!("bad configuration: {name}={value:?}: {key} must be an integer")
-            })?),
-            Kind::Bool => toml::Value::Boolean(match value.trim() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => bail!("bad configuration: {name}={value:?}: {key} must be true or false"),
-            }),
-            Kind::List => toml::Value::Array(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| toml::Value::String(s.to_owned()))
-                    .collect(),
-            ),
-        };
-        table.insert(key, parsed);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use shortline_control::config::{Config, LogFormat, Overrides};
+use shortline_control::config::{Config, Overrides};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -108,21 +108,6 @@ impl Common {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: a log file or journal gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (common, with_proxy) = match &cli.command {
@@ -158,7 +143,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    shortline_common::settings::init_logging(config.log_format);
     match run(config, with_proxy) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -252,7 +237,7 @@ fn restore(config: &Config, from: &std::path::Path) -> Result<()> {
     let (header, _) = shortline_control::backup::verify(&mut open()?)?;
     let key = shortline_control::backup::permutation_key(&header)?;
     shortline_control::server::prepare_data_dir(&config.data_dir)?;
-    let key_path = config.data_dir.join("permutation.key");
+    let key_path = config.layout().permutation_key();
     match std::fs::read(&key_path) {
         Ok(existing) if existing != key => anyhow::bail!(
             "{} holds another permutation secret; restore into an empty data_dir",

@@ -37,7 +37,7 @@ pub fn prepare_data_dir(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         bail!("data_dir {} exists but is not a directory", dir.display());
     }
-    std::fs::create_dir_all(dir.join("snapshots"))
+    std::fs::create_dir_all(shortline_common::layout::DataDir::new(dir).snapshots())
         .with_context(|| format!("cannot create data_dir {}", dir.display()))?;
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok")

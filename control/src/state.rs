@@ -127,14 +127,13 @@ pub struct Bootstrap {
 impl AppState {
     /// Builds the state over an opened backend; starts the committer.
     pub fn start(config: Config, backend: Arc<dyn Backend>) -> Result<(Arc<Self>, Bootstrap)> {
-        let permutation = Permutation::new(&load_or_create_secret(
-            &config.data_dir.join("permutation.key"),
-        )?);
+        let permutation =
+            Permutation::new(&load_or_create_secret(&config.layout().permutation_key())?);
         let internal_token = match &config.internal_token {
             Some(token) => token.clone(),
             None => {
-                let secret = load_or_create_secret(&config.data_dir.join("internal.token"))?;
-                hex::encode(secret)
+                let secret = load_or_create_secret(&config.layout().internal_token_file())?;
+                shortline_common::layout::token_of(&secret)
             }
         };
         let mut last = Seq(0);
@@ -376,7 +375,7 @@ fn analytics_from(config: &Config, through: u64) -> Result<crate::analytics::Ana
         },
         geo,
         export,
-        &config.data_dir.join("clicks-wal"),
+        &config.layout().click_log(),
         through,
     )
     .context("cannot open the click log")

@@ -6,8 +6,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Deserialize;
+use shortline_common::layout::DataDir;
+pub use shortline_common::settings::LogFormat;
+use shortline_common::settings::{self, Kind, range};
 
 /// Every setting, with its default.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,7 +73,7 @@ pub struct ProxyConfig {
     /// Seconds to finish in-flight requests after SIGTERM or an upgrade.
     pub grace_period_seconds: u64,
     /// Log format: text or json.
-    pub log_format: String,
+    pub log_format: LogFormat,
 }
 
 impl Default for ProxyConfig {
@@ -103,17 +106,9 @@ impl Default for ProxyConfig {
             persist_interval_ms: 2000,
             snapshot_keep: 2,
             grace_period_seconds: 5,
-            log_format: "text".to_owned(),
+            log_format: LogFormat::Text,
         }
     }
-}
-
-/// How an environment variable's text becomes a TOML value.
-#[derive(Clone, Copy)]
-enum Kind {
-    Text,
-    Integer,
-    Bool,
 }
 
 const KEYS: &[(&str, Kind)] = &[
@@ -156,63 +151,12 @@ impl ProxyConfig {
 
     /// [`ProxyConfig::load`] with the environment given.
     pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Self> {
-        let mut table = match file {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?
-                .parse::<toml::Table>()
-                .with_context(|| format!("config file {} is not valid TOML", path.display()))?,
-            None => toml::Table::new(),
-        };
-        for (name, value) in env {
-            let Some(key) = name.strip_prefix("SHORTLINE_").map(str::to_ascii_lowercase) else {
-                continue;
-            };
-            let Some((_, kind)) = KEYS.iter().find(|(k, _)| *k == key) else {
-                continue;
-            };
-            let parsed = match kind {
-                Kind::Text => toml::Value::String(value.clone()),
-                Kind::Integer => toml::Value::Integer(value.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("bad configuration: {name}={value:?}: {key} must be an integer")
-                })?),
-                Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
-                    "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
-                    _ => anyhow::bail!(
-                        "bad configuration: {name}={value:?}: {key} must be true or false"
-                    ),
-                },
-            };
-            table.insert(key, parsed);
-        }
-        let config: Self =
-            toml::Value::Table(table.clone())
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    // Name the key: try each alone.
-                    for (key, value) in &table {
-                        let mut alone = toml::Table::new();
-                        alone.insert(key.clone(), value.clone());
-                        if let Err(e) = toml::Value::Table(alone).try_into::<Self>() {
-                            return anyhow::anyhow!(
-                                "bad configuration: {key}: {}",
-                                e.message().trim()
-                            );
-                        }
-                    }
-                    anyhow::anyhow!("bad configuration: {}", e.message().trim())
-                })?;
+        let config: Self = settings::layered(file, env, KEYS)?;
         config.check()?;
         Ok(config)
     }
 
     fn check(&self) -> Result<()> {
-        let range = |key: &str, value: u64, min: u64, max: u64| {
-            if value < min || value > max {
-                bail!("bad configuration: {key} is {value}, it must be between {min} and {max}");
-            }
-            Ok(())
-        };
         range("proxy_threads", self.proxy_threads as u64, 1, 1024)?;
         range(
             "keepalive_timeout_seconds",
@@ -291,9 +235,6 @@ impl ProxyConfig {
         )?;
         range("snapshot_keep", self.snapshot_keep as u64, 1, 100)?;
         range("grace_period_seconds", self.grace_period_seconds, 0, 3600)?;
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            bail!("bad configuration: log_format must be text or json");
-        }
         if self
             .control_url
             .as_ref()
@@ -317,16 +258,22 @@ impl ProxyConfig {
         format!("http://{addr}")
     }
 
+    /// The data directory's layout.
+    #[must_use]
+    pub fn layout(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
+    }
+
     /// The control plane's snapshot folder (shared on one host).
     #[must_use]
     pub fn control_snapshot_dir(&self) -> PathBuf {
-        self.data_dir.join("snapshots")
+        self.layout().snapshots()
     }
 
     /// The proxy's own snapshot folder.
     #[must_use]
     pub fn cache_dir(&self) -> PathBuf {
-        self.data_dir.join("proxy-cache")
+        self.layout().proxy_cache()
     }
 
     /// The internal token: configured, or the control plane's file in the data directory.
@@ -334,8 +281,7 @@ impl ProxyConfig {
         if let Some(token) = &self.internal_token {
             return Some(token.clone());
         }
-        let bytes = std::fs::read(self.data_dir.join("internal.token")).ok()?;
-        Some(hex::encode(bytes))
+        self.layout().internal_token()
     }
 }
 

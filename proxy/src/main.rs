@@ -73,22 +73,6 @@ impl ServeHttp for MetricsApp {
     }
 }
 
-fn init_logging(format: &str) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: a log file or journal gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn server_conf(config: &ProxyConfig, cli: &Cli) -> Result<ServerConf> {
     let mut conf = ServerConf::new().context("cannot build the server configuration")?;
     conf.threads = config.proxy_threads;
@@ -100,11 +84,9 @@ fn server_conf(config: &ProxyConfig, cli: &Cli) -> Result<ServerConf> {
     conf.graceful_shutdown_timeout_seconds = Some(config.grace_period_seconds.max(1) + 2);
     let dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("data_dir {} does not exist", config.data_dir.display()))?;
-    conf.upgrade_sock = dir
-        .join("proxy-upgrade.sock")
-        .to_string_lossy()
-        .into_owned();
-    conf.pid_file = dir.join("proxy.pid").to_string_lossy().into_owned();
+    let layout = shortline_common::layout::DataDir::new(dir);
+    conf.upgrade_sock = layout.upgrade_socket().to_string_lossy().into_owned();
+    conf.pid_file = layout.proxy_pid().to_string_lossy().into_owned();
     Ok(conf)
 }
 
@@ -128,7 +110,7 @@ fn check_listen(setting: &str, addr: std::net::SocketAddr) -> Result<()> {
 
 fn run(cli: &Cli) -> Result<()> {
     let config = ProxyConfig::load(cli.config.as_deref())?;
-    init_logging(&config.log_format);
+    shortline_common::settings::init_logging(config.log_format);
     if !cli.upgrade {
         // An upgrade takes over the sockets of the running process, which
         // holds these addresses.

@@ -36,7 +36,7 @@ pub struct RedbBackend {
 impl RedbBackend {
     /// Opens (or creates) `shortline.redb` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let path = data_dir.join("shortline.redb");
+        let path = shortline_common::layout::DataDir::new(data_dir).store_file();
         let db = Database::create(&path).map_err(|e| {
             StoreError::Io(format!("cannot open the store at {}: {e}", path.display()))
         })?;
