@@ -197,98 +197,123 @@ impl RedirectApp {
         let peer: Option<IpAddr> = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let head_max = self.limits.request_headers_bytes_max + path::TARGET_LEN_MAX + 1024;
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut out: Vec<u8> = Vec::with_capacity(1024);
         let mut shutdown = shutdown.clone();
         let mut served: u32 = 0;
-        let idle = Duration::from_secs(self.limits.keepalive_timeout_seconds);
-        loop {
-            // Wait for the first bytes of the next request, unless pipelined
-            // bytes are already here.
-            if buf.is_empty() {
-                let read = if served == 0 {
-                    // A new connection's request is answered even while
-                    // shutting down: the client was accepted and is waiting.
-                    tokio::time::timeout(self.limits.read_timeout, read_more(&mut stream, &mut buf))
-                        .await
-                } else {
-                    // An idle keep-alive connection is closed at shutdown.
-                    if *shutdown.borrow() {
-                        return;
-                    }
-                    tokio::select! {
-                        read = tokio::time::timeout(idle, read_more(&mut stream, &mut buf)) => read,
-                        _ = shutdown.changed() => return,
-                    }
-                };
-                match read {
-                    Ok(Ok(0) | Err(_)) | Err(_) => return,
-                    Ok(Ok(_)) => {}
-                }
-            }
-            let started = Instant::now();
-            // The rest of a head must come before this: a client trickling
-            // bytes cannot hold the connection. Derived from `started`, so a
-            // request that arrives whole reads the clock once.
-            let deadline = tokio::time::Instant::from_std(started) + self.limits.read_timeout;
-            let consumed = loop {
-                match parse(&buf) {
-                    Parsed::Request(request, consumed) => {
-                        served += 1;
-                        let mut next = request.next;
-                        if request.has_body
-                            || served >= self.limits.keepalive_requests_max
-                            || *shutdown.borrow()
-                        {
-                            next = Next::Close;
-                        }
-                        out.clear();
-                        let outcome = self.respond(&request, peer, next, &mut out);
-                        self.metrics
-                            .record(outcome, started.elapsed().as_nanos() as u64);
-                        if next == Next::Close {
-                            let _ = self.send(&mut stream, &out).await;
-                            return;
-                        }
-                        break consumed;
-                    }
-                    Parsed::Refuse(status, body) => {
-                        return self
-                            .refuse(&mut stream, &mut out, status, body, started)
-                            .await;
-                    }
-                    Parsed::Partial if buf.len() >= head_max => {
-                        // A request line alone longer than any target is 414;
-                        // otherwise the headers are too large.
-                        let (status, body) = if buf.windows(2).any(|w| w == b"\r\n") {
-                            (431, BODY_HEADERS_TOO_LARGE)
-                        } else {
-                            (414, BODY_URI_TOO_LONG)
-                        };
-                        return self
-                            .refuse(&mut stream, &mut out, status, body, started)
-                            .await;
-                    }
-                    Parsed::Partial => {
-                        match tokio::time::timeout_at(deadline, read_more(&mut stream, &mut buf))
-                            .await
-                        {
-                            Ok(Ok(0) | Err(_)) => return,
-                            Ok(Ok(_)) => {}
-                            Err(_) => {
-                                return self
-                                    .refuse(&mut stream, &mut out, 408, BODY_BAD_REQUEST, started)
-                                    .await;
-                            }
-                        }
-                    }
-                }
+        while self
+            .await_request(&mut stream, &mut buf, served == 0, &mut shutdown)
+            .await
+        {
+            let Some(consumed) = self
+                .one_request(
+                    &mut stream,
+                    &mut buf,
+                    &mut out,
+                    &mut served,
+                    peer,
+                    &shutdown,
+                )
+                .await
+            else {
+                return;
             };
             if self.send(&mut stream, &out).await.is_err() {
                 return;
             }
             buf.drain(..consumed);
+        }
+    }
+
+    /// Waits for the first bytes of the next request, unless pipelined bytes
+    /// are already here. False when the connection is done.
+    async fn await_request(
+        &self,
+        stream: &mut Stream,
+        buf: &mut Vec<u8>,
+        first: bool,
+        shutdown: &mut ShutdownWatch,
+    ) -> bool {
+        if !buf.is_empty() {
+            return true;
+        }
+        let read = if first {
+            // A new connection's request is answered even while shutting
+            // down: the client was accepted and is waiting.
+            tokio::time::timeout(self.limits.read_timeout, read_more(stream, buf)).await
+        } else {
+            // An idle keep-alive connection is closed at shutdown.
+            if *shutdown.borrow() {
+                return false;
+            }
+            let idle = Duration::from_secs(self.limits.keepalive_timeout_seconds);
+            tokio::select! {
+                read = tokio::time::timeout(idle, read_more(stream, buf)) => read,
+                _ = shutdown.changed() => return false,
+            }
+        };
+        matches!(read, Ok(Ok(n)) if n > 0)
+    }
+
+    /// Reads the rest of one request head and answers it into `out`.
+    /// `Some(bytes consumed)` when the connection goes on after `out` is
+    /// sent; `None` when it has been answered and closed, or broke.
+    async fn one_request(
+        &self,
+        stream: &mut Stream,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        served: &mut u32,
+        peer: Option<IpAddr>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<usize> {
+        let started = Instant::now();
+        // The rest of a head must come before this: a client trickling bytes
+        // cannot hold the connection. Derived from `started`, so a request
+        // that arrives whole reads the clock once.
+        let deadline = tokio::time::Instant::from_std(started) + self.limits.read_timeout;
+        let head_max = self.limits.request_headers_bytes_max + path::TARGET_LEN_MAX + 1024;
+        loop {
+            let (status, body) = match parse(buf) {
+                Parsed::Request(request, consumed) => {
+                    *served += 1;
+                    let mut next = request.next;
+                    if request.has_body
+                        || *served >= self.limits.keepalive_requests_max
+                        || *shutdown.borrow()
+                    {
+                        next = Next::Close;
+                    }
+                    out.clear();
+                    let outcome = self.respond(&request, peer, next, out);
+                    self.metrics
+                        .record(outcome, started.elapsed().as_nanos() as u64);
+                    if next == Next::Close {
+                        let _ = self.send(stream, out).await;
+                        return None;
+                    }
+                    return Some(consumed);
+                }
+                Parsed::Refuse(status, body) => (status, body),
+                // A request line alone longer than any target is 414;
+                // otherwise the headers are too large.
+                Parsed::Partial if buf.len() >= head_max => {
+                    if buf.windows(2).any(|w| w == b"\r\n") {
+                        (431, BODY_HEADERS_TOO_LARGE)
+                    } else {
+                        (414, BODY_URI_TOO_LONG)
+                    }
+                }
+                Parsed::Partial => {
+                    match tokio::time::timeout_at(deadline, read_more(stream, buf)).await {
+                        Ok(Ok(0) | Err(_)) => return None,
+                        Ok(Ok(_)) => continue,
+                        Err(_) => (408, BODY_BAD_REQUEST),
+                    }
+                }
+            };
+            self.refuse(stream, out, status, body, started).await;
+            return None;
         }
     }
 

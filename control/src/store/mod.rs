@@ -6,6 +6,8 @@
 //! append to the change log. Everything in one transaction commits together
 //! and durably, or not at all.
 
+// The suite every backend passes; compiled for tests only, never shipped.
+#[cfg(test)]
 pub mod conformance;
 #[cfg(feature = "fdb")]
 pub mod fdb;
