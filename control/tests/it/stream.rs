@@ -13,16 +13,21 @@ struct Subscription {
     lines: std::io::Lines<BufReader<Box<dyn std::io::Read + Send>>>,
 }
 
+/// A GET on an internal endpoint with the internal token.
+fn internal_get(control: &Control, path: &str) -> ureq::http::Response<ureq::Body> {
+    agent()
+        .get(&control.url(path))
+        .header(
+            "Authorization",
+            &format!("Bearer {}", control.internal_token()),
+        )
+        .call()
+        .unwrap()
+}
+
 impl Subscription {
     fn open(control: &Control, after: u64) -> Self {
-        let response = agent()
-            .get(&control.url(&format!("/internal/v1/changes?after={after}")))
-            .header(
-                "Authorization",
-                &format!("Bearer {}", control.internal_token()),
-            )
-            .call()
-            .unwrap();
+        let response = internal_get(control, &format!("/internal/v1/changes?after={after}"));
         assert_eq!(response.status().as_u16(), 200);
         let reader: Box<dyn std::io::Read + Send> = Box::new(response.into_body().into_reader());
         Self {
@@ -101,14 +106,7 @@ fn far_behind_subscribers_are_sent_to_a_snapshot() {
     // Wait until a snapshot covers all five and the log is pruned: on a
     // slow machine a snapshot may come between two creates first.
     let fetch = |seq: u64| {
-        let response = agent()
-            .get(&control.url(&format!("/internal/v1/snapshots/{seq}")))
-            .header(
-                "Authorization",
-                &format!("Bearer {}", control.internal_token()),
-            )
-            .call()
-            .unwrap();
+        let response = internal_get(&control, &format!("/internal/v1/snapshots/{seq}"));
         assert_eq!(response.status().as_u16(), 200);
         let bytes = response.into_body().read_to_vec().unwrap();
         shortline_store::Snapshot::from_bytes(bytes).expect("a valid snapshot")
@@ -144,13 +142,6 @@ fn far_behind_subscribers_are_sent_to_a_snapshot() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let missing = agent()
-        .get(&control.url("/internal/v1/snapshots/999999"))
-        .header(
-            "Authorization",
-            &format!("Bearer {}", control.internal_token()),
-        )
-        .call()
-        .unwrap();
+    let missing = internal_get(&control, "/internal/v1/snapshots/999999");
     assert_eq!(missing.status().as_u16(), 404);
 }
