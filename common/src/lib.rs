@@ -1,7 +1,8 @@
 //! What `shortline-control` and `shortline-proxy` share, defined once so the
 //! two cannot drift: the layered configuration loader (a TOML file, then
 //! `SHORTLINE_<KEY>` variables, with one syntax for booleans, integers and
-//! lists), the log set-up, the data directory's layout, and the internal token.
+//! lists), the log set-up, the data directory's layout, the internal token,
+//! and the check of a listen address before start-up.
 //!
 //! ```
 //! use shortline_common::settings::{Kind, layered};
@@ -23,4 +24,5 @@
 //! ```
 
 pub mod layout;
+pub mod listen;
 pub mod settings;

@@ -34,11 +34,6 @@ const SNAPSHOT_PAGE_LINKS: usize = 10_000;
 
 pub use shortline_store::stream::Message;
 
-/// A message as one line of JSON.
-fn line(message: &Message) -> Vec<u8> {
-    message.to_line()
-}
-
 pub use shortline_store::files::{file_name as snapshot_file_name, list as snapshot_files};
 
 /// Reads every link and the sequence they are current at, in one read view.
@@ -307,10 +302,11 @@ async fn stream_changes(
     if announced.0 > 0
         && announced > after
         && tx
-            .send(Ok(line(&Message::Snapshot {
+            .send(Ok(Message::Snapshot {
                 seq: announced,
                 required: false,
-            })))
+            }
+            .to_line()))
             .await
             .is_err()
     {
@@ -357,7 +353,7 @@ async fn stream_changes(
             }
         };
         if let Some(message) = message {
-            if tx.send(Ok(line(&message))).await.is_err() {
+            if tx.send(Ok(message.to_line())).await.is_err() {
                 return;
             }
             continue;
@@ -372,13 +368,13 @@ async fn stream_changes(
             changed = snapshots.changed() => {
                 if changed.is_err() { return }
                 let seq = *snapshots.borrow_and_update();
-                if tx.send(Ok(line(&Message::Snapshot { seq, required: false }))).await.is_err() {
+                if tx.send(Ok(Message::Snapshot { seq, required: false }.to_line())).await.is_err() {
                     return;
                 }
             }
             () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {
                 let seq = committed.borrow().seq;
-                if tx.send(Ok(line(&Message::Heartbeat { seq }))).await.is_err() {
+                if tx.send(Ok(Message::Heartbeat { seq }.to_line())).await.is_err() {
                     return;
                 }
             }

@@ -81,11 +81,7 @@ pub struct Ready {
 /// address is taken.
 async fn bind_control(addr: std::net::SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        crate::up::Listener {
-            setting: "control_listen",
-            addr,
-        }
-        .unusable(&e)
+        shortline_common::listen::Listener::with_flag("control_listen", addr).unusable(&e)
     })
 }
 

@@ -16,6 +16,8 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use shortline_common::listen::Listener;
+
 use crate::config::Config;
 use crate::server::Ready;
 
@@ -28,70 +30,13 @@ const PROXY_POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// its grace period (5 s by default) with room to ship its last clicks.
 const PROXY_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A listen address `up` uses, with every way to set it.
-#[derive(Debug, Clone, Copy)]
-pub struct Listener {
-    /// The configuration key.
-    pub setting: &'static str,
-    pub addr: SocketAddr,
-}
-
-impl Listener {
-    /// `SHORTLINE_<SETTING>`.
-    #[must_use]
-    pub fn env_var(&self) -> String {
-        format!("SHORTLINE_{}", self.setting.to_ascii_uppercase())
-    }
-
-    /// `--<setting>`, as `up` and `serve` take it.
-    #[must_use]
-    pub fn flag(&self) -> String {
-        format!("--{}", self.setting.replace('_', "-"))
-    }
-
-    /// Binds and releases the address; a taken address is an error that
-    /// names the setting, its variable and its flag.
-    pub fn check(&self) -> Result<()> {
-        use socket2::{Domain, Socket, Type};
-        let probe =
-            Socket::new(Domain::for_address(self.addr), Type::STREAM, None).and_then(|socket| {
-                socket.set_reuse_address(true)?;
-                socket.bind(&self.addr.into())?;
-                socket.listen(1)
-            });
-        probe.map(drop).map_err(|e| self.unusable(&e))
-    }
-
-    /// The error for an address that cannot be listened on.
-    pub fn unusable(&self, error: &std::io::Error) -> anyhow::Error {
-        anyhow::anyhow!(
-            "{} {} cannot be used: {error}; another process may be listening there. \
-             Choose another address with {} or {} (or {} in the config file)",
-            self.setting,
-            self.addr,
-            self.flag(),
-            self.env_var(),
-            self.setting
-        )
-    }
-}
-
 /// The three listeners of a one-host system.
 #[must_use]
 pub fn listeners(config: &Config) -> [Listener; 3] {
     [
-        Listener {
-            setting: "control_listen",
-            addr: config.control_listen,
-        },
-        Listener {
-            setting: "proxy_listen",
-            addr: config.proxy_listen,
-        },
-        Listener {
-            setting: "proxy_metrics_listen",
-            addr: config.proxy_metrics_listen,
-        },
+        Listener::with_flag("control_listen", config.control_listen),
+        Listener::with_flag("proxy_listen", config.proxy_listen),
+        Listener::with_flag("proxy_metrics_listen", config.proxy_metrics_listen),
     ]
 }
 
@@ -270,25 +215,6 @@ async fn stop(proxy: &mut Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_taken_address_names_its_setting_variable_and_flag() {
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let listener = Listener {
-            setting: "proxy_metrics_listen",
-            addr: taken.local_addr().unwrap(),
-        };
-        let error = listener.check().unwrap_err().to_string();
-        for part in [
-            "proxy_metrics_listen",
-            "SHORTLINE_PROXY_METRICS_LISTEN",
-            "--proxy-metrics-listen",
-            &taken.local_addr().unwrap().to_string(),
-        ] {
-            assert!(error.contains(part), "{part} missing from: {error}");
-        }
-        drop(taken);
-    }
 
     #[test]
     fn wildcard_addresses_are_asked_on_loopback() {

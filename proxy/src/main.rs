@@ -14,6 +14,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use shortline_common::listen::Listener;
 use shortline_proxy::app::{Limits, RedirectApp};
 use shortline_proxy::clicks::ClickRing;
 use shortline_proxy::config::ProxyConfig;
@@ -90,32 +91,16 @@ fn server_conf(config: &ProxyConfig, cli: &Cli) -> Result<ServerConf> {
     Ok(conf)
 }
 
-/// Fails at once, naming the setting, when a listen address cannot be
-/// bound; Pingora would retry the bind for half a minute and then abort.
-fn check_listen(setting: &str, addr: std::net::SocketAddr) -> Result<()> {
-    use socket2::{Domain, Socket, Type};
-    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None).and_then(|socket| {
-        socket.set_reuse_address(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1)
-    });
-    probe.with_context(|| {
-        format!(
-            "{setting} {addr} cannot be used (is another process listening there?); \
-             choose another address with {setting} in the config file or SHORTLINE_{}",
-            setting.to_ascii_uppercase()
-        )
-    })
-}
-
 fn run(cli: &Cli) -> Result<()> {
     let config = ProxyConfig::load(cli.config.as_deref())?;
     shortline_common::settings::init_logging(config.log_format);
     if !cli.upgrade {
         // An upgrade takes over the sockets of the running process, which
         // holds these addresses.
-        check_listen("proxy_listen", config.proxy_listen)?;
-        check_listen("proxy_metrics_listen", config.proxy_metrics_listen)?;
+        // Checked here: Pingora would retry a taken address for half a
+        // minute and then abort.
+        Listener::new("proxy_listen", config.proxy_listen).check()?;
+        Listener::new("proxy_metrics_listen", config.proxy_metrics_listen).check()?;
     }
     std::fs::create_dir_all(config.cache_dir())
         .with_context(|| format!("cannot create {}", config.cache_dir().display()))?;
