@@ -50,16 +50,16 @@ fn now() -> (i64, String) {
 
 async fn read<T: Send + 'static>(
     state: &Arc<AppState>,
-    mut body: impl FnMut(&dyn crate::store::ReadTxn) -> crate::store::StoreResult<T> + Send + 'static,
+    mut body: impl FnMut(&dyn crate::db::ReadTxn) -> crate::db::StoreResult<T> + Send + 'static,
 ) -> AppResult<T> {
     let backend = Arc::clone(&state.backend);
     tokio::task::spawn_blocking(move || {
         let mut out = None;
-        backend.read(&mut |txn| {
+        backend.read(|txn| {
             out = Some(body(txn)?);
             Ok(())
         })?;
-        Ok::<_, crate::store::StoreError>(out.expect("read ran"))
+        Ok::<_, crate::db::StoreError>(out.expect("read ran"))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -644,7 +644,7 @@ async fn read_link(
     let backend = Arc::clone(&state.backend);
     let found = tokio::task::spawn_blocking(move || {
         let mut found = None;
-        backend.read(&mut |txn| {
+        backend.read(|txn| {
             found = match links::get(txn, &code)? {
                 Some(link) => {
                     let clicks = links::clicks(txn, link.id)?;
@@ -654,7 +654,7 @@ async fn read_link(
             };
             Ok(())
         })?;
-        Ok::<_, crate::store::StoreError>(found)
+        Ok::<_, crate::db::StoreError>(found)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -719,7 +719,7 @@ async fn list_links(
     let backend = Arc::clone(&state.backend);
     let (page, next) = tokio::task::spawn_blocking(move || {
         let mut out = None;
-        backend.read(&mut |txn| {
+        backend.read(|txn| {
             let (page, next) = links::list(txn, &query)?;
             let mut with_clicks = Vec::with_capacity(page.len());
             for link in page {
@@ -729,7 +729,7 @@ async fn list_links(
             out = Some((with_clicks, next));
             Ok(())
         })?;
-        Ok::<_, crate::store::StoreError>(out.expect("read ran"))
+        Ok::<_, crate::db::StoreError>(out.expect("read ran"))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -911,12 +911,8 @@ async fn list_keys(State(state): Shared, Auth(principal): Auth) -> AppResult<Jso
     require_admin(&principal)?;
     let backend = Arc::clone(&state.backend);
     let keys = tokio::task::spawn_blocking(move || {
-        let mut keys = Vec::new();
-        backend.read(&mut |txn| {
-            keys = auth::list_keys(txn, 10_000)?;
-            Ok(())
-        })?;
-        Ok::<_, crate::store::StoreError>(keys)
+        let keys = backend.read(|txn| auth::list_keys(txn, 10_000))?;
+        Ok::<_, crate::db::StoreError>(keys)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -1011,8 +1007,8 @@ async fn backup(State(state): Shared, Auth(principal): Auth) -> AppResult<Respon
             buffer: Vec::with_capacity(ChunkWriter::CHUNK),
             tx: tx.clone(),
         };
-        let result = backend.read(&mut |txn| {
-            let records = crate::backup::export(txn, &key, &mut out)?;
+        let result = backend.read(|txn| {
+            let records = crate::db::backup::export(txn, &key, &mut out)?;
             tracing::info!(records, "backup streamed");
             Ok(())
         });
@@ -1068,7 +1064,7 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "the store answers"), (status = 503, body = Problem)))]
 async fn readyz(State(state): Shared) -> AppResult<&'static str> {
     let backend = Arc::clone(&state.backend);
-    tokio::task::spawn_blocking(move || backend.read(&mut |txn| txn.last_seq().map(|_| ())))
+    tokio::task::spawn_blocking(move || backend.read(|txn| txn.last_seq().map(|_| ())))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;

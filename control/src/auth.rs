@@ -10,8 +10,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::codes::base62_fixed;
+use crate::db::{Backend, ReadTxn, Space, StoreError, StoreResult, Txn};
 use crate::model::{KeyDoc, Role};
-use crate::store::{Backend, ReadTxn, Space, StoreError, StoreResult, Txn};
 
 /// How long a verified token is trusted without asking the store again. A key
 /// deleted through this process is dropped from the cache at once; one
@@ -148,11 +148,7 @@ impl KeyCache {
             return Ok(Some(principal));
         }
         let hash = token_hash(token);
-        let mut found = None;
-        backend.read(&mut |txn| {
-            found = find_key(txn, token)?;
-            Ok(())
-        })?;
+        let found = backend.read(|txn| find_key(txn, token))?;
         let Some(doc) = found else {
             self.entries.remove(&hash);
             return Ok(None);

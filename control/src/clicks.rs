@@ -16,9 +16,9 @@ use serde::Serialize;
 use shortline_store::clickwire::{self, CONTENT_TYPE};
 
 use crate::analytics::aggregate::Accepted;
+use crate::db::{ReadTxn, Space, StoreResult, Txn};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{ReadTxn, Space, StoreResult, Txn};
 
 /// How long a silent proxy's last batch sequence is remembered.
 pub const BATCH_ID_RETENTION_SECONDS: i64 = 86_400;
@@ -28,14 +28,6 @@ pub const BATCH_ID_RETENTION_SECONDS: i64 = 86_400;
 pub struct Ingested {
     pub accepted: usize,
     pub duplicate: bool,
-}
-
-/// Counter of a link's HEAD requests, kept apart from clicks.
-#[must_use]
-pub fn head_key(link_id: u64) -> Vec<u8> {
-    let mut key = b"heads/".to_vec();
-    key.extend_from_slice(&link_id.to_be_bytes());
-    key
 }
 
 /// A proxy's record: highest accepted batch sequence and when it was seen.
@@ -126,12 +118,10 @@ async fn ingest(
     let accepted = batch.clicks.len();
     let worker = Arc::clone(&state);
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut stored = 0;
-        worker.backend.read(&mut |txn| {
-            stored = stored_batch(txn, &batch.proxy_id)?;
-            Ok(())
-        })?;
-        Ok::<_, crate::store::StoreError>(worker.analytics.accept(&batch, &body, stored))
+        let stored = worker
+            .backend
+            .read(|txn| stored_batch(txn, &batch.proxy_id))?;
+        Ok::<_, crate::db::StoreError>(worker.analytics.accept(&batch, &body, stored))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;

@@ -10,8 +10,8 @@ use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
 use shortline_store::Seq;
 use tokio::sync::{oneshot, watch};
 
+use crate::db::{Backend, StoreResult, Txn};
 use crate::error::ApiError;
-use crate::store::{Backend, StoreError, StoreResult, Txn};
 
 /// The newest committed sequence and when its commit returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ fn run(
         }
         publish(committed, &result);
         for job in batch {
-            (job.finish)(clone_result(&result));
+            (job.finish)(result.clone());
         }
     }
 }
@@ -166,14 +166,4 @@ pub fn publish_seq(committed: &watch::Sender<Committed>, seq: Seq) {
             false
         }
     });
-}
-
-fn clone_result(result: &StoreResult<Seq>) -> StoreResult<Seq> {
-    match result {
-        Ok(seq) => Ok(*seq),
-        Err(StoreError::Io(m)) => Err(StoreError::Io(m.clone())),
-        Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
-        Err(StoreError::Conflict) => Err(StoreError::Conflict),
-        Err(StoreError::Corrupt(m)) => Err(StoreError::Corrupt(m.clone())),
-    }
 }

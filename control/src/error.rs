@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::db::StoreError;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +98,13 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(m) => {
-                Self::Unavailable(format!("the store is unavailable: {m}"))
+        match &error {
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %error.chain(), "store unavailable");
+                Self::Unavailable("the store is unavailable; retry shortly".to_owned())
             }
             StoreError::Conflict => Self::Unavailable("the store is busy; retry".to_owned()),
-            other => Self::Internal(other.to_string()),
+            other => Self::Internal(other.chain()),
         }
     }
 }

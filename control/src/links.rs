@@ -7,9 +7,10 @@ use shortline_store::{LinkStatus, RedirectStatus};
 use crate::abuse::threats::ThreatList;
 use crate::auth::Principal;
 use crate::codes::{self, Permutation, Strategy};
+use crate::db::keys;
+use crate::db::{Pairs, ReadTxn, Space, StoreResult, Txn, prefix_end};
 use crate::error::ApiError;
 use crate::model::{ChangeDoc, FlagReason, LinkDoc};
-use crate::store::{Pairs, ReadTxn, Space, StoreResult, Txn, prefix_end};
 
 /// Collisions tolerated at one length before random codes get longer.
 const RANDOM_TRIES_PER_LENGTH: usize = 3;
@@ -17,30 +18,6 @@ const RANDOM_TRIES_PER_LENGTH: usize = 3;
 const HASH_SALTS_PER_LENGTH: u32 = 4;
 /// Lengths tried beyond the configured one before giving up.
 const EXTRA_LENGTHS_MAX: usize = 4;
-
-/// Counter of a link's total clicks, keyed by link id.
-#[must_use]
-pub fn clicks_key(link_id: u64) -> Vec<u8> {
-    let mut key = b"clicks/".to_vec();
-    key.extend_from_slice(&link_id.to_be_bytes());
-    key
-}
-
-/// Index key `first NUL second`.
-fn index_key(first: &str, second: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(first.len() + second.len() + 1);
-    key.extend_from_slice(first.as_bytes());
-    key.push(0);
-    key.extend_from_slice(second.as_bytes());
-    key
-}
-
-fn expiry_key(at: i64, code: &str) -> Vec<u8> {
-    // Offset so negative times still sort before positive ones.
-    let mut key = ((at as u64) ^ (1 << 63)).to_be_bytes().to_vec();
-    key.extend_from_slice(code.as_bytes());
-    key
-}
 
 /// How the code of a new link is chosen.
 #[derive(Debug, Clone)]
@@ -227,24 +204,8 @@ pub fn host_of(url: &str) -> Option<String> {
         .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
 }
 
-/// A host or domain with its labels reversed, each followed by a dot:
-/// `www.evil.example` is `example.evil.www.`, so the keys of a domain and
-/// all its subdomains share the prefix of the domain's own key.
-#[must_use]
-pub fn reversed_host(host: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(host.len() + 1);
-    for label in host.trim_end_matches('.').rsplit('.') {
-        key.extend_from_slice(label.as_bytes());
-        key.push(b'.');
-    }
-    key
-}
-
 fn host_index_key(url: &str, code: &str) -> Option<Vec<u8>> {
-    let mut key = reversed_host(&host_of(url)?);
-    key.push(0);
-    key.extend_from_slice(code.as_bytes());
-    Some(key)
+    Some(keys::host(&host_of(url)?, code))
 }
 
 /// The blocklist entry that covers `host` (the host itself or a parent
@@ -364,7 +325,7 @@ pub fn codes_under(
     after: Option<&[u8]>,
     limit: usize,
 ) -> StoreResult<(Vec<String>, Option<Vec<u8>>)> {
-    let prefix = reversed_host(domain);
+    let prefix = keys::reversed_host(domain);
     let start = match after {
         Some(key) => {
             let mut start = key.to_vec();
@@ -399,14 +360,14 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
     }
     if let Some(old) = old {
         for tag in &old.tags {
-            txn.clear(Space::ByTag, &index_key(tag, &old.code))?;
+            txn.clear(Space::ByTag, &keys::pair(tag, &old.code))?;
         }
         if let Some(at) = old.expires_at {
-            txn.clear(Space::ByExpiry, &expiry_key(at, &old.code))?;
+            txn.clear(Space::ByExpiry, &keys::expiry(at, &old.code))?;
         }
     }
     txn.set(Space::Links, link.code.as_bytes(), &link.encode())?;
-    let id = link.id.to_be_bytes();
+    let id = keys::link_id(link.id);
     if old.is_none() {
         txn.set(Space::ById, &id, link.code.as_bytes())?;
     }
@@ -415,16 +376,16 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
     } else if old.is_some_and(|o| o.max_clicks.is_some() && o.status == LinkStatus::Active) {
         txn.clear(Space::Limited, &id)?;
     }
-    txn.set(Space::ByOwner, &index_key(&link.owner, &link.code), b"")?;
+    txn.set(Space::ByOwner, &keys::pair(&link.owner, &link.code), b"")?;
     for tag in &link.tags {
-        txn.set(Space::ByTag, &index_key(tag, &link.code), b"")?;
+        txn.set(Space::ByTag, &keys::pair(tag, &link.code), b"")?;
     }
     if let (Some(at), LinkStatus::Active) = (link.expires_at, link.status) {
-        txn.set(Space::ByExpiry, &expiry_key(at, &link.code), b"")?;
+        txn.set(Space::ByExpiry, &keys::expiry(at, &link.code), b"")?;
     }
     let change = ChangeDoc {
         code: shortline_store::Code::parse(&link.code)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?,
+            .map_err(|e| crate::db::StoreError::Corrupt(e.to_string()))?,
         record: Some(link.record()?),
     };
     txn.log_change(&change.encode())
@@ -560,18 +521,18 @@ pub fn delete(
     if let Some(key) = host_index_key(&link.url, code) {
         txn.clear(Space::ByHost, &key)?;
     }
-    txn.clear(Space::ByOwner, &index_key(&link.owner, code))?;
+    txn.clear(Space::ByOwner, &keys::pair(&link.owner, code))?;
     for tag in &link.tags {
-        txn.clear(Space::ByTag, &index_key(tag, code))?;
+        txn.clear(Space::ByTag, &keys::pair(tag, code))?;
     }
     if let Some(at) = link.expires_at {
-        txn.clear(Space::ByExpiry, &expiry_key(at, code))?;
+        txn.clear(Space::ByExpiry, &keys::expiry(at, code))?;
     }
     txn.set(Space::Retired, code.as_bytes(), &link.id.to_le_bytes())?;
-    txn.clear(Space::Limited, &link.id.to_be_bytes())?;
+    txn.clear(Space::Limited, &keys::link_id(link.id))?;
     let change = ChangeDoc {
         code: shortline_store::Code::parse(code)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?,
+            .map_err(|e| crate::db::StoreError::Corrupt(e.to_string()))?,
         record: None,
     };
     txn.log_change(&change.encode())?;
@@ -583,7 +544,7 @@ pub fn expire_due(txn: &mut dyn Txn, now: i64, limit: usize) -> StoreResult<usiz
     let due = txn.range(
         Space::ByExpiry,
         &[],
-        &expiry_key(now.saturating_add(1), ""),
+        &keys::expiry(now.saturating_add(1), ""),
         limit,
     )?;
     let mut expired = 0;
@@ -609,11 +570,11 @@ pub fn expire_due(txn: &mut dyn Txn, now: i64, limit: usize) -> StoreResult<usiz
 /// Marks a link exhausted once its human clicks reach its `max_clicks`.
 /// Returns whether it did.
 pub fn exhaust_if_due(txn: &mut dyn Txn, link_id: u64, now: i64) -> StoreResult<bool> {
-    let Some(code) = txn.get(Space::Limited, &link_id.to_be_bytes())? else {
+    let Some(code) = txn.get(Space::Limited, &keys::link_id(link_id))? else {
         return Ok(false);
     };
     let Some(bytes) = txn.get(Space::Links, &code)? else {
-        txn.clear(Space::Limited, &link_id.to_be_bytes())?;
+        txn.clear(Space::Limited, &keys::link_id(link_id))?;
         return Ok(false);
     };
     let old = LinkDoc::decode(&bytes)?;
@@ -632,26 +593,22 @@ pub fn exhaust_if_due(txn: &mut dyn Txn, link_id: u64, now: i64) -> StoreResult<
 
 fn human_clicks_in(txn: &mut dyn Txn, link_id: u64) -> StoreResult<u64> {
     Ok(txn
-        .get(Space::Counters, &crate::analytics::humans_key(link_id))?
-        .map_or(0, |v| {
-            u64::try_from(crate::analytics::counter_value(&v)).unwrap_or(0)
-        }))
+        .get(Space::Counters, &keys::humans(link_id))?
+        .map_or(0, |v| u64::try_from(keys::counter_value(&v)).unwrap_or(0)))
 }
 
 /// The code of a link id, if it ever existed.
 pub fn code_of(txn: &dyn ReadTxn, link_id: u64) -> StoreResult<Option<String>> {
     Ok(txn
-        .get(Space::ById, &link_id.to_be_bytes())?
+        .get(Space::ById, &keys::link_id(link_id))?
         .map(|c| String::from_utf8_lossy(&c).into_owned()))
 }
 
 /// A link's human clicks.
 pub fn human_clicks(txn: &dyn ReadTxn, link_id: u64) -> StoreResult<u64> {
     Ok(txn
-        .get(Space::Counters, &crate::analytics::humans_key(link_id))?
-        .map_or(0, |v| {
-            u64::try_from(crate::analytics::counter_value(&v)).unwrap_or(0)
-        }))
+        .get(Space::Counters, &keys::humans(link_id))?
+        .map_or(0, |v| u64::try_from(keys::counter_value(&v)).unwrap_or(0)))
 }
 
 /// Reads one link.
@@ -664,7 +621,7 @@ pub fn get(txn: &dyn ReadTxn, code: &str) -> StoreResult<Option<LinkDoc>> {
 /// A link's total clicks.
 pub fn clicks(txn: &dyn ReadTxn, link_id: u64) -> StoreResult<u64> {
     Ok(txn
-        .get(Space::Counters, &clicks_key(link_id))?
+        .get(Space::Counters, &keys::clicks(link_id))?
         .and_then(|v| v.try_into().ok())
         .map_or(0, |b: [u8; 8]| i64::from_le_bytes(b).max(0) as u64))
 }
@@ -686,8 +643,8 @@ pub fn list(txn: &dyn ReadTxn, query: &ListQuery) -> StoreResult<(Vec<LinkDoc>, 
     // Scan a little more than a page at a time; entries filtered out by a
     // second condition (tag and owner) are skipped.
     let (space, prefix) = match (&query.tag, &query.owner) {
-        (Some(tag), _) => (Space::ByTag, index_key(tag, "")),
-        (None, Some(owner)) => (Space::ByOwner, index_key(owner, "")),
+        (Some(tag), _) => (Space::ByTag, keys::pair(tag, "")),
+        (None, Some(owner)) => (Space::ByOwner, keys::pair(owner, "")),
         (None, None) => (Space::Links, Vec::new()),
     };
     let end = if prefix.is_empty() {

@@ -195,7 +195,7 @@ fn backup(config: &Config, out: &std::path::Path, token: Option<&str>) -> Result
     .context("the backup stream broke off")?;
     file.flush()?;
     file.sync_all()?;
-    let (header, records) = shortline_control::backup::verify(&mut std::io::BufReader::new(
+    let (header, records) = shortline_control::db::backup::verify(&mut std::io::BufReader::new(
         std::fs::File::open(&partial)?,
     ))
     .context("the downloaded backup does not check out")?;
@@ -215,7 +215,7 @@ fn backup(config: &Config, out: &std::path::Path, token: Option<&str>) -> Result
 fn admin_token(config: &Config, name: &str) -> Result<()> {
     #[cfg(feature = "fdb")]
     let _network = (config.store_backend == shortline_control::config::StoreBackend::Fdb)
-        .then(shortline_control::store::fdb::boot);
+        .then(shortline_control::db::fdb::boot);
     let backend = shortline_control::server::open_backend(config)
         .context("cannot open the store; if the control plane is running, stop it first")?;
     let token = shortline_control::state::mint_admin_key(&*backend, name)?;
@@ -234,8 +234,8 @@ fn restore(config: &Config, from: &std::path::Path) -> Result<()> {
             std::fs::File::open(from).with_context(|| format!("cannot open {}", from.display()))?,
         ))
     };
-    let (header, _) = shortline_control::backup::verify(&mut open()?)?;
-    let key = shortline_control::backup::permutation_key(&header)?;
+    let (header, _) = shortline_control::db::backup::verify(&mut open()?)?;
+    let key = shortline_control::db::backup::permutation_key(&header)?;
     shortline_control::server::prepare_data_dir(&config.data_dir)?;
     let key_path = config.layout().permutation_key();
     match std::fs::read(&key_path) {
@@ -257,7 +257,7 @@ fn restore(config: &Config, from: &std::path::Path) -> Result<()> {
         }
     }
     let backend = shortline_control::server::open_backend(config)?;
-    let restored = shortline_control::backup::import(&*backend, &mut open()?)?;
+    let restored = shortline_control::db::backup::import(&*backend, &mut open()?)?;
     println!(
         "restored {} records from {} (taken {}); change sequence now {}",
         restored.records,
@@ -273,7 +273,7 @@ fn run(config: Config, with_proxy: bool) -> Result<()> {
     // else (this guard is the last thing `run` drops).
     #[cfg(feature = "fdb")]
     let _network = (config.store_backend == shortline_control::config::StoreBackend::Fdb)
-        .then(shortline_control::store::fdb::boot);
+        .then(shortline_control::db::fdb::boot);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("control")

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use shortline_store::{Code, LinkId, LinkRecord, LinkStatus, RedirectStatus, Target};
 
-use crate::store::StoreError;
+use crate::db::StoreError;
 
 /// A link as stored (JSON in the `Links` space).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,10 +20,10 @@ use shortline_store::{Change, LinkRecord, Seq};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::db::{Space, StoreResult};
 use crate::error::ApiError;
 use crate::model::{ChangeDoc, LinkDoc};
 use crate::state::AppState;
-use crate::store::{Space, StoreResult};
 
 /// How often an idle stream says it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,7 +40,7 @@ pub use shortline_store::files::{file_name as snapshot_file_name, list as snapsh
 fn read_all_records(state: &AppState) -> StoreResult<(Seq, Vec<LinkRecord>)> {
     let mut seq = Seq(0);
     let mut records = Vec::new();
-    state.backend.read(&mut |txn| {
+    state.backend.read(|txn| {
         records.clear();
         seq = txn.last_seq()?;
         let mut start = Vec::new();
@@ -269,7 +269,7 @@ fn read_changes(
     limit: usize,
 ) -> StoreResult<Result<Vec<Change>, ()>> {
     let mut out = Ok(Vec::new());
-    state.backend.read(&mut |txn| {
+    state.backend.read(|txn| {
         if txn.pruned_through()? > after {
             out = Err(());
             return Ok(());

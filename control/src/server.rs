@@ -11,8 +11,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, StoreBackend};
+use crate::db::redb::RedbBackend;
 use crate::state::AppState;
-use crate::store::redb::RedbBackend;
 use crate::{api, publish};
 
 /// Latency buckets, in seconds, for every histogram.
@@ -147,12 +147,12 @@ pub async fn serve_until(
 }
 
 /// Opens the configured store.
-pub fn open_backend(config: &Config) -> Result<Arc<dyn crate::store::Backend>> {
+pub fn open_backend(config: &Config) -> Result<Arc<dyn crate::db::Backend>> {
     match config.store_backend {
         StoreBackend::Redb => Ok(Arc::new(RedbBackend::open(&config.data_dir)?)),
         #[cfg(feature = "fdb")]
         StoreBackend::Fdb => Ok(Arc::new(
-            crate::store::fdb::FdbBackend::open(
+            crate::db::fdb::FdbBackend::open(
                 config.fdb_cluster_file.as_deref(),
                 &config.fdb_prefix,
             )
@@ -182,7 +182,7 @@ fn follow_other_writers(state: &Arc<AppState>) {
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
                 let mut newest = shortline_store::Seq(0);
-                let read = state.backend.read(&mut |txn| {
+                let read = state.backend.read(|txn| {
                     newest = txn.last_seq()?;
                     Ok(())
                 });

@@ -16,12 +16,10 @@ use crate::auth::{self, KeyCache, Principal};
 use crate::codes::Permutation;
 use crate::committer::Committer;
 use crate::config::Config;
+use crate::db::{Backend, Space};
 use crate::error::ApiError;
 use crate::model::{KeyDoc, Role};
-use crate::store::{Backend, Space};
 use crate::validate::Validator;
-
-const ID_NEXT_KEY: &[u8] = b"id_next";
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -105,12 +103,6 @@ fn too_many(
     }
 }
 
-impl std::fmt::Debug for dyn Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Backend({})", self.name())
-    }
-}
-
 #[derive(Debug, Default)]
 struct IdBlock {
     next: u64,
@@ -136,11 +128,7 @@ impl AppState {
                 shortline_common::layout::token_of(&secret)
             }
         };
-        let mut last = Seq(0);
-        backend.read(&mut |txn| {
-            last = txn.last_seq()?;
-            Ok(())
-        })?;
+        let last = backend.read(|txn| txn.last_seq())?;
         let (committed_tx, committed) = watch::channel(crate::committer::Committed {
             seq: last,
             at: std::time::Instant::now(),
@@ -154,11 +142,7 @@ impl AppState {
         )
         .context("cannot start the committer thread")?;
         let bootstrap = bootstrap_admin(&config, &*backend)?;
-        let mut through = 0;
-        backend.read(&mut |txn| {
-            through = crate::analytics::Analytics::stored_through(txn)?;
-            Ok(())
-        })?;
+        let through = backend.read(|txn| crate::analytics::Analytics::stored_through(txn))?;
         let analytics = Arc::new(analytics_from(&config, through)?);
         let state = Self {
             analytics,
@@ -196,10 +180,14 @@ impl AppState {
                     .committer
                     .write(move |txn| {
                         let start = txn
-                            .get(Space::Meta, ID_NEXT_KEY)?
+                            .get(Space::Meta, crate::db::keys::ID_NEXT)?
                             .and_then(|v| v.try_into().ok())
                             .map_or(0, u64::from_le_bytes);
-                        txn.set(Space::Meta, ID_NEXT_KEY, &(start + size).to_le_bytes())?;
+                        txn.set(
+                            Space::Meta,
+                            crate::db::keys::ID_NEXT,
+                            &(start + size).to_le_bytes(),
+                        )?;
                         Ok(start)
                     })
                     .await?;
@@ -293,7 +281,7 @@ fn bootstrap_admin(config: &Config, backend: &dyn Backend) -> Result<Bootstrap> 
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut existing_admin = false;
     let mut configured_present = false;
-    backend.read(&mut |txn| {
+    backend.read(|txn| {
         existing_admin = auth::list_keys(txn, usize::MAX)?
             .iter()
             .any(|k| k.role == Role::Admin);

@@ -13,10 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::analytics::Granularity;
 use crate::analytics::stats::{self, Stats};
 use crate::api::Auth;
+use crate::db::StoreError;
 use crate::error::ApiError;
 use crate::links;
 use crate::state::AppState;
-use crate::store::StoreError;
 
 /// Most buckets one stats request may cover.
 pub const STATS_BUCKETS_MAX: i64 = 3700;
@@ -141,7 +141,7 @@ async fn link_stats(
     let backend = Arc::clone(&state.backend);
     let found = blocking(move || {
         let mut found = None;
-        backend.read(&mut |txn| {
+        backend.read(|txn| {
             found = match links::get(txn, &code)? {
                 Some(link) if principal.may_access(&link.owner) => Some(stats::link_stats(
                     txn,
@@ -195,7 +195,7 @@ async fn top_links(
     let backend = Arc::clone(&state.backend);
     let items = blocking(move || {
         let mut items = Vec::new();
-        backend.read(&mut |txn| {
+        backend.read(|txn| {
             items.clear();
             for (id, human_clicks) in stats::top_links(txn, first, last, limit)? {
                 if let Some(code) = links::code_of(txn, id)? {

@@ -21,8 +21,8 @@ use rand_distr::{Distribution, Zipf};
 use shortline_control::analytics::Analytics;
 use shortline_control::analytics::aggregate::{Accepted, Settings};
 use shortline_control::committer::{Committed, Committer};
-use shortline_control::store::Backend;
-use shortline_control::store::redb::RedbBackend;
+use shortline_control::db::Backend;
+use shortline_control::db::redb::RedbBackend;
 use shortline_proxy::clicks::{ClickEvent, ClickRing, encode_batch};
 use shortline_proxy::metrics::Metrics;
 use shortline_store::clickwire;
@@ -275,19 +275,17 @@ fn main() -> Result<()> {
         args.producers,
         rate(n, elapsed)
     );
-    let mut clicks = 0;
-    backend.read(&mut |txn| {
-        clicks = 0;
-        for (key, value) in txn.range(
-            shortline_control::store::Space::Counters,
-            b"clicks/",
-            b"clicks0",
-            usize::MAX,
-        )? {
-            let _ = key;
-            clicks += shortline_control::analytics::counter_value(&value);
-        }
-        Ok(())
+    let clicks: i64 = backend.read(|txn| {
+        Ok(txn
+            .range(
+                shortline_control::db::Space::Counters,
+                b"clicks/",
+                b"clicks0",
+                usize::MAX,
+            )?
+            .iter()
+            .map(|(_, value)| shortline_control::db::keys::counter_value(value))
+            .sum())
     })?;
     let heads = n / 50;
     println!(

@@ -12,16 +12,14 @@ use std::sync::Arc;
 
 use shortline_store::LinkStatus;
 
+use crate::db::{Space, StoreResult};
 use crate::error::ApiError;
 use crate::links;
 use crate::model::LinkDoc;
 use crate::state::AppState;
-use crate::store::{Space, StoreResult};
 
 /// Links read per page when the whole table is walked.
 const WALK_PAGE: usize = 1000;
-/// Meta key set once every link has its host index entry.
-const HOSTS_INDEXED_KEY: &[u8] = b"hosts_indexed_v1";
 
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -29,10 +27,12 @@ fn now_unix() -> i64 {
 
 /// Gives links stored before the host index existed their entries, a page
 /// per transaction, once.
-pub fn index_hosts_once(backend: &dyn crate::store::Backend) -> StoreResult<()> {
+pub fn index_hosts_once(backend: &dyn crate::db::Backend) -> StoreResult<()> {
     let mut done = false;
-    backend.read(&mut |txn| {
-        done = txn.get(Space::Meta, HOSTS_INDEXED_KEY)?.is_some();
+    backend.read(|txn| {
+        done = txn
+            .get(Space::Meta, crate::db::keys::HOSTS_INDEXED)?
+            .is_some();
         Ok(())
     })?;
     let mut after: Vec<u8> = Vec::new();
@@ -41,7 +41,7 @@ pub fn index_hosts_once(backend: &dyn crate::store::Backend) -> StoreResult<()> 
         backend.write(&mut |txn| {
             next = links::index_hosts(txn, &after, WALK_PAGE)?;
             if next.is_none() {
-                txn.set(Space::Meta, HOSTS_INDEXED_KEY, b"1")?;
+                txn.set(Space::Meta, crate::db::keys::HOSTS_INDEXED, b"1")?;
             }
             Ok(())
         })?;
@@ -100,7 +100,7 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiErr
         let from = after.clone();
         let page: Vec<LinkDoc> = tokio::task::spawn_blocking(move || {
             let mut page = Vec::new();
-            backend.read(&mut |txn| {
+            backend.read(|txn| {
                 let mut start = from.clone();
                 if !start.is_empty() {
                     start.push(0);
@@ -112,7 +112,7 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiErr
                     .collect::<StoreResult<_>>()?;
                 Ok(())
             })?;
-            Ok::<_, crate::store::StoreError>(page)
+            Ok::<_, crate::db::StoreError>(page)
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;

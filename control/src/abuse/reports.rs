@@ -7,12 +7,9 @@
 use serde::{Deserialize, Serialize};
 use shortline_store::LinkStatus;
 
+use crate::db::{ReadTxn, Space, StoreError, StoreResult, Txn, prefix_end};
 use crate::error::ApiError;
 use crate::links;
-use crate::store::{ReadTxn, Space, StoreError, StoreResult, Txn, prefix_end};
-
-/// Counter of open reports, in the counters space.
-const OPEN_COUNT_KEY: &[u8] = b"reports/open";
 
 /// Why a link is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -111,23 +108,18 @@ pub fn file(
         )));
     }
     txn.set(Space::Reports, report.id.as_bytes(), &report.encode())?;
-    txn.set(Space::ReportsOpen, &open_key(&report.code, &report.id), b"")?;
-    txn.add(Space::Counters, OPEN_COUNT_KEY, 1)?;
+    txn.set(
+        Space::ReportsOpen,
+        &crate::db::keys::pair(&report.code, &report.id),
+        b"",
+    )?;
+    txn.add(Space::Counters, crate::db::keys::OPEN_REPORTS, 1)?;
     Ok(Ok(()))
-}
-
-/// Open reports are indexed by code then id, so a link's reports resolve
-/// together.
-fn open_key(code: &str, id: &str) -> Vec<u8> {
-    let mut key = code.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(id.as_bytes());
-    key
 }
 
 fn open_count(txn: &mut dyn Txn) -> StoreResult<u64> {
     Ok(txn
-        .get(Space::Counters, OPEN_COUNT_KEY)?
+        .get(Space::Counters, crate::db::keys::OPEN_REPORTS)?
         .and_then(|v| v.try_into().ok())
         .map_or(0, |b: [u8; 8]| i64::from_le_bytes(b).max(0) as u64))
 }
@@ -231,7 +223,7 @@ pub fn resolve(
         }
         Action::Dismiss => {}
     }
-    let prefix = open_key(&code, "");
+    let prefix = crate::db::keys::pair(&code, "");
     let open = txn.range(
         Space::ReportsOpen,
         &prefix,
@@ -258,7 +250,11 @@ pub fn resolve(
             this = Some(other);
         }
     }
-    txn.add(Space::Counters, OPEN_COUNT_KEY, -(resolved as i64))?;
+    txn.add(
+        Space::Counters,
+        crate::db::keys::OPEN_REPORTS,
+        -(resolved as i64),
+    )?;
     let report = this.ok_or_else(|| {
         StoreError::Corrupt(format!("open report {id} is missing from the open index"))
     })?;

@@ -17,23 +17,18 @@ use std::time::{Duration, Instant};
 use shortline_store::clickwire::WireBatch;
 use tokio::sync::Notify;
 
+use super::OTHER;
 use super::classify::{Class, Classifier, referrer_host};
 use super::export::Exporter;
 use super::geo::GeoIp;
-use super::wal::{WAL_THROUGH_KEY, Wal, WalError};
-use super::{
-    Granularity, OTHER, counter_value, dim, hour_index_key, humans_key, series_key, top_key,
-};
-use crate::clicks::head_key;
+use super::wal::{Wal, WalError};
 use crate::committer::Committer;
-use crate::links::clicks_key;
-use crate::store::{Space, StoreResult, Txn};
+use crate::db::keys::{self, Granularity, counter_value, dim};
+use crate::db::{Space, StoreResult, Txn};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
 
-/// Length of a bounded counter key before its value: `s`, link, g, bucket, dim.
-const BOUNDED_PREFIX_LEN: usize = 15;
 /// Keys remembered as already stored before the memory starts over.
 const KNOWN_KEYS_MAX: usize = 200_000;
 /// Click kinds, in the order of [`KIND_NAMES`].
@@ -128,29 +123,29 @@ impl Pending {
         let mut bounded = Vec::new();
         for (key, delta) in self.counts {
             let bytes = match key {
-                Key::Clicks(link) => clicks_key(link),
-                Key::Humans(link) => humans_key(link),
-                Key::Heads(link) => head_key(link),
+                Key::Clicks(link) => keys::clicks(link),
+                Key::Humans(link) => keys::humans(link),
+                Key::Heads(link) => keys::heads(link),
                 Key::Kind {
                     link,
                     granularity,
                     bucket,
                     kind,
-                } => series_key(
+                } => keys::series(
                     link,
                     granularity,
                     bucket,
                     dim::KIND,
                     KIND_NAMES[kind as usize],
                 ),
-                Key::Top { day, link } => top_key(day, link),
+                Key::Top { day, link } => keys::top(day, link),
                 Key::Dim {
                     link,
                     day,
                     dim: d,
                     value,
                 } => {
-                    let key = series_key(
+                    let key = keys::series(
                         link,
                         Granularity::Day,
                         day,
@@ -278,9 +273,9 @@ impl Analytics {
     }
 
     /// The stored mark of the click log, read before [`Analytics::open`].
-    pub fn stored_through(txn: &dyn crate::store::ReadTxn) -> StoreResult<u64> {
+    pub fn stored_through(txn: &dyn crate::db::ReadTxn) -> StoreResult<u64> {
         Ok(txn
-            .get(Space::Meta, WAL_THROUGH_KEY)?
+            .get(Space::Meta, keys::WAL_THROUGH)?
             .and_then(|v| v.try_into().ok())
             .map_or(0, u64::from_le_bytes))
     }
@@ -512,7 +507,7 @@ impl Analytics {
                 for flush in &body {
                     apply(txn, flush, &known, top_n, now, &mut applied)?;
                 }
-                txn.set(Space::Meta, WAL_THROUGH_KEY, &segment.to_le_bytes())?;
+                txn.set(Space::Meta, keys::WAL_THROUGH, &segment.to_le_bytes())?;
                 Ok(applied)
             })
             .await;
@@ -577,7 +572,7 @@ fn apply(
             applied.admitted.push(key.clone());
             continue;
         }
-        let distinct = distinct_key_of(key);
+        let distinct = keys::distinct(key);
         let count = txn
             .get(Space::Counters, &distinct)?
             .map_or(0, |v| counter_value(&v));
@@ -586,13 +581,13 @@ fn apply(
             txn.add(Space::Counters, key, *delta)?;
             applied.admitted.push(key.clone());
         } else {
-            let mut other = key[..BOUNDED_PREFIX_LEN].to_vec();
+            let mut other = key[..keys::SERIES_VALUE_AT].to_vec();
             other.extend_from_slice(OTHER.as_bytes());
             txn.add(Space::Counters, &other, *delta)?;
         }
     }
     for (hour, link) in &flush.hours {
-        txn.set(Space::StatsHours, &hour_index_key(*hour, *link), b"")?;
+        txn.set(Space::StatsHours, &keys::hour_index(*hour, *link), b"")?;
     }
     for link in &flush.humans {
         if crate::links::exhaust_if_due(txn, *link, now)? {
@@ -600,12 +595,6 @@ fn apply(
         }
     }
     Ok(())
-}
-
-fn distinct_key_of(bounded: &[u8]) -> Vec<u8> {
-    let mut key = vec![b'n'];
-    key.extend_from_slice(&bounded[1..BOUNDED_PREFIX_LEN]);
-    key
 }
 
 /// Removes hourly buckets older than the retention, up to `limit` link-hours.
@@ -621,12 +610,12 @@ pub fn prune_hours(
     for (entry, _) in &due {
         let hour = u32::from_be_bytes(entry[..4].try_into().expect("index keys are 12 bytes"));
         let link = u64::from_be_bytes(entry[4..12].try_into().expect("index keys are 12 bytes"));
-        let prefix = super::bucket_prefix(link, Granularity::Hour, hour);
+        let prefix = keys::bucket_prefix(link, Granularity::Hour, hour);
         loop {
             let keys = txn.range(
                 Space::Counters,
                 &prefix,
-                &crate::store::prefix_end(&prefix),
+                &crate::db::prefix_end(&prefix),
                 1024,
             )?;
             if keys.is_empty() {
@@ -671,21 +660,21 @@ mod tests {
     use shortline_store::clickwire::{Encoder, decode};
 
     use super::*;
-    use crate::analytics::series_prefix;
-    use crate::store::Backend;
-    use crate::store::redb::RedbBackend;
+    use crate::db::Backend;
+    use crate::db::keys::series_prefix;
+    use crate::db::redb::RedbBackend;
 
     const CHROME: &[u8] = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
     fn counters(backend: &dyn Backend, prefix: &[u8]) -> Vec<(Vec<u8>, i64)> {
         let mut out = Vec::new();
         backend
-            .read(&mut |txn| {
+            .read(|txn| {
                 out = txn
                     .range(
                         Space::Counters,
                         prefix,
-                        &crate::store::prefix_end(prefix),
+                        &crate::db::prefix_end(prefix),
                         10_000,
                     )?
                     .into_iter()

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Granularity, OTHER, counter_value, dim, series_prefix, top_key};
-use crate::store::{ReadTxn, Space, StoreResult};
+use super::OTHER;
+use crate::db::keys::{self, Granularity, counter_value, dim, series_prefix};
+use crate::db::{ReadTxn, Space, StoreResult};
 
 /// Counter keys read per range request.
 const PAGE: usize = 4096;
@@ -210,7 +211,7 @@ fn scan(
             end.extend_from_slice(&next.to_be_bytes());
             end
         }
-        None => crate::store::prefix_end(&prefix),
+        None => crate::db::prefix_end(&prefix),
     };
     loop {
         let page = txn.range(Space::Counters, &start, &end, PAGE)?;
@@ -247,8 +248,8 @@ pub fn top_links(
     limit: usize,
 ) -> StoreResult<Vec<(u64, u64)>> {
     let mut totals: HashMap<u64, u64> = HashMap::new();
-    let mut start = top_key(from_day, 0);
-    let end = top_key(to_day.saturating_add(1), 0);
+    let mut start = keys::top(from_day, 0);
+    let end = keys::top(to_day.saturating_add(1), 0);
     loop {
         let page = txn.range(Space::Counters, &start, &end, PAGE)?;
         let full = page.len() == PAGE;

@@ -6,7 +6,7 @@
 //! framed as `len:u32 checksum:u64(xxh3 of payload) payload` with the payload
 //! a wire batch. The flusher starts a new segment when it takes the pending
 //! counts; the flush transaction stores the highest segment it covers
-//! ([`WAL_THROUGH_KEY`]), and covered segments are deleted after it commits.
+//! ([`WAL_THROUGH`](crate::db::keys::WAL_THROUGH)), and covered segments are deleted after it commits.
 //! At start-up, segments above the stored mark are replayed. A torn record
 //! at the end of the newest segment (a crash mid-append, never acknowledged)
 //! is ignored; a bad checksum anywhere else stops start-up.
@@ -16,9 +16,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
-
-/// Meta key holding the highest segment counted in the store.
-pub const WAL_THROUGH_KEY: &[u8] = b"clicks_wal_through";
 
 const HEADER: usize = 12;
 

@@ -13,17 +13,16 @@ use redb::{
 };
 use shortline_store::Seq;
 
-use super::{Backend, Pairs, ReadTxn, Space, StoreError, StoreResult, Txn};
+use std::cell::RefCell;
 
-const SEQ_KEY: &[u8] = b"change_seq";
-const PRUNED_KEY: &[u8] = b"changes_pruned_through";
+use super::{Backend, Pairs, ReadTxn, Space, StoreError, StoreResult, Txn, View, keys};
 
 fn definition(space: Space) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(space.name())
 }
 
-fn io<E: std::fmt::Display>(error: E) -> StoreError {
-    StoreError::Io(error.to_string())
+fn io<E: Into<redb::Error>>(error: E) -> StoreError {
+    StoreError::io("redb", error.into())
 }
 
 /// The embedded store.
@@ -38,7 +37,7 @@ impl RedbBackend {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = shortline_common::layout::DataDir::new(data_dir).store_file();
         let db = Database::create(&path).map_err(|e| {
-            StoreError::Io(format!("cannot open the store at {}: {e}", path.display()))
+            StoreError::io(format!("cannot open the store at {}", path.display()), e)
         })?;
         let txn = db.begin_write().map_err(io)?;
         for space in Space::ALL {
@@ -59,29 +58,35 @@ type BytesTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
 
 struct RedbTxn<'t> {
     txn: &'t WriteTransaction,
-    tables: Vec<(Space, BytesTable<'t>)>,
+    /// Tables opened so far: redb opens a table once per transaction.
+    tables: RefCell<Vec<(Space, BytesTable<'t>)>>,
     seq: Option<u64>,
     logged: bool,
 }
 
 impl<'t> RedbTxn<'t> {
-    fn table(&mut self, space: Space) -> StoreResult<&mut BytesTable<'t>> {
-        let at = match self.tables.iter().position(|(s, _)| *s == space) {
+    fn with_table<R>(
+        &self,
+        space: Space,
+        body: impl FnOnce(&mut BytesTable<'t>) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let mut tables = self.tables.borrow_mut();
+        let at = match tables.iter().position(|(s, _)| *s == space) {
             Some(at) => at,
             None => {
                 let table = self.txn.open_table(definition(space)).map_err(io)?;
-                self.tables.push((space, table));
-                self.tables.len() - 1
+                tables.push((space, table));
+                tables.len() - 1
             }
         };
-        Ok(&mut self.tables[at].1)
+        body(&mut tables[at].1)
     }
 
     fn current_seq(&mut self) -> StoreResult<u64> {
         if let Some(seq) = self.seq {
             return Ok(seq);
         }
-        let seq = match self.get(Space::Meta, SEQ_KEY)? {
+        let seq = match self.get(Space::Meta, keys::SEQ)? {
             Some(bytes) => decode_u64(&bytes)?,
             None => 0,
         };
@@ -96,59 +101,58 @@ fn decode_u64(bytes: &[u8]) -> StoreResult<u64> {
     })?))
 }
 
-impl Txn for RedbTxn<'_> {
-    fn get(&mut self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self
-            .table(space)?
-            .get(key)
-            .map_err(io)?
-            .map(|v| v.value().to_vec()))
+impl ReadTxn for RedbTxn<'_> {
+    fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        self.with_table(space, |table| {
+            Ok(table.get(key).map_err(io)?.map(|v| v.value().to_vec()))
+        })
     }
 
+    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs> {
+        self.with_table(space, |table| collect_range(table, start, end, limit))
+    }
+}
+
+impl Txn for RedbTxn<'_> {
     fn set(&mut self, space: Space, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        self.table(space)?.insert(key, value).map_err(io)?;
-        Ok(())
+        self.with_table(space, |table| {
+            table.insert(key, value).map_err(io)?;
+            Ok(())
+        })
     }
 
     fn clear(&mut self, space: Space, key: &[u8]) -> StoreResult<()> {
-        self.table(space)?.remove(key).map_err(io)?;
-        Ok(())
-    }
-
-    fn range(
-        &mut self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> StoreResult<Pairs> {
-        collect_range(self.table(space)?, start, end, limit)
+        self.with_table(space, |table| {
+            table.remove(key).map_err(io)?;
+            Ok(())
+        })
     }
 
     fn add(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()> {
-        let table = self.table(space)?;
-        let current = match table.get(key).map_err(io)? {
-            Some(v) => i64::from_le_bytes(
-                v.value()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("counter is not 8 bytes".into()))?,
-            ),
-            None => 0,
-        };
-        table
-            .insert(key, &current.wrapping_add(delta).to_le_bytes()[..])
-            .map_err(io)?;
-        Ok(())
+        self.with_table(space, |table| {
+            let current = match table.get(key).map_err(io)? {
+                Some(v) => i64::from_le_bytes(
+                    v.value()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("counter is not 8 bytes".into()))?,
+                ),
+                None => 0,
+            };
+            table
+                .insert(key, &current.wrapping_add(delta).to_le_bytes()[..])
+                .map_err(io)?;
+            Ok(())
+        })
     }
 
     fn log_change(&mut self, change: &[u8]) -> StoreResult<()> {
         let seq = self.current_seq()? + 1;
         self.seq = Some(seq);
         self.logged = true;
-        self.table(Space::Changes)?
-            .insert(&seq.to_be_bytes()[..], change)
-            .map_err(io)?;
-        Ok(())
+        self.with_table(Space::Changes, |table| {
+            table.insert(&keys::change(seq)[..], change).map_err(io)?;
+            Ok(())
+        })
     }
 }
 
@@ -194,16 +198,18 @@ impl ReadTxn for RedbRead {
     fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs> {
         collect_range(&self.table(space)?, start, end, limit)
     }
+}
 
+impl View for RedbRead {
     fn last_seq(&self) -> StoreResult<Seq> {
-        match self.get(Space::Meta, SEQ_KEY)? {
+        match self.get(Space::Meta, keys::SEQ)? {
             Some(bytes) => Ok(Seq(decode_u64(&bytes)?)),
             None => Ok(Seq(0)),
         }
     }
 
     fn changes_after(&self, after: Seq, limit: usize) -> StoreResult<Vec<(Seq, Vec<u8>)>> {
-        let start = (after.0.saturating_add(1)).to_be_bytes();
+        let start = keys::change(after.0.saturating_add(1));
         let pairs = collect_range(&self.table(Space::Changes)?, &start, &[0xff; 9], limit)?;
         pairs
             .into_iter()
@@ -212,7 +218,7 @@ impl ReadTxn for RedbRead {
     }
 
     fn pruned_through(&self) -> StoreResult<Seq> {
-        match self.get(Space::Meta, PRUNED_KEY)? {
+        match self.get(Space::Meta, keys::PRUNED)? {
             Some(bytes) => Ok(Seq(decode_u64(&bytes)?)),
             None => Ok(Seq(0)),
         }
@@ -239,14 +245,14 @@ impl Backend for RedbBackend {
         let seq = {
             let mut handle = RedbTxn {
                 txn: &txn,
-                tables: Vec::new(),
+                tables: RefCell::new(Vec::new()),
                 seq: None,
                 logged: false,
             };
             body(&mut handle)?;
             let seq = handle.current_seq()?;
             if handle.logged {
-                handle.set(Space::Meta, SEQ_KEY, &seq.to_le_bytes())?;
+                handle.set(Space::Meta, keys::SEQ, &seq.to_le_bytes())?;
             }
             seq
         };
@@ -255,7 +261,7 @@ impl Backend for RedbBackend {
         Ok(Seq(seq))
     }
 
-    fn read(&self, body: &mut dyn FnMut(&dyn ReadTxn) -> StoreResult<()>) -> StoreResult<()> {
+    fn view(&self, body: &mut dyn FnMut(&dyn View) -> StoreResult<()>) -> StoreResult<()> {
         let txn = self.db.begin_read().map_err(io)?;
         body(&RedbRead { txn })
     }
@@ -264,7 +270,7 @@ impl Backend for RedbBackend {
         let txn = self.db.begin_write().map_err(io)?;
         let removed = {
             let mut table = txn.open_table(definition(Space::Changes)).map_err(io)?;
-            let end = through.0.saturating_add(1).to_be_bytes();
+            let end = keys::change(through.0.saturating_add(1));
             let mut removed = 0u64;
             table
                 .retain_in::<&[u8], _>(&[0u8; 8][..]..&end[..], |_, _| {
@@ -273,11 +279,11 @@ impl Backend for RedbBackend {
                 })
                 .map_err(io)?;
             let mut meta = txn.open_table(definition(Space::Meta)).map_err(io)?;
-            let previous = match meta.get(PRUNED_KEY).map_err(io)? {
+            let previous = match meta.get(keys::PRUNED).map_err(io)? {
                 Some(v) => decode_u64(v.value())?,
                 None => 0,
             };
-            meta.insert(PRUNED_KEY, &previous.max(through.0).to_le_bytes()[..])
+            meta.insert(keys::PRUNED, &previous.max(through.0).to_le_bytes()[..])
                 .map_err(io)?;
             removed
         };
@@ -315,22 +321,24 @@ mod tests {
                 .unwrap();
         }
         let backend = RedbBackend::open(dir.path()).unwrap();
-        let mut seen = None;
-        backend
-            .read(&mut |txn| {
-                seen = Some((txn.get(Space::Links, b"a")?, txn.last_seq()?));
-                Ok(())
-            })
+        let backend: &dyn Backend = &backend;
+        let seen = backend
+            .read(|txn| Ok((txn.get(Space::Links, b"a")?, txn.last_seq()?)))
             .unwrap();
-        assert_eq!(seen, Some((Some(b"1".to_vec()), Seq(1))));
+        assert_eq!(seen, (Some(b"1".to_vec()), Seq(1)));
     }
 
     #[test]
     fn a_garbage_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("shortline.redb"), vec![0x42; 4096]).unwrap();
-        let err = RedbBackend::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("cannot open the store"), "{err}");
-        assert!(err.contains("shortline.redb"), "{err}");
+        let err = RedbBackend::open(dir.path()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("cannot open the store"), "{message}");
+        assert!(message.contains("shortline.redb"), "{message}");
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the redb error is kept as the source"
+        );
     }
 }

@@ -25,14 +25,7 @@ pub fn run_concurrent<B: Backend>(backend: Arc<B>) {
 }
 
 fn get(backend: &dyn Backend, space: Space, key: &[u8]) -> Option<Vec<u8>> {
-    let mut out = None;
-    backend
-        .read(&mut |txn| {
-            out = txn.get(space, key)?;
-            Ok(())
-        })
-        .expect("read");
-    out
+    backend.read(|txn| txn.get(space, key)).expect("read")
 }
 
 fn reads_see_own_writes_and_commits(backend: &dyn Backend) {
@@ -96,36 +89,22 @@ fn ranges_are_ordered_bounded_and_limited(backend: &dyn Backend) {
             Ok(())
         })
         .expect("write");
-    let mut pairs = Vec::new();
-    backend
-        .read(&mut |txn| {
-            pairs = txn.range(Space::ByTag, b"r/", &prefix_end(b"r/"), 3)?;
-            Ok(())
-        })
+    let pairs = backend
+        .read(|txn| txn.range(Space::ByTag, b"r/", &prefix_end(b"r/"), 3))
         .expect("read");
     let keys: Vec<_> = pairs
         .iter()
         .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
         .collect();
     assert_eq!(keys, ["r/a", "r/b", "r/c"], "ordered, bounded and limited");
-    backend
-        .read(&mut |txn| {
-            pairs = txn.range(Space::ByTag, b"r/b", b"r/d", 100)?;
-            Ok(())
-        })
+    let pairs = backend
+        .read(|txn| txn.range(Space::ByTag, b"r/b", b"r/d", 100))
         .expect("read");
     assert_eq!(pairs.len(), 2, "end is exclusive");
 }
 
 fn last_seq(backend: &dyn Backend) -> Seq {
-    let mut seq = Seq(0);
-    backend
-        .read(&mut |txn| {
-            seq = txn.last_seq()?;
-            Ok(())
-        })
-        .expect("read");
-    seq
+    backend.read(|txn| txn.last_seq()).expect("read")
 }
 
 fn change_log_is_ordered_and_resumable(backend: &dyn Backend) {
@@ -144,12 +123,8 @@ fn change_log_is_ordered_and_resumable(backend: &dyn Backend) {
         "sequences grow: {start:?} {first:?} {second:?}"
     );
     assert_eq!(last_seq(backend), second, "last_seq is the newest commit");
-    let mut changes = Vec::new();
-    backend
-        .read(&mut |txn| {
-            changes = txn.changes_after(start, 100)?;
-            Ok(())
-        })
+    let changes = backend
+        .read(|txn| txn.changes_after(start, 100))
         .expect("read");
     let bodies: Vec<_> = changes.iter().map(|(_, v)| v.as_slice()).collect();
     assert_eq!(bodies, [&b"one"[..], b"two", b"three"], "oldest first");
@@ -166,19 +141,13 @@ fn change_log_is_ordered_and_resumable(backend: &dyn Backend) {
         "a commit reports its last change's sequence"
     );
     let resume_at = first;
-    backend
-        .read(&mut |txn| {
-            changes = txn.changes_after(resume_at, 1)?;
-            Ok(())
-        })
+    let changes = backend
+        .read(|txn| txn.changes_after(resume_at, 1))
         .expect("read");
     assert_eq!(changes.len(), 1, "limited");
     assert_eq!(changes[0].1, b"three", "resumes after the given commit");
-    backend
-        .read(&mut |txn| {
-            changes = txn.changes_after(start, 1)?;
-            Ok(())
-        })
+    let changes = backend
+        .read(|txn| txn.changes_after(start, 1))
         .expect("read");
     assert!(
         changes.len() == 1 || changes.iter().all(|(s, _)| *s == changes[0].0),
@@ -194,24 +163,12 @@ fn change_log_is_ordered_and_resumable(backend: &dyn Backend) {
     );
 
     backend.prune_changes(resume_at).expect("prune");
-    let mut oldest = None;
-    backend
-        .read(&mut |txn| {
-            oldest = txn.first_change()?;
-            Ok(())
-        })
-        .expect("read");
+    let oldest = backend.read(|txn| txn.first_change()).expect("read");
     assert!(
         oldest > Some(resume_at),
         "pruned through {resume_at:?}, oldest now {oldest:?}"
     );
-    let mut pruned = Seq(0);
-    backend
-        .read(&mut |txn| {
-            pruned = txn.pruned_through()?;
-            Ok(())
-        })
-        .expect("read");
+    let pruned = backend.read(|txn| txn.pruned_through()).expect("read");
     assert_eq!(pruned, resume_at, "pruned_through records the prune");
 }
 

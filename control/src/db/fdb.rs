@@ -44,7 +44,9 @@ use foundationdb::{Database, FdbError, RangeOption, Transaction};
 use futures::executor::block_on;
 use shortline_store::Seq;
 
-use super::{Backend, Pairs, ReadTxn, Space, StoreError, StoreResult, Txn};
+use std::cell::Cell;
+
+use super::{Backend, Pairs, ReadTxn, Space, StoreError, StoreResult, Txn, View, keys};
 
 /// Longest a transaction may run, in milliseconds (FDB's own limit is 5 s).
 const TRANSACTION_TIMEOUT_MS: i32 = 4_000;
@@ -54,16 +56,12 @@ const RETRY_LIMIT: i32 = 20;
 const RANGE_PAGE: usize = 1_000;
 /// How long a commit marker is kept.
 const MARKER_TTL_SECONDS: u64 = 3_600;
-/// Meta key holding the highest pruned change sequence.
-const PRUNED_KEY: &[u8] = b"changes_pruned_through";
-/// Meta key bumped by every transaction that logs a change.
-const NOTIFY_KEY: &[u8] = b"changes_notify";
 
 fn fdb(error: FdbError) -> StoreError {
     if error.is_retryable() {
         StoreError::Conflict
     } else {
-        StoreError::Unavailable(format!("FoundationDB: {error}"))
+        StoreError::unavailable("FoundationDB", error)
     }
 }
 
@@ -147,7 +145,7 @@ impl FdbBackend {
             layout: Layout::new(prefix),
         };
         // Fail at start-up, with a clear message, when the cluster is unreachable.
-        backend.read(&mut |txn| txn.last_seq().map(|_| ()))?;
+        (&backend as &dyn Backend).read(|txn| txn.last_seq())?;
         Ok(backend)
     }
 
@@ -202,14 +200,14 @@ struct FdbTxn<'a> {
     layout: &'a Layout,
     changes: Vec<Vec<u8>>,
     /// The FDB error behind the body's failure, for the retry decision.
-    error: Option<FdbError>,
+    error: Cell<Option<FdbError>>,
 }
 
 impl FdbTxn<'_> {
-    fn check<T>(&mut self, result: Result<T, FdbError>) -> StoreResult<T> {
+    fn check<T>(&self, result: Result<T, FdbError>) -> StoreResult<T> {
         result.map_err(|e| {
             let mapped = fdb(e);
-            self.error = Some(e);
+            self.error.set(Some(e));
             mapped
         })
     }
@@ -247,30 +245,14 @@ fn range_pairs(
     Ok(pairs)
 }
 
-impl Txn for FdbTxn<'_> {
-    fn get(&mut self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+impl ReadTxn for FdbTxn<'_> {
+    fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         let key = self.layout.key(space, key);
         let found = block_on(self.trx.get(&key, false));
         Ok(self.check(found)?.map(|v| v.to_vec()))
     }
 
-    fn set(&mut self, space: Space, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        self.trx.set(&self.layout.key(space, key), value);
-        Ok(())
-    }
-
-    fn clear(&mut self, space: Space, key: &[u8]) -> StoreResult<()> {
-        self.trx.clear(&self.layout.key(space, key));
-        Ok(())
-    }
-
-    fn range(
-        &mut self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> StoreResult<Pairs> {
+    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs> {
         let subspace = self.layout.space(space);
         let pairs = range_pairs(
             self.trx,
@@ -281,6 +263,18 @@ impl Txn for FdbTxn<'_> {
             false,
         );
         self.check(pairs)
+    }
+}
+
+impl Txn for FdbTxn<'_> {
+    fn set(&mut self, space: Space, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        self.trx.set(&self.layout.key(space, key), value);
+        Ok(())
+    }
+
+    fn clear(&mut self, space: Space, key: &[u8]) -> StoreResult<()> {
+        self.trx.clear(&self.layout.key(space, key));
+        Ok(())
     }
 
     fn add(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()> {
@@ -294,7 +288,7 @@ impl Txn for FdbTxn<'_> {
 
     fn log_change(&mut self, change: &[u8]) -> StoreResult<()> {
         if self.changes.len() >= usize::from(u16::MAX) {
-            return Err(StoreError::Io(
+            return Err(StoreError::TooLarge(
                 "more than 65535 changes in one transaction".into(),
             ));
         }
@@ -329,7 +323,9 @@ impl ReadTxn for FdbRead<'_> {
         )
         .map_err(fdb)
     }
+}
 
+impl View for FdbRead<'_> {
     fn last_seq(&self) -> StoreResult<Seq> {
         match self.backend.newest(&self.trx)? {
             Some(seq) => Ok(seq),
@@ -385,7 +381,7 @@ impl ReadTxn for FdbRead<'_> {
     }
 
     fn pruned_through(&self) -> StoreResult<Seq> {
-        Ok(Seq(self.get(Space::Meta, PRUNED_KEY)?.map_or(0, |v| {
+        Ok(Seq(self.get(Space::Meta, keys::PRUNED)?.map_or(0, |v| {
             v.as_slice().try_into().map_or(0, u64::from_le_bytes)
         })))
     }
@@ -403,11 +399,7 @@ impl Backend for FdbBackend {
                 // landed, its writes are not applied again.
                 match block_on(trx.get(previous, false)) {
                     Ok(Some(_)) => {
-                        let mut seq = Seq(0);
-                        self.read(&mut |txn| {
-                            seq = txn.last_seq()?;
-                            Ok(())
-                        })?;
+                        let seq = (self as &dyn Backend).read(|txn| txn.last_seq())?;
                         return Ok(seq);
                     }
                     Ok(None) => {}
@@ -422,7 +414,7 @@ impl Backend for FdbBackend {
                 trx: &trx,
                 layout: &self.layout,
                 changes: Vec::new(),
-                error: None,
+                error: Cell::new(None),
             };
             let outcome = body(&mut txn);
             let (changes, error) = (std::mem::take(&mut txn.changes), txn.error.take());
@@ -446,7 +438,7 @@ impl Backend for FdbBackend {
             }
             if !changes.is_empty() {
                 trx.atomic_op(
-                    &self.layout.key(Space::Meta, NOTIFY_KEY),
+                    &self.layout.key(Space::Meta, keys::NOTIFY),
                     &1i64.to_le_bytes(),
                     MutationType::Add,
                 );
@@ -476,7 +468,7 @@ impl Backend for FdbBackend {
         }
     }
 
-    fn read(&self, body: &mut dyn FnMut(&dyn ReadTxn) -> StoreResult<()>) -> StoreResult<()> {
+    fn view(&self, body: &mut dyn FnMut(&dyn View) -> StoreResult<()>) -> StoreResult<()> {
         let trx = self.transaction()?;
         body(&FdbRead { backend: self, trx })
     }
@@ -486,12 +478,12 @@ impl Backend for FdbBackend {
         let changes = self.layout.space(Space::Changes);
         let (begin, _) = changes.range();
         let end = self.layout.changes_from(through);
-        let pruned = block_on(trx.get(&self.layout.key(Space::Meta, PRUNED_KEY), false))
+        let pruned = block_on(trx.get(&self.layout.key(Space::Meta, keys::PRUNED), false))
             .map_err(fdb)?
             .map_or(0, |v| (*v).try_into().map_or(0, u64::from_le_bytes));
         trx.clear_range(&begin, &end);
         trx.set(
-            &self.layout.key(Space::Meta, PRUNED_KEY),
+            &self.layout.key(Space::Meta, keys::PRUNED),
             &pruned.max(through.0).to_le_bytes(),
         );
         // Commit markers older than their time to live.
@@ -516,7 +508,7 @@ impl Backend for FdbBackend {
 
     fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
         let trx = self.transaction()?;
-        let watch = trx.watch(&self.layout.key(Space::Meta, NOTIFY_KEY));
+        let watch = trx.watch(&self.layout.key(Space::Meta, keys::NOTIFY));
         block_on(trx.commit()).map_err(|e| fdb(FdbError::from(e)))?;
         let (wake, woken) = futures::channel::oneshot::channel::<()>();
         std::thread::spawn(move || {
@@ -549,8 +541,8 @@ mod tests {
             let backend = std::sync::Arc::new(
                 FdbBackend::open(Some(Path::new(&cluster_file)), &prefix).expect("cluster"),
             );
-            crate::store::conformance::run_all(&*backend);
-            crate::store::conformance::run_concurrent(std::sync::Arc::clone(&backend));
+            crate::db::conformance::run_all(&*backend);
+            crate::db::conformance::run_concurrent(std::sync::Arc::clone(&backend));
             let trx = backend.transaction().expect("transaction");
             let root = Subspace::all().subspace(&("shortline", prefix.as_str()));
             let (begin, end) = root.range();

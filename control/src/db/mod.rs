@@ -7,11 +7,15 @@
 //! and durably, or not at all.
 
 // The suite every backend passes; compiled for tests only, never shipped.
+pub mod backup;
 #[cfg(test)]
 pub mod conformance;
 #[cfg(feature = "fdb")]
 pub mod fdb;
+pub mod keys;
 pub mod redb;
+
+use std::sync::Arc;
 
 use shortline_store::Seq;
 
@@ -107,17 +111,70 @@ impl Space {
     }
 }
 
-/// A failure of the store itself (not of the caller's request).
-#[derive(Debug, thiserror::Error)]
+/// The underlying error of a [`StoreError`], shared so a commit's failure
+/// can be handed to every request in its batch.
+pub type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A failure of the store itself (not of the caller's request). The message
+/// says what failed; the source, when there is one, is the backend's own
+/// error, for the log (never for clients).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("store i/o failed: {0}")]
-    Io(String),
-    #[error("store is unavailable: {0}")]
-    Unavailable(String),
+    #[error("store i/o failed: {context}")]
+    Io {
+        context: String,
+        #[source]
+        source: Source,
+    },
+    #[error("store is unavailable: {context}")]
+    Unavailable {
+        context: String,
+        #[source]
+        source: Source,
+    },
     #[error("transaction conflicted too often; retry later")]
     Conflict,
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    #[error("transaction is too large: {0}")]
+    TooLarge(String),
+}
+
+impl StoreError {
+    /// An i/o failure while doing `context`.
+    pub fn io(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Io {
+            context: context.into(),
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// The backend cannot be reached while doing `context`.
+    pub fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// The error with every source, for logs: `outer: inner: innermost`.
+    #[must_use]
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(error) = next {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            next = error.source();
+        }
+        text
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -125,14 +182,18 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Key-value pairs from a range scan.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// A transaction. Reads see the transaction's own writes.
-pub trait Txn {
-    fn get(&mut self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+/// Reads of keys, shared by read views and write transactions. A write
+/// transaction's reads see its own writes.
+pub trait ReadTxn {
+    fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    /// Up to `limit` pairs with `start <= key < end`, in key order.
+    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs>;
+}
+
+/// A write transaction: reads, plus writes that commit together.
+pub trait Txn: ReadTxn {
     fn set(&mut self, space: Space, key: &[u8], value: &[u8]) -> StoreResult<()>;
     fn clear(&mut self, space: Space, key: &[u8]) -> StoreResult<()>;
-    /// Up to `limit` pairs with `start <= key < end`, in key order.
-    fn range(&mut self, space: Space, start: &[u8], end: &[u8], limit: usize)
-    -> StoreResult<Pairs>;
     /// Adds `delta` to a little-endian i64 counter (absent counts as zero)
     /// without reading it, so concurrent adds never conflict.
     fn add(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()>;
@@ -142,10 +203,8 @@ pub trait Txn {
     fn log_change(&mut self, change: &[u8]) -> StoreResult<()>;
 }
 
-/// A read-only view at one point in time.
-pub trait ReadTxn {
-    fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
-    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs>;
+/// A read-only view at one point in time, with the change log.
+pub trait View: ReadTxn {
     /// The sequence of the newest change this view includes.
     fn last_seq(&self) -> StoreResult<Seq>;
     /// Changes with sequence greater than `after`, oldest first, up to
@@ -167,8 +226,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Returns the sequence of the last change logged, or the current one.
     fn write(&self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<Seq>;
 
-    /// Runs `body` against a consistent read view.
-    fn read(&self, body: &mut dyn FnMut(&dyn ReadTxn) -> StoreResult<()>) -> StoreResult<()>;
+    /// Runs `body` against a consistent read view; `dyn Backend`'s `read`,
+    /// which returns the body's value, is the way to call it.
+    fn view(&self, body: &mut dyn FnMut(&dyn View) -> StoreResult<()>) -> StoreResult<()>;
 
     /// Removes changes with sequence at or below `through`.
     fn prune_changes(&self, through: Seq) -> StoreResult<u64>;
@@ -188,6 +248,26 @@ pub trait Backend: Send + Sync + 'static {
     fn wait_for_changes(&self, timeout: std::time::Duration) -> StoreResult<()> {
         std::thread::sleep(timeout);
         Ok(())
+    }
+}
+
+impl dyn Backend {
+    /// Runs `body` against a consistent read view and returns its value.
+    pub fn read<T>(&self, body: impl FnOnce(&dyn View) -> StoreResult<T>) -> StoreResult<T> {
+        let mut body = Some(body);
+        let mut value = None;
+        self.view(&mut |view| {
+            let body = body.take().expect("a read view runs its body once");
+            value = Some(body(view)?);
+            Ok(())
+        })?;
+        Ok(value.expect("the body ran"))
+    }
+}
+
+impl std::fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend({})", self.name())
     }
 }
 

@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Backend, ReadTxn, Space, StoreError, StoreResult};
+use crate::db::{Backend, Space, StoreError, StoreResult, View, keys};
 
 /// Pairs read per range call and written per restore transaction.
 const PAGE: usize = 5000;
@@ -31,8 +31,6 @@ const KEY_END: [u8; 65] = [0xff; 65];
 pub const SEQUENCE_JUMP: u64 = 1 << 40;
 const FORMAT: &str = "shortline-backup";
 const VERSION: u32 = 1;
-const SEQ_KEY: &[u8] = b"change_seq";
-const PRUNED_KEY: &[u8] = b"changes_pruned_through";
 
 /// The first line of a backup.
 #[derive(Debug, Serialize, Deserialize)]
@@ -61,12 +59,12 @@ struct End {
 }
 
 fn io(e: std::io::Error) -> StoreError {
-    StoreError::Io(format!("writing the backup: {e}"))
+    StoreError::io("writing the backup", e)
 }
 
 /// Writes a backup of everything `txn` sees to `out`. Returns the pairs
 /// written.
-pub fn export(txn: &dyn ReadTxn, permutation_key: &[u8], out: &mut dyn Write) -> StoreResult<u64> {
+pub fn export(txn: &dyn View, permutation_key: &[u8], out: &mut dyn Write) -> StoreResult<u64> {
     let header = Header {
         format: FORMAT.into(),
         version: VERSION,
@@ -193,7 +191,7 @@ pub fn verify(reader: &mut dyn BufRead) -> Result<(Header, u64)> {
 /// Restores a verified backup into an empty store.
 pub fn import(backend: &dyn Backend, reader: &mut dyn BufRead) -> Result<Restored> {
     let mut empty = true;
-    backend.read(&mut |txn| {
+    backend.read(|txn| {
         empty = txn.range(Space::Links, b"", &KEY_END, 1)?.is_empty()
             && txn.range(Space::Retired, b"", &KEY_END, 1)?.is_empty();
         Ok(())
@@ -213,8 +211,8 @@ pub fn import(backend: &dyn Backend, reader: &mut dyn BufRead) -> Result<Restore
     let (header, records) = read_all(reader, Some(&mut write_page))?;
     let seq = header.seq.saturating_add(SEQUENCE_JUMP);
     backend.write(&mut |txn| {
-        txn.set(Space::Meta, SEQ_KEY, &seq.to_le_bytes())?;
-        txn.set(Space::Meta, PRUNED_KEY, &seq.to_le_bytes())
+        txn.set(Space::Meta, keys::SEQ, &seq.to_le_bytes())?;
+        txn.set(Space::Meta, keys::PRUNED, &seq.to_le_bytes())
     })?;
     Ok(Restored { records, seq })
 }
