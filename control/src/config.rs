@@ -12,7 +12,7 @@ use shortline_common::layout::DataDir;
 pub use shortline_common::settings::LogFormat;
 use shortline_common::settings::{self, Kind, range};
 
-use crate::codes::Strategy;
+use crate::model::Strategy;
 
 /// The control plane's settings.
 #[derive(Debug, Clone, Deserialize)]

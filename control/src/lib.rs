@@ -4,29 +4,34 @@
 //! allocates codes, commits links to the metadata store with group commit, and
 //! keeps proxies current through snapshots and a change stream.
 //!
+//! The modules are layers, and a module only uses the layers below it (a
+//! test in `tests/layers.rs` checks this):
+//!
+//! | layer | modules | what it holds |
+//! |-------|---------|---------------|
+//! | app | [`app`] | the process: start-up, listeners, shutdown, `up` |
+//! | http | [`http`] | the only axum code: routes, extractors, problem documents |
+//! | tasks | [`tasks`] | background loops and multi-transaction walks: snapshots, the change stream, expiry, abuse sweeps |
+//! | state | [`state`] | the shared services one process holds: rate limits, id leases, key cache |
+//! | analytics | [`analytics`] | click folding, the click log, stats queries |
+//! | commit | [`commit`] | group commit: one thread, one transaction per batch of writes |
+//! | domain | [`domain`] | the rules, as functions over one transaction |
+//! | base | [`db`], [`model`], [`config`] | the store interface and key schema, stored documents, settings |
+//!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
 //! let config = shortline_control::config::Config::load(None, &Default::default())?;
-//! shortline_control::server::serve(config).await
+//! shortline_control::app::server::serve(config).await
 //! # }
 //! ```
 
-pub mod abuse;
-pub mod abuse_api;
 pub mod analytics;
-pub mod api;
-pub mod auth;
-pub mod clicks;
-pub mod codes;
-pub mod committer;
+pub mod app;
+pub mod commit;
 pub mod config;
 pub mod db;
-pub mod error;
-pub mod links;
+pub mod domain;
+pub mod http;
 pub mod model;
-pub mod publish;
-pub mod server;
 pub mod state;
-pub mod stats_api;
-pub mod up;
-pub mod validate;
+pub mod tasks;

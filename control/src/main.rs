@@ -127,9 +127,9 @@ fn main() -> ExitCode {
             return report(common.load().and_then(|c| restore(&c, from)));
         }
         Command::ThreatHash { url, all } => {
-            let canonical = shortline_control::abuse::canonical::canonicalize(url);
+            let canonical = shortline_control::domain::threats::canonical::canonicalize(url);
             println!("# canonical: {canonical}");
-            let hashes = shortline_control::abuse::threats::expression_hashes(url);
+            let hashes = shortline_control::domain::threats::expression_hashes(url);
             for (expression, hash) in hashes.iter().take(if *all { usize::MAX } else { 1 }) {
                 println!("{hash}  # {expression}");
             }
@@ -216,7 +216,7 @@ fn admin_token(config: &Config, name: &str) -> Result<()> {
     #[cfg(feature = "fdb")]
     let _network = (config.store_backend == shortline_control::config::StoreBackend::Fdb)
         .then(shortline_control::db::fdb::boot);
-    let backend = shortline_control::server::open_backend(config)
+    let backend = shortline_control::app::server::open_backend(config)
         .context("cannot open the store; if the control plane is running, stop it first")?;
     let token = shortline_control::state::mint_admin_key(&*backend, name)?;
     println!("new admin token (shown once, only its hash is stored): {token}");
@@ -236,7 +236,7 @@ fn restore(config: &Config, from: &std::path::Path) -> Result<()> {
     };
     let (header, _) = shortline_control::db::backup::verify(&mut open()?)?;
     let key = shortline_control::db::backup::permutation_key(&header)?;
-    shortline_control::server::prepare_data_dir(&config.data_dir)?;
+    shortline_control::app::server::prepare_data_dir(&config.data_dir)?;
     let key_path = config.layout().permutation_key();
     match std::fs::read(&key_path) {
         Ok(existing) if existing != key => anyhow::bail!(
@@ -256,7 +256,7 @@ fn restore(config: &Config, from: &std::path::Path) -> Result<()> {
             file.sync_all()?;
         }
     }
-    let backend = shortline_control::server::open_backend(config)?;
+    let backend = shortline_control::app::server::open_backend(config)?;
     let restored = shortline_control::db::backup::import(&*backend, &mut open()?)?;
     println!(
         "restored {} records from {} (taken {}); change sequence now {}",
@@ -281,9 +281,9 @@ fn run(config: Config, with_proxy: bool) -> Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         if !with_proxy {
-            return shortline_control::server::serve(config).await;
+            return shortline_control::app::server::serve(config).await;
         }
-        shortline_control::up::run(config).await
+        shortline_control::app::up::run(config).await
     });
     // Stop the runtime's threads (and the committer's store handle with
     // them) before the network guard goes.

@@ -78,6 +78,34 @@ impl TryFrom<String> for FlagReason {
     }
 }
 
+/// How a code is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Counter,
+    Random,
+    Hash,
+    Uuid,
+}
+
+impl Strategy {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Random => "random",
+            Self::Hash => "hash",
+            Self::Uuid => "uuid",
+        }
+    }
+}
+
+/// Now, in Unix seconds: the clock of every time the store keeps.
+#[must_use]
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

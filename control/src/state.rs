@@ -12,14 +12,14 @@ use rand::RngCore;
 use shortline_store::Seq;
 use tokio::sync::{Mutex, watch};
 
-use crate::auth::{self, KeyCache, Principal};
-use crate::codes::Permutation;
-use crate::committer::Committer;
+use crate::commit::CommitError;
+use crate::commit::Committer;
 use crate::config::Config;
 use crate::db::{Backend, Space};
-use crate::error::ApiError;
+use crate::domain::auth::{self, KeyCache, Principal};
+use crate::domain::codes::Permutation;
+use crate::domain::validate::Validator;
 use crate::model::{KeyDoc, Role};
-use crate::validate::Validator;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -33,8 +33,8 @@ pub struct AppState {
     pub keys: KeyCache,
     pub internal_token: String,
     /// The newest committed change sequence.
-    pub committed: watch::Receiver<crate::committer::Committed>,
-    committed_tx: Arc<watch::Sender<crate::committer::Committed>>,
+    pub committed: watch::Receiver<crate::commit::Committed>,
+    committed_tx: Arc<watch::Sender<crate::commit::Committed>>,
     /// The sequence of the newest snapshot file.
     pub snapshot: watch::Sender<Seq>,
     /// Set once shutdown begins: long-lived streams end so the server can drain.
@@ -42,7 +42,7 @@ pub struct AppState {
     ids: Mutex<IdBlock>,
     limiters: Limiters,
     /// The threat list in force (empty when none is configured).
-    pub threats: crate::abuse::threats::Shared,
+    pub threats: crate::domain::threats::Shared,
 }
 
 /// Write rate limits: per key by role, per client address, and the tighter
@@ -83,6 +83,14 @@ impl Limiters {
     }
 }
 
+/// A write refused by a rate limit: which one, and when to retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit exceeded ({limit}); retry in {retry_after_seconds} s")]
+pub struct RateLimited {
+    pub limit: &'static str,
+    pub retry_after_seconds: u64,
+}
+
 /// Which kind of unauthenticated write a client makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unauthenticated {
@@ -93,12 +101,13 @@ pub enum Unauthenticated {
 fn too_many(
     not_until: governor::NotUntil<governor::clock::QuantaInstant>,
     kind: &'static str,
-) -> ApiError {
+) -> RateLimited {
     let wait = not_until.wait_time_from(governor::clock::Clock::now(
         &governor::clock::QuantaClock::default(),
     ));
     metrics::counter!("control_rate_limited_total", "limit" => kind).increment(1);
-    ApiError::TooManyRequests {
+    RateLimited {
+        limit: kind,
         retry_after_seconds: wait.as_secs().max(1),
     }
 }
@@ -129,7 +138,7 @@ impl AppState {
             }
         };
         let last = backend.read(|txn| txn.last_seq())?;
-        let (committed_tx, committed) = watch::channel(crate::committer::Committed {
+        let (committed_tx, committed) = watch::channel(crate::commit::Committed {
             seq: last,
             at: std::time::Instant::now(),
         });
@@ -148,7 +157,7 @@ impl AppState {
             analytics,
             validator: Validator::new(&config),
             limiters: Limiters::new(&config),
-            threats: crate::abuse::threats::load_configured(&config)?,
+            threats: crate::domain::threats::load_configured(&config)?,
             config,
             backend,
             committer,
@@ -166,11 +175,11 @@ impl AppState {
 
     /// Publishes a sequence committed by another process sharing the store.
     pub fn publish_committed(&self, seq: Seq) {
-        crate::committer::publish_seq(&self.committed_tx, seq);
+        crate::commit::publish_seq(&self.committed_tx, seq);
     }
 
     /// Takes `count` link ids, leasing new blocks from the store as needed.
-    pub async fn take_ids(&self, count: usize) -> Result<Vec<u64>, ApiError> {
+    pub async fn take_ids(&self, count: usize) -> Result<Vec<u64>, CommitError> {
         let mut block = self.ids.lock().await;
         let mut ids = Vec::with_capacity(count);
         while ids.len() < count {
@@ -204,7 +213,7 @@ impl AppState {
     }
 
     /// Charges one write to the caller's key (at its role's rate) and address.
-    pub fn limit_write(&self, principal: &Principal, client: IpAddr) -> Result<(), ApiError> {
+    pub fn limit_write(&self, principal: &Principal, client: IpAddr) -> Result<(), RateLimited> {
         let (limiter, kind) = match principal.role {
             Role::Admin => (&self.limiters.admin, "admin"),
             Role::User => (&self.limiters.user, "user"),
@@ -224,7 +233,7 @@ impl AppState {
         &self,
         kind: Unauthenticated,
         client: IpAddr,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), RateLimited> {
         let (limiter, label) = match kind {
             Unauthenticated::Create => (&self.limiters.anonymous, "anonymous"),
             Unauthenticated::Report => (&self.limiters.report, "report"),
@@ -278,7 +287,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Makes sure an admin key exists: the configured token, or a generated one.
 fn bootstrap_admin(config: &Config, backend: &dyn Backend) -> Result<Bootstrap> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = crate::model::now_unix();
     let mut existing_admin = false;
     let mut configured_present = false;
     backend.read(|txn| {
@@ -323,12 +332,7 @@ pub fn mint_admin_key(backend: &dyn Backend, name: &str) -> Result<String> {
         anyhow::bail!("--name must be 1 to 100 printable characters");
     }
     let token = auth::new_token();
-    put_admin_key(
-        backend,
-        name,
-        &token,
-        time::OffsetDateTime::now_utc().unix_timestamp(),
-    )?;
+    put_admin_key(backend, name, &token, crate::model::now_unix())?;
     Ok(token)
 }
 

@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use shortline_control::analytics::Analytics;
 use shortline_control::analytics::aggregate::{Accepted, Settings};
-use shortline_control::committer::{Committed, Committer};
+use shortline_control::commit::{Committed, Committer};
 use shortline_control::db::Backend;
 use shortline_control::db::redb::RedbBackend;
 use shortline_proxy::clicks::{ClickEvent, ClickRing, encode_batch};

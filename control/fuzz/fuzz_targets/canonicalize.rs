@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shortline_control::abuse::canonical::{canonicalize, expressions};
+use shortline_control::domain::threats::canonical::{canonicalize, expressions};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {

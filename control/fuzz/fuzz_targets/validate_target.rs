@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use shortline_control::config::{Config, Overrides};
-use shortline_control::validate::Validator;
+use shortline_control::domain::validate::Validator;
 
 fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();

@@ -17,13 +17,12 @@ use std::time::{Duration, Instant};
 use shortline_store::clickwire::WireBatch;
 use tokio::sync::Notify;
 
-use super::OTHER;
 use super::classify::{Class, Classifier, referrer_host};
 use super::export::Exporter;
 use super::geo::GeoIp;
 use super::wal::{Wal, WalError};
-use crate::committer::Committer;
-use crate::db::keys::{self, Granularity, counter_value, dim};
+use crate::commit::Committer;
+use crate::db::keys::{self, Granularity, OTHER, counter_value, dim};
 use crate::db::{Space, StoreResult, Txn};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -500,7 +499,7 @@ impl Analytics {
         let top_n = self.settings.top_n;
         let started = Instant::now();
         let body = flushes.clone();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::model::now_unix();
         let result = committer
             .write(move |txn| {
                 let mut applied = Applied::default();
@@ -561,7 +560,7 @@ fn apply(
     applied: &mut Applied,
 ) -> StoreResult<()> {
     for (proxy, seq) in &flush.batches {
-        crate::clicks::record_batch(txn, proxy, *seq, now)?;
+        crate::domain::ingest::record_batch(txn, proxy, *seq, now)?;
     }
     for (key, delta) in &flush.adds {
         txn.add(Space::Counters, key, *delta)?;
@@ -590,7 +589,7 @@ fn apply(
         txn.set(Space::StatsHours, &keys::hour_index(*hour, *link), b"")?;
     }
     for link in &flush.humans {
-        if crate::links::exhaust_if_due(txn, *link, now)? {
+        if crate::domain::links::exhaust_if_due(txn, *link, now)? {
             applied.exhausted += 1;
         }
     }
@@ -690,7 +689,7 @@ mod tests {
     fn referrers_beyond_top_n_count_as_other_and_old_hours_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(dir.path()).unwrap());
-        let (committed, _) = tokio::sync::watch::channel(crate::committer::Committed {
+        let (committed, _) = tokio::sync::watch::channel(crate::commit::Committed {
             seq: shortline_store::Seq(0),
             at: Instant::now(),
         });

@@ -20,7 +20,4 @@ pub mod wal;
 
 pub use aggregate::Analytics;
 
-pub use crate::db::keys::{Granularity, dim};
-
-/// Value counted in place of a bounded dimension's values beyond the limit.
-pub const OTHER: &str = "other";
+pub use crate::db::keys::{Granularity, OTHER, dim};

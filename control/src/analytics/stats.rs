@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::OTHER;
-use crate::db::keys::{self, Granularity, counter_value, dim, series_prefix};
+use crate::db::keys::{self, Granularity, OTHER, counter_value, dim, series_prefix};
 use crate::db::{ReadTxn, Space, StoreResult};
 
 /// Counter keys read per range request.

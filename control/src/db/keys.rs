@@ -92,6 +92,10 @@ impl Granularity {
     }
 }
 
+/// The value counted in place of a bounded dimension's values beyond
+/// `analytics_top_n` in a day.
+pub const OTHER: &str = "other";
+
 /// Dimension bytes of series keys.
 pub mod dim {
     pub const KIND: u8 = b'k';

@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod durability;
 mod edges;
+mod layers;
 mod matrix;
 mod startup;
 mod stats;

@@ -9,6 +9,8 @@
 //! size, as in the update API, which would confirm over the network; here a
 //! prefix match refuses).
 
+pub mod canonical;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,7 +19,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use super::canonical;
 use crate::config::Config;
 
 /// The flag reason of links the threat list matches.

@@ -1,29 +1,20 @@
-//! Abuse protection: the domain blocklist, the offline threat list, abuse
-//! reports and their moderation. Rate limits live with the shared state;
-//! target validation (schemes, control characters, credentials, homographs,
-//! loops) in [`crate::validate`].
-
-pub mod blocklist;
-pub mod canonical;
-pub mod reports;
-pub mod threats;
+//! The abuse walks that span many transactions: indexing hosts once, a
+//! blocklist entry's sweep over its domain, and re-checking every link
+//! when the threat list changes. The rules they apply live in
+//! [`crate::domain::blocklist`] and [`crate::domain::threats`].
 
 use std::sync::Arc;
 
 use shortline_store::LinkStatus;
 
+use crate::commit::CommitError;
 use crate::db::{Space, StoreResult};
-use crate::error::ApiError;
-use crate::links;
-use crate::model::LinkDoc;
+use crate::domain::{blocklist, links, threats};
+use crate::model::{LinkDoc, now_unix};
 use crate::state::AppState;
 
 /// Links read per page when the whole table is walked.
 const WALK_PAGE: usize = 1000;
-
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 /// Gives links stored before the host index existed their entries, a page
 /// per transaction, once.
@@ -59,7 +50,7 @@ pub async fn sweep_domain(
     state: &Arc<AppState>,
     domain: &str,
     block: bool,
-) -> Result<u64, ApiError> {
+) -> Result<u64, CommitError> {
     let mut after: Option<Vec<u8>> = None;
     let mut changed = 0;
     loop {
@@ -91,7 +82,7 @@ pub async fn sweep_domain(
 /// Re-checks every stored link against the threat list in force: flags the
 /// links it matches, lifts the threat-list flags of links it no longer
 /// matches. Returns (flagged, unflagged).
-pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiError> {
+pub async fn recheck_threats(state: &Arc<AppState>) -> anyhow::Result<(u64, u64)> {
     let list = state.threats.current();
     let mut after: Vec<u8> = Vec::new();
     let (mut flagged, mut unflagged) = (0, 0);
@@ -99,23 +90,18 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiErr
         let backend = Arc::clone(&state.backend);
         let from = after.clone();
         let page: Vec<LinkDoc> = tokio::task::spawn_blocking(move || {
-            let mut page = Vec::new();
             backend.read(|txn| {
-                let mut start = from.clone();
+                let mut start = from;
                 if !start.is_empty() {
                     start.push(0);
                 }
-                page = txn
-                    .range(Space::Links, &start, &[0xff], WALK_PAGE)?
+                txn.range(Space::Links, &start, &[0xff], WALK_PAGE)?
                     .iter()
                     .map(|(_, v)| LinkDoc::decode(v))
-                    .collect::<StoreResult<_>>()?;
-                Ok(())
-            })?;
-            Ok::<_, crate::db::StoreError>(page)
+                    .collect::<StoreResult<_>>()
+            })
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .await??;
         let full = page.len() == WALK_PAGE;
         let changes: Vec<String> = page
             .iter()
@@ -139,7 +125,7 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> Result<(u64, u64), ApiErr
                     let (mut f, mut u) = (0u64, 0u64);
                     for code in &changes {
                         // Decide again on the link as it is now.
-                        let Some(link) = links::get_in(txn, code)? else {
+                        let Some(link) = links::get(&*txn, code)? else {
                             continue;
                         };
                         if list.matching(&link.url).is_some() {

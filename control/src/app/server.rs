@@ -4,16 +4,14 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, StoreBackend};
 use crate::db::redb::RedbBackend;
+use crate::http;
 use crate::state::AppState;
-use crate::{api, publish};
+use crate::tasks::publish;
 
 /// Latency buckets, in seconds, for every histogram.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
@@ -44,22 +42,6 @@ pub fn prepare_data_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("data_dir {} is not writable", dir.display()))?;
     std::fs::remove_file(&probe).ok();
     Ok(())
-}
-
-/// The whole application router.
-pub fn app(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
-    let body_limit = state.config.request_body_bytes_max;
-    api::routes(Arc::clone(&state))
-        .merge(crate::stats_api::routes(Arc::clone(&state)))
-        .merge(crate::abuse_api::routes(Arc::clone(&state)))
-        .merge(publish::routes(Arc::clone(&state)))
-        .merge(crate::clicks::routes(state))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        )
-        .layer(axum::middleware::from_fn(api::track))
-        .layer(DefaultBodyLimit::max(body_limit))
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -98,7 +80,7 @@ pub async fn serve_until(
     let listener = bind_control(config.control_listen).await?;
     prepare_data_dir(&config.data_dir)?;
     let backend = open_backend(&config)?;
-    crate::abuse::index_hosts_once(&*backend).context("cannot index link hosts")?;
+    crate::tasks::abuse::index_hosts_once(&*backend).context("cannot index link hosts")?;
     let metrics = metrics_handle()?;
     let (state, bootstrap) = AppState::start(config, backend)?;
     if ready.is_none()
@@ -114,7 +96,7 @@ pub async fn serve_until(
         .context("cannot build the first snapshot")?;
     tokio::spawn(publish::snapshot_loop(Arc::clone(&state)));
     tokio::spawn(publish::sweep_loop(Arc::clone(&state)));
-    tokio::spawn(crate::abuse::watch_threats(Arc::clone(&state)));
+    tokio::spawn(crate::tasks::abuse::watch_threats(Arc::clone(&state)));
     tokio::spawn(Arc::clone(&state.analytics).run(state.committer.clone()));
     if state.backend.shared() {
         follow_other_writers(&state);
@@ -130,15 +112,13 @@ pub async fn serve_until(
     }
     let shutdown = state.shutdown.clone();
     let last = Arc::clone(&state);
-    let app = app(state, metrics).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            stop.await;
-            // End the change streams so in-flight requests can drain.
-            shutdown.send_replace(true);
-        })
-        .await
-        .context("server failed")?;
+    http::serve(listener, state, metrics, async move {
+        stop.await;
+        // End the change streams so in-flight requests can drain.
+        shutdown.send_replace(true);
+    })
+    .await
+    .context("server failed")?;
     // Every ingest request waits for its flush, so nothing acknowledged is
     // pending; this only settles batches whose senders went away.
     last.analytics.flush(&last.committer).await;

@@ -4,7 +4,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::commit::CommitError;
 use crate::db::StoreError;
+use crate::domain;
+use crate::state::RateLimited;
+
+/// What a handler returns.
+pub type AppResult<T> = Result<T, ApiError>;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,10 @@ pub enum ApiError {
     UnsupportedMedia(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The store cannot be reached; the text (the error's whole chain) is
+    /// logged, never sent.
+    #[error("the store is unavailable; retry shortly")]
+    StoreUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -52,7 +62,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -68,7 +78,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::TooManyRequests { .. } => "rate-limited",
             Self::UnsupportedMedia(_) => "unsupported-media-type",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -99,13 +109,49 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match &error {
-            StoreError::Unavailable { .. } => {
-                tracing::warn!(error = %error.chain(), "store unavailable");
-                Self::Unavailable("the store is unavailable; retry shortly".to_owned())
-            }
+            StoreError::Unavailable { .. } => Self::StoreUnavailable(error.chain()),
             StoreError::Conflict => Self::Unavailable("the store is busy; retry".to_owned()),
             other => Self::Internal(other.chain()),
         }
+    }
+}
+
+impl From<domain::Error> for ApiError {
+    fn from(error: domain::Error) -> Self {
+        match error {
+            domain::Error::Invalid { field, reason } => Self::Invalid { field, reason },
+            domain::Error::NotFound => Self::NotFound,
+            domain::Error::Forbidden(reason) => Self::Forbidden(reason),
+            domain::Error::Conflict { field, reason } => Self::Conflict { field, reason },
+            domain::Error::Exhausted(reason) => Self::Unavailable(reason),
+        }
+    }
+}
+
+impl From<CommitError> for ApiError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Store(e) => e.into(),
+            CommitError::QueueFull => {
+                tracing::warn!("write refused: the commit queue is full");
+                Self::Unavailable(error.to_string())
+            }
+            CommitError::Stopped => Self::Unavailable(error.to_string()),
+        }
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(error: RateLimited) -> Self {
+        Self::TooManyRequests {
+            retry_after_seconds: error.retry_after_seconds,
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::Internal(format!("a blocking task failed: {error}"))
     }
 }
 
@@ -124,8 +170,13 @@ pub struct Problem {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
-        if let Self::Internal(detail) = &self {
-            tracing::error!(%detail, "request failed");
+        // Logged here, once per response: the detail of a 500 never
+        // reaches the client, and a 503 says the service is degraded.
+        match &self {
+            Self::Internal(detail) => tracing::error!(%detail, "request failed"),
+            Self::Unavailable(detail) => tracing::warn!(%detail, "request refused: unavailable"),
+            Self::StoreUnavailable(error) => tracing::warn!(%error, "store unavailable"),
+            _ => {}
         }
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status(), body).into_response();
@@ -146,5 +197,11 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Internal(format!("{error:#}"))
     }
 }

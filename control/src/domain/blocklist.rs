@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::db::{ReadTxn, Space, StoreError, StoreResult, Txn};
-use crate::error::ApiError;
-use crate::links;
+use crate::domain::Error;
+use crate::domain::links;
 use crate::model::FlagReason;
 
 /// Links flagged or unflagged per transaction by an entry's sweep.
@@ -49,8 +49,8 @@ pub fn flag_reason(domain: &str) -> FlagReason {
 /// Normalises a domain given to the API: lowercase punycode, no trailing
 /// dot, at least one dot-separated label that is not empty, no scheme, path
 /// or port.
-pub fn normalise(domain: &str) -> Result<String, ApiError> {
-    let refuse = |reason: &str| Err(ApiError::invalid("domain", reason));
+pub fn normalise(domain: &str) -> Result<String, Error> {
+    let refuse = |reason: &str| Err(Error::invalid("domain", reason));
     let trimmed = domain.trim().trim_end_matches('.');
     if trimmed.is_empty() || trimmed.len() > 253 {
         return refuse("a domain is 1 to 253 characters");
@@ -62,7 +62,7 @@ pub fn normalise(domain: &str) -> Result<String, ApiError> {
         return refuse("give a bare domain such as evil.example, without scheme, port or path");
     }
     let ascii = idna::domain_to_ascii(trimmed)
-        .map_err(|_| ApiError::invalid("domain", "not a valid domain name"))?;
+        .map_err(|_| Error::invalid("domain", "not a valid domain name"))?;
     if ascii.is_empty() || ascii.split('.').any(str::is_empty) {
         return refuse("not a valid domain name");
     }
@@ -162,7 +162,7 @@ pub fn unflag_page(
     for code in codes {
         if links::unflag(txn, &code, &reason, now)? {
             changed += 1;
-            let host = links::get_in(txn, &code)?.and_then(|l| links::host_of(&l.url));
+            let host = links::get(&*txn, &code)?.and_then(|l| links::host_of(&l.url));
             if let Some(other) = host
                 .map(|h| links::blocked_by(txn, &h))
                 .transpose()?

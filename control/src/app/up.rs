@@ -18,8 +18,8 @@ use tokio::process::{Child, Command};
 
 use shortline_common::listen::Listener;
 
+use crate::app::server::Ready;
 use crate::config::Config;
-use crate::server::Ready;
 
 /// Longest wait for a started proxy to answer its first request. Generous:
 /// a busy machine may take seconds to start a process.
@@ -143,13 +143,13 @@ fn print_banner(config: &Config, ready: &Ready) {
 /// Runs control, starts the proxy once control listens, and stops both on
 /// SIGTERM or SIGINT: the proxy first, then control.
 pub async fn run(config: Config) -> Result<()> {
-    let mut stop_signal = std::pin::pin!(crate::server::shutdown_signal());
+    let mut stop_signal = std::pin::pin!(crate::app::server::shutdown_signal());
     for listener in listeners(&config) {
         listener.check()?;
     }
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut control = tokio::spawn(crate::server::serve_until(
+    let mut control = tokio::spawn(crate::app::server::serve_until(
         config.clone(),
         Some(ready_tx),
         async move {

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use shortline_store::LinkStatus;
 
 use crate::db::{ReadTxn, Space, StoreError, StoreResult, Txn, prefix_end};
-use crate::error::ApiError;
-use crate::links;
+use crate::domain::links;
+use crate::domain::{Error, Outcome};
 
 /// Why a link is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -93,17 +93,13 @@ pub fn new_id(now_ms: u64) -> String {
 }
 
 /// Files a report on an existing link, unless the queue is full.
-pub fn file(
-    txn: &mut dyn Txn,
-    report: &Report,
-    open_max: u64,
-) -> StoreResult<Result<(), ApiError>> {
+pub fn file(txn: &mut dyn Txn, report: &Report, open_max: u64) -> Outcome<()> {
     if txn.get(Space::Links, report.code.as_bytes())?.is_none() {
-        return Ok(Err(ApiError::NotFound));
+        return Ok(Err(Error::NotFound));
     }
     if open_count(txn)? >= open_max {
         metrics::counter!("control_reports_refused_total").increment(1);
-        return Ok(Err(ApiError::Unavailable(
+        return Ok(Err(Error::Exhausted(
             "the moderation queue is full; try again later".into(),
         )));
     }
@@ -184,16 +180,16 @@ pub fn resolve(
     txn: &mut dyn Txn,
     id: &str,
     action: Action,
-    by: &crate::auth::Principal,
+    by: &crate::domain::auth::Principal,
     now: i64,
     now_text: &str,
-) -> StoreResult<Result<Resolved, ApiError>> {
+) -> Outcome<Resolved> {
     let Some(bytes) = txn.get(Space::Reports, id.as_bytes())? else {
-        return Ok(Err(ApiError::NotFound));
+        return Ok(Err(Error::NotFound));
     };
     let report = Report::decode(&bytes)?;
     if report.state != ReportState::Open {
-        return Ok(Err(ApiError::Conflict {
+        return Ok(Err(Error::Conflict {
             field: "id".into(),
             reason: format!(
                 "report {id} is already resolved ({})",
@@ -202,8 +198,8 @@ pub fn resolve(
         }));
     }
     let code = report.code.clone();
-    if action != Action::Dismiss && links::get_in(txn, &code)?.is_none() {
-        return Ok(Err(ApiError::Conflict {
+    if action != Action::Dismiss && links::get(&*txn, &code)?.is_none() {
+        return Ok(Err(Error::Conflict {
             field: "action".into(),
             reason: "the reported link was deleted; dismiss the report".into(),
         }));

@@ -9,7 +9,6 @@
 //! * `uuid`: base62 of a random v4 UUID (22 characters).
 
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -27,28 +26,6 @@ pub const RESERVED_ALIASES: &[&str] = &[
 
 /// Shortest custom alias.
 pub const ALIAS_LEN_MIN: usize = 3;
-
-/// How a code is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    Counter,
-    Random,
-    Hash,
-    Uuid,
-}
-
-impl Strategy {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Counter => "counter",
-            Self::Random => "random",
-            Self::Hash => "hash",
-            Self::Uuid => "uuid",
-        }
-    }
-}
 
 /// 62^n, or `None` past u64.
 #[must_use]

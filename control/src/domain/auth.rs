@@ -9,8 +9,8 @@ use dashmap::DashMap;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::codes::base62_fixed;
 use crate::db::{Backend, ReadTxn, Space, StoreError, StoreResult, Txn};
+use crate::domain::codes::base62_fixed;
 use crate::model::{KeyDoc, Role};
 
 /// How long a verified token is trusted without asking the store again. A key
@@ -62,7 +62,7 @@ pub fn new_token() -> String {
 /// A new key id.
 #[must_use]
 pub fn new_key_id() -> String {
-    format!("key_{}", crate::codes::random_code(12))
+    format!("key_{}", crate::domain::codes::random_code(12))
 }
 
 /// Writes a key for `token` in `txn`.

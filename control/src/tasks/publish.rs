@@ -9,26 +9,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Deserialize;
 use shortline_store::{Change, LinkRecord, Seq};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::db::{Space, StoreResult};
-use crate::error::ApiError;
 use crate::model::{ChangeDoc, LinkDoc};
 use crate::state::AppState;
 
 /// How often an idle stream says it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Messages buffered per subscriber before the stream waits for the proxy.
-const STREAM_BUFFER_MESSAGES: usize = 64;
+pub const STREAM_BUFFER_MESSAGES: usize = 64;
 /// Links read per page while building a snapshot.
 const SNAPSHOT_PAGE_LINKS: usize = 10_000;
 
@@ -162,17 +153,17 @@ pub async fn sweep_loop(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         loop {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now = crate::model::now_unix();
             match state
                 .committer
-                .write(move |txn| crate::links::expire_due(txn, now, SWEEP_BATCH_LINKS))
+                .write(move |txn| crate::domain::links::expire_due(txn, now, SWEEP_BATCH_LINKS))
                 .await
             {
                 Ok(0) => {
                     let pruned = state
                         .committer
                         .write(move |txn| {
-                            crate::clicks::prune_batch_ids(txn, now, SWEEP_BATCH_LINKS)
+                            crate::domain::ingest::prune_batch_ids(txn, now, SWEEP_BATCH_LINKS)
                         })
                         .await;
                     if let Err(e) = pruned {
@@ -213,54 +204,6 @@ pub async fn sweep_loop(state: Arc<AppState>) {
     }
 }
 
-/// Internal routes for proxies.
-pub fn routes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/internal/v1/changes", get(changes))
-        .route("/internal/v1/snapshots/{seq}", get(snapshot_file))
-        .with_state(state)
-}
-
-/// Checks the internal token.
-pub fn check_internal(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized)?;
-    // Compare hashes, so the comparison's time says nothing about the token.
-    if crate::auth::token_hash(given) == crate::auth::token_hash(&state.internal_token) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct ChangesParams {
-    after: u64,
-}
-
-async fn changes(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    params: Result<Query<ChangesParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    check_internal(&state, &headers)?;
-    let Query(params) = params.map_err(|e| ApiError::invalid("after", e.body_text()))?;
-    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(STREAM_BUFFER_MESSAGES);
-    tokio::spawn(stream_changes(state, Seq(params.after), tx));
-    metrics::gauge!("control_stream_subscribers").increment(1.0);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        Body::from_stream(ReceiverStream::new(rx)),
-    )
-        .into_response())
-}
-
 /// Reads up to `limit` changes after `after`; `Err(snapshot seq)` when they
 /// were pruned and the subscriber must load a snapshot first.
 fn read_changes(
@@ -289,7 +232,7 @@ fn read_changes(
     Ok(out)
 }
 
-async fn stream_changes(
+pub async fn stream_changes(
     state: Arc<AppState>,
     mut after: Seq,
     tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
@@ -387,40 +330,5 @@ struct SubscriberGuard;
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
         metrics::gauge!("control_stream_subscribers").decrement(1.0);
-    }
-}
-
-async fn snapshot_file(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    axum::extract::Path(seq): axum::extract::Path<String>,
-) -> Result<Response, ApiError> {
-    check_internal(&state, &headers)?;
-    let dir = state.config.snapshot_dir();
-    let path = if seq == "latest" {
-        snapshot_files(&dir).first().map(|(_, p)| p.clone())
-    } else {
-        let seq: u64 = seq
-            .parse()
-            .map_err(|_| ApiError::invalid("seq", "a sequence number or latest"))?;
-        Some(dir.join(snapshot_file_name(Seq(seq))))
-    };
-    let path = path.ok_or(ApiError::NotFound)?;
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
-    };
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
-    )
-        .into_response())
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(error: anyhow::Error) -> Self {
-        Self::Internal(format!("{error:#}"))
     }
 }

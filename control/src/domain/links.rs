@@ -4,12 +4,13 @@
 
 use shortline_store::{LinkStatus, RedirectStatus};
 
-use crate::abuse::threats::ThreatList;
-use crate::auth::Principal;
-use crate::codes::{self, Permutation, Strategy};
 use crate::db::keys;
 use crate::db::{Pairs, ReadTxn, Space, StoreResult, Txn, prefix_end};
-use crate::error::ApiError;
+use crate::domain::auth::Principal;
+use crate::domain::codes::{self, Permutation};
+use crate::domain::threats::ThreatList;
+use crate::domain::{Error, Outcome};
+use crate::model::Strategy;
 use crate::model::{ChangeDoc, FlagReason, LinkDoc};
 
 /// Collisions tolerated at one length before random codes get longer.
@@ -18,6 +19,9 @@ const RANDOM_TRIES_PER_LENGTH: usize = 3;
 const HASH_SALTS_PER_LENGTH: u32 = 4;
 /// Lengths tried beyond the configured one before giving up.
 const EXTRA_LENGTHS_MAX: usize = 4;
+
+/// The owner of links created without a key (`anonymous_create`).
+pub const ANONYMOUS_OWNER: &str = "anonymous";
 
 /// How the code of a new link is chosen.
 #[derive(Debug, Clone)]
@@ -56,24 +60,20 @@ fn code_free(txn: &mut dyn Txn, code: &str) -> StoreResult<bool> {
 }
 
 /// Claims a code and writes the link, or says why not.
-pub fn create(
-    txn: &mut dyn Txn,
-    new: &NewLink,
-    permutation: &Permutation,
-) -> StoreResult<Result<Created, ApiError>> {
+pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Outcome<Created> {
     if let Some(refusal) = blocklist_refusal(txn, &new.url)? {
         return Ok(Err(refusal));
     }
     let code = match &new.code {
         CodePlan::Alias(alias) => {
             if txn.get(Space::Links, alias.as_bytes())?.is_some() {
-                return Ok(Err(ApiError::Conflict {
+                return Ok(Err(Error::Conflict {
                     field: "alias".into(),
                     reason: format!("alias {alias:?} is taken"),
                 }));
             }
             if txn.get(Space::Retired, alias.as_bytes())?.is_some() {
-                return Ok(Err(ApiError::Conflict {
+                return Ok(Err(Error::Conflict {
                     field: "alias".into(),
                     reason: format!(
                         "alias {alias:?} was used before and is never handed out again"
@@ -92,7 +92,7 @@ pub fn create(
                     }));
                 }
                 Generated::Exhausted => {
-                    return Ok(Err(ApiError::Unavailable(
+                    return Ok(Err(Error::Exhausted(
                         "could not find a free code; retry or use a longer code_length".into(),
                     )));
                 }
@@ -210,7 +210,7 @@ fn host_index_key(url: &str, code: &str) -> Option<Vec<u8>> {
 
 /// The blocklist entry that covers `host` (the host itself or a parent
 /// domain), if any.
-pub fn blocked_by(txn: &mut dyn Txn, host: &str) -> StoreResult<Option<String>> {
+pub fn blocked_by(txn: &dyn ReadTxn, host: &str) -> StoreResult<Option<String>> {
     let host = host.trim_end_matches('.');
     let mut rest = host;
     loop {
@@ -225,12 +225,12 @@ pub fn blocked_by(txn: &mut dyn Txn, host: &str) -> StoreResult<Option<String>> 
 }
 
 /// The refusal of a target whose domain is on the blocklist.
-fn blocklist_refusal(txn: &mut dyn Txn, url: &str) -> StoreResult<Option<ApiError>> {
+fn blocklist_refusal(txn: &dyn ReadTxn, url: &str) -> StoreResult<Option<Error>> {
     let Some(host) = host_of(url) else {
         return Ok(None);
     };
     Ok(blocked_by(txn, &host)?
-        .map(|domain| ApiError::invalid("url", format!("domain {domain} is blocked"))))
+        .map(|domain| Error::invalid("url", format!("domain {domain} is blocked"))))
 }
 
 /// Flags an active link, saying why. Returns whether it changed; a link
@@ -238,7 +238,7 @@ fn blocklist_refusal(txn: &mut dyn Txn, url: &str) -> StoreResult<Option<ApiErro
 /// exhausted one (which the proxy does not redirect) is left alone: it can
 /// only become active again through [`patch`], which checks its target.
 pub fn flag(txn: &mut dyn Txn, code: &str, reason: &FlagReason, now: i64) -> StoreResult<bool> {
-    let Some(old) = get_in(txn, code)? else {
+    let Some(old) = get(&*txn, code)? else {
         return Ok(false);
     };
     if old.status != LinkStatus::Active {
@@ -254,7 +254,7 @@ pub fn flag(txn: &mut dyn Txn, code: &str, reason: &FlagReason, now: i64) -> Sto
 
 /// Lifts a flag set for `reason` (and only for it). Returns whether it did.
 pub fn unflag(txn: &mut dyn Txn, code: &str, reason: &FlagReason, now: i64) -> StoreResult<bool> {
-    let Some(old) = get_in(txn, code)? else {
+    let Some(old) = get(&*txn, code)? else {
         return Ok(false);
     };
     if old.status != LinkStatus::Flagged || old.flag_reason.as_ref() != Some(reason) {
@@ -282,7 +282,7 @@ pub fn set_status(
         reason.is_some(),
         "a flag has a reason, and only a flag"
     );
-    let Some(old) = get_in(txn, code)? else {
+    let Some(old) = get(&*txn, code)? else {
         return Ok(None);
     };
     let mut link = old.clone();
@@ -291,12 +291,6 @@ pub fn set_status(
     link.updated_at = now;
     write_link(txn, &link, Some(&old))?;
     Ok(Some(link))
-}
-
-pub fn get_in(txn: &mut dyn Txn, code: &str) -> StoreResult<Option<LinkDoc>> {
-    txn.get(Space::Links, code.as_bytes())?
-        .map(|bytes| LinkDoc::decode(&bytes))
-        .transpose()
 }
 
 /// Writes the host index entries of links stored before the index existed,
@@ -392,17 +386,13 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
 }
 
 /// Reads a link for `principal`: another owner's link is "not found".
-pub fn load_for(
-    txn: &mut dyn Txn,
-    code: &str,
-    principal: &Principal,
-) -> StoreResult<Result<LinkDoc, ApiError>> {
+pub fn load_for(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome<LinkDoc> {
     let Some(bytes) = txn.get(Space::Links, code.as_bytes())? else {
-        return Ok(Err(ApiError::NotFound));
+        return Ok(Err(Error::NotFound));
     };
     let link = LinkDoc::decode(&bytes)?;
     if !principal.may_access(&link.owner) {
-        return Ok(Err(ApiError::NotFound));
+        return Ok(Err(Error::NotFound));
     }
     Ok(Ok(link))
 }
@@ -428,18 +418,18 @@ pub fn patch(
     patch: &Patch,
     now: i64,
     threats: &ThreatList,
-) -> StoreResult<Result<LinkDoc, ApiError>> {
+) -> Outcome<LinkDoc> {
     let old = match load_for(txn, code, principal)? {
         Ok(link) => link,
         Err(e) => return Ok(Err(e)),
     };
     if old.status == LinkStatus::Flagged && patch.status.is_some() && !principal.is_admin() {
-        return Ok(Err(ApiError::Forbidden(
+        return Ok(Err(Error::Forbidden(
             "this link is flagged; only an admin can change its status".into(),
         )));
     }
     if patch.status == Some(LinkStatus::Flagged) && !principal.is_admin() {
-        return Ok(Err(ApiError::Forbidden(
+        return Ok(Err(Error::Forbidden(
             "only an admin can flag a link; report it instead".into(),
         )));
     }
@@ -484,13 +474,13 @@ pub fn patch(
     if link.status == LinkStatus::Active && old.status != LinkStatus::Active {
         let host = host_of(&link.url).unwrap_or_default();
         if let Some(domain) = blocked_by(txn, &host)? {
-            return Ok(Err(ApiError::invalid(
+            return Ok(Err(Error::invalid(
                 "status",
                 format!("the link's domain {domain} is blocked; it cannot be activated"),
             )));
         }
         if threats.matching(&link.url).is_some() {
-            return Ok(Err(ApiError::invalid(
+            return Ok(Err(Error::invalid(
                 "status",
                 "the link's target is on the threat list; it cannot be activated",
             )));
@@ -498,7 +488,7 @@ pub fn patch(
     }
     // A limit at or below the clicks already counted exhausts the link now.
     if let (LinkStatus::Active, Some(max)) = (link.status, link.max_clicks)
-        && human_clicks_in(txn, link.id)? >= max
+        && human_clicks(&*txn, link.id)? >= max
     {
         link.status = LinkStatus::Exhausted;
     }
@@ -508,11 +498,7 @@ pub fn patch(
 }
 
 /// Deletes a link; its code is retired for good.
-pub fn delete(
-    txn: &mut dyn Txn,
-    code: &str,
-    principal: &Principal,
-) -> StoreResult<Result<(), ApiError>> {
+pub fn delete(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome<()> {
     let link = match load_for(txn, code, principal)? {
         Ok(link) => link,
         Err(e) => return Ok(Err(e)),
@@ -581,7 +567,7 @@ pub fn exhaust_if_due(txn: &mut dyn Txn, link_id: u64, now: i64) -> StoreResult<
     let Some(max) = old.max_clicks.filter(|_| old.status == LinkStatus::Active) else {
         return Ok(false);
     };
-    if human_clicks_in(txn, link_id)? < max {
+    if human_clicks(&*txn, link_id)? < max {
         return Ok(false);
     }
     let mut link = old.clone();
@@ -589,12 +575,6 @@ pub fn exhaust_if_due(txn: &mut dyn Txn, link_id: u64, now: i64) -> StoreResult<
     link.updated_at = now;
     write_link(txn, &link, Some(&old))?;
     Ok(true)
-}
-
-fn human_clicks_in(txn: &mut dyn Txn, link_id: u64) -> StoreResult<u64> {
-    Ok(txn
-        .get(Space::Counters, &keys::humans(link_id))?
-        .map_or(0, |v| u64::try_from(keys::counter_value(&v)).unwrap_or(0)))
 }
 
 /// The code of a link id, if it ever existed.

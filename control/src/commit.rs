@@ -10,8 +10,21 @@ use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
 use shortline_store::Seq;
 use tokio::sync::{oneshot, watch};
 
-use crate::db::{Backend, StoreResult, Txn};
-use crate::error::ApiError;
+use crate::db::{Backend, StoreError, StoreResult, Txn};
+
+/// Why a write did not commit.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The queue is at `commit_queue_max`: the store is behind; retry.
+    #[error("the write queue is full; retry shortly")]
+    QueueFull,
+    /// The committer thread is gone (the process is stopping).
+    #[error("the committer has stopped")]
+    Stopped,
+    /// The store failed the transaction.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The newest committed sequence and when its commit returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +71,7 @@ impl Committer {
     /// Runs `body` in a transaction shared with other waiting writes and
     /// returns its value once the transaction is durable. The body may run
     /// more than once, so it must only act through the transaction.
-    pub async fn write<T, F>(&self, mut body: F) -> Result<T, ApiError>
+    pub async fn write<T, F>(&self, mut body: F) -> Result<T, CommitError>
     where
         T: Send + 'static,
         F: FnMut(&mut dyn Txn) -> StoreResult<T> + Send + 'static,
@@ -81,19 +94,15 @@ impl Committer {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 metrics::counter!("control_commit_queue_full_total").increment(1);
-                return Err(ApiError::Unavailable(
-                    "the write queue is full; retry shortly".into(),
-                ));
+                return Err(CommitError::QueueFull);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(ApiError::Unavailable("the committer has stopped".into()));
-            }
+            Err(TrySendError::Disconnected(_)) => return Err(CommitError::Stopped),
         }
         match answer.await {
             Ok(Ok(Some(value))) => Ok(value),
-            Ok(Ok(None)) => Err(ApiError::Internal("committed job left no value".into())),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ApiError::Unavailable("the committer has stopped".into())),
+            Ok(Ok(None)) => unreachable!("a committed job's body ran and left its value"),
+            Ok(Err(e)) => Err(CommitError::Store(e)),
+            Err(_) => Err(CommitError::Stopped),
         }
     }
 }

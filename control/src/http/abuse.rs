@@ -4,23 +4,20 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::abuse::blocklist::{self, BlockEntry};
-use crate::abuse::reports::{self, Action, Category, Filter, Report, ReportState};
-use crate::abuse::sweep_domain;
-use crate::api::{ApiJson, Auth, require_admin};
-use crate::error::{ApiError, Problem};
+use super::extract::require_admin;
+use super::extract::{ApiJson, Auth, Shared};
+use super::problem::{ApiError, AppResult, Problem};
+use crate::domain::blocklist::{self, BlockEntry};
+use crate::domain::reports::{self, Action, Category, Filter, Report, ReportState};
 use crate::state::{AppState, Unauthenticated};
-
-type AppResult<T> = Result<T, ApiError>;
-type Shared = State<Arc<AppState>>;
+use crate::tasks::abuse::sweep_domain;
 
 /// Longest report comment, in characters.
 const COMMENT_CHARS_MAX: usize = 2000;
@@ -28,24 +25,10 @@ const COMMENT_CHARS_MAX: usize = 2000;
 const PAGE_MAX: usize = 1000;
 const PAGE_DEFAULT: usize = 100;
 
-/// The routes of this module.
-pub fn routes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/api/v1/blocklist", get(list_blocklist))
-        .route(
-            "/api/v1/blocklist/{domain}",
-            get(get_block).put(put_block).delete(delete_block),
-        )
-        .route("/api/v1/links/{code}/report", post(report_link))
-        .route("/api/v1/reports", get(list_reports))
-        .route("/api/v1/reports/{id}/resolve", post(resolve_report))
-        .with_state(state)
-}
-
 /// Now, as Unix seconds and as RFC 3339 to the second (as links show times).
 fn now() -> (i64, String) {
-    let unix = time::OffsetDateTime::now_utc().unix_timestamp();
-    (unix, crate::api::rfc3339(unix))
+    let unix = crate::model::now_unix();
+    (unix, super::wire::rfc3339(unix))
 }
 
 async fn read<T: Send + 'static>(
@@ -98,7 +81,7 @@ pub struct BlocklistPage {
 
 #[utoipa::path(get, path = "/api/v1/blocklist", security(("bearer" = [])), params(PageParams),
     responses((status = 200, body = BlocklistPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
-pub(crate) async fn list_blocklist(
+pub(super) async fn list_blocklist(
     State(state): Shared,
     Auth(principal): Auth,
     params: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
@@ -120,7 +103,7 @@ pub(crate) async fn list_blocklist(
 
 #[utoipa::path(get, path = "/api/v1/blocklist/{domain}", security(("bearer" = [])), params(("domain" = String, Path)),
     responses((status = 200, body = BlockEntry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub(crate) async fn get_block(
+pub(super) async fn get_block(
     State(state): Shared,
     Auth(principal): Auth,
     Path(domain): Path<String>,
@@ -154,7 +137,7 @@ pub struct BlockOut {
     request_body(content = Option<PutBlock>, description = "optional"),
     responses((status = 201, body = BlockOut), (status = 200, description = "the entry existed and was replaced", body = BlockOut),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
-pub(crate) async fn put_block(
+pub(super) async fn put_block(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
@@ -208,7 +191,7 @@ pub(crate) async fn put_block(
 #[utoipa::path(delete, path = "/api/v1/blocklist/{domain}", security(("bearer" = [])), params(("domain" = String, Path)),
     responses((status = 204, description = "removed; the flags it set are lifted"), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
-pub(crate) async fn delete_block(
+pub(super) async fn delete_block(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
@@ -249,7 +232,7 @@ pub struct ReportReceipt {
 #[utoipa::path(post, path = "/api/v1/links/{code}/report", params(("code" = String, Path)), request_body = NewReport,
     responses((status = 202, body = ReportReceipt), (status = 404, body = Problem), (status = 422, body = Problem),
         (status = 429, body = Problem), (status = 503, body = Problem)))]
-pub(crate) async fn report_link(
+pub(super) async fn report_link(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(code): Path<String>,
@@ -326,7 +309,7 @@ pub struct ReportPage {
 
 #[utoipa::path(get, path = "/api/v1/reports", security(("bearer" = [])), params(ReportParams),
     responses((status = 200, body = ReportPage), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
-pub(crate) async fn list_reports(
+pub(super) async fn list_reports(
     State(state): Shared,
     Auth(principal): Auth,
     params: Result<Query<ReportParams>, axum::extract::rejection::QueryRejection>,
@@ -370,7 +353,7 @@ pub struct ResolvedOut {
 #[utoipa::path(post, path = "/api/v1/reports/{id}/resolve", security(("bearer" = [])), params(("id" = String, Path)), request_body = Resolve,
     responses((status = 200, body = ResolvedOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
-pub(crate) async fn resolve_report(
+pub(super) async fn resolve_report(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,

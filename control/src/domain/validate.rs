@@ -4,7 +4,7 @@
 use url::{Host, Url};
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::domain::Error;
 
 /// Checks targets against the configured policy.
 #[derive(Debug, Clone)]
@@ -96,8 +96,8 @@ impl Validator {
     }
 
     /// Checks a target and returns its normalised form (host in punycode).
-    pub fn target(&self, raw: &str) -> Result<String, ApiError> {
-        let refuse = |reason: String| Err(ApiError::invalid("url", reason));
+    pub fn target(&self, raw: &str) -> Result<String, Error> {
+        let refuse = |reason: String| Err(Error::invalid("url", reason));
         if raw.is_empty() {
             return refuse("url is required".into());
         }
@@ -198,7 +198,7 @@ mod tests {
 
     fn refusal(raw: &str) -> String {
         match validator().target(raw) {
-            Err(ApiError::Invalid { field, reason }) => {
+            Err(Error::Invalid { field, reason }) => {
                 assert_eq!(field, "url");
                 reason
             }

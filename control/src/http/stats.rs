@@ -2,20 +2,19 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
+use super::extract::Auth;
+use super::problem::ApiError;
 use crate::analytics::Granularity;
 use crate::analytics::stats::{self, Stats};
-use crate::api::Auth;
 use crate::db::StoreError;
-use crate::error::ApiError;
-use crate::links;
+use crate::domain::links;
 use crate::state::AppState;
 
 /// Most buckets one stats request may cover.
@@ -26,14 +25,6 @@ pub const TOP_DAYS_MAX: i64 = 92;
 const BREAKDOWN_MAX: usize = 100;
 /// Most links in the top-links report.
 const TOP_LIMIT_MAX: usize = 1000;
-
-/// The routes of the stats API.
-pub fn routes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/api/v1/links/{code}/stats", get(link_stats))
-        .route("/api/v1/stats/top", get(top_links))
-        .with_state(state)
-}
 
 /// The period and resolution of a stats request.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -91,7 +82,7 @@ fn time_param(field: &str, text: Option<&str>, default: i64) -> Result<i64, ApiE
 }
 
 fn period(from: Option<&str>, to: Option<&str>, default_span: i64) -> Result<(i64, i64), ApiError> {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = crate::model::now_unix();
     let to = time_param("to", to, now)?;
     let from = time_param("from", from, to - default_span)?;
     if from < 0 {
@@ -114,9 +105,9 @@ async fn blocking<T: Send + 'static>(
 
 #[utoipa::path(get, path = "/api/v1/links/{code}/stats", security(("bearer" = [])),
     params(("code" = String, Path), StatsParams),
-    responses((status = 200, body = Stats), (status = 404, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
-async fn link_stats(
+    responses((status = 200, body = Stats), (status = 404, body = crate::http::problem::Problem),
+        (status = 422, body = crate::http::problem::Problem)))]
+pub(super) async fn link_stats(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     Path(code): Path<String>,
@@ -163,9 +154,9 @@ async fn link_stats(
 }
 
 #[utoipa::path(get, path = "/api/v1/stats/top", security(("bearer" = [])), params(TopParams),
-    responses((status = 200, body = TopLinks), (status = 403, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
-async fn top_links(
+    responses((status = 200, body = TopLinks), (status = 403, body = crate::http::problem::Problem),
+        (status = 422, body = crate::http::problem::Problem)))]
+pub(super) async fn top_links(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
     params: Result<Query<TopParams>, axum::extract::rejection::QueryRejection>,

@@ -1,0 +1,6 @@
+//! The process: opening the store, binding the listeners, starting the
+//! background tasks, serving until a signal ([`server`]), and `up`, which
+//! runs the control plane and a proxy together ([`up`]).
+
+pub mod server;
+pub mod up;

@@ -1,0 +1,158 @@
+//! Extractors: the JSON body, the caller's key and address, the internal token.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::problem::{ApiError, AppResult};
+use crate::domain::auth::{self, Principal};
+use crate::state::AppState;
+
+/// The JSON body extractor, with every rejection as a problem document.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::JsonDataError(e)) => {
+                let text = e.body_text();
+                let reason = text
+                    .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                    .unwrap_or(&text)
+                    .to_owned();
+                let field = json_error_field(&reason);
+                // serde names the path first; the problem's `field` says it once.
+                let reason = reason
+                    .strip_prefix(&format!("{field}: "))
+                    .unwrap_or(&reason)
+                    .to_owned();
+                Err(ApiError::invalid(field, reason))
+            }
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::BadRequest(format!(
+                "body is not valid JSON: {}",
+                e.body_text()
+            ))),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest(
+                "send the body as application/json".into(),
+            )),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::BadRequest("request body is too large".into()))
+            }
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// The field a serde error message is about: its path, or the field named
+/// in a missing or unknown field message.
+fn json_error_field(reason: &str) -> String {
+    let named = |marker: &str| {
+        reason
+            .find(marker)
+            .and_then(|at| reason[at + marker.len()..].split('`').next())
+            .map(str::to_owned)
+    };
+    named("missing field `")
+        .or_else(|| named("unknown field `"))
+        .or_else(|| {
+            reason
+                .split_once(": ")
+                .map(|(path, _)| path.to_owned())
+                .filter(|p| !p.contains(' '))
+        })
+        .unwrap_or_else(|| "body".to_owned())
+}
+
+/// The authenticated caller.
+#[derive(Debug)]
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?
+            .to_owned();
+        if let Some(principal) = state.keys.cached(&token) {
+            return Ok(Self(principal));
+        }
+        let backend = Arc::clone(&state.backend);
+        let state = Arc::clone(state);
+        let principal = tokio::task::spawn_blocking(move || state.keys.verify(&backend, &token))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        principal.map(Self).ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The caller if the request carries a key: no `Authorization` header is
+/// `None`, a bad key is still 401.
+#[derive(Debug)]
+pub struct MaybeAuth(pub Option<Principal>);
+
+impl FromRequestParts<Arc<AppState>> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            Auth::from_request_parts(parts, state)
+                .await
+                .map(|Auth(p)| Self(Some(p)))
+        } else {
+            Ok(Self(None))
+        }
+    }
+}
+
+/// Checks the internal token of a proxy's request.
+pub fn check_internal(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    // Compare hashes, so the comparison's time says nothing about the token.
+    if auth::token_hash(given) == auth::token_hash(&state.internal_token) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// The shared state, as handlers take it.
+pub type Shared = State<Arc<AppState>>;
+
+/// Refuses callers whose key is not an admin's.
+pub fn require_admin(principal: &Principal) -> AppResult<()> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "this endpoint needs an admin key".into(),
+        ))
+    }
+}

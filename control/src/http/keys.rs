@@ -1,0 +1,158 @@
+//! `/api/v1/keys`: API keys, created by admins.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{ApiJson, Auth};
+use super::extract::{Shared, require_admin};
+use super::problem::AppResult;
+use super::problem::{ApiError, Problem};
+use super::wire::rfc3339;
+use crate::domain::auth::{self};
+use crate::domain::links::ANONYMOUS_OWNER;
+use crate::model::Role;
+use crate::model::now_unix;
+
+/// A new key request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    pub role: Role,
+    /// Whose links a user key manages; defaults to the key's name.
+    pub owner: Option<String>,
+}
+
+/// A key as listed: never the token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyOut {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub owner: String,
+    pub created_at: String,
+    /// Only in the response that created the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/keys", request_body = CreateKey, security(("bearer" = [])),
+    responses((status = 201, body = KeyOut), (status = 403, body = Problem)))]
+pub(super) async fn create_key(
+    State(state): Shared,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Auth(principal): Auth,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> AppResult<(StatusCode, Json<KeyOut>)> {
+    require_admin(&principal)?;
+    state.limit_write(&principal, client.ip())?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "a name is 1 to 128 printable characters",
+        ));
+    }
+    let owner = body.owner.unwrap_or_else(|| name.clone());
+    if owner == ANONYMOUS_OWNER && body.role == Role::User {
+        return Err(ApiError::invalid(
+            "owner",
+            "the owner anonymous holds links created without a key; only admins manage them",
+        ));
+    }
+    if owner.is_empty()
+        || owner.len() > 128
+        || owner.contains('\0')
+        || owner.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "owner",
+            "an owner is 1 to 128 printable characters",
+        ));
+    }
+    let token = auth::new_token();
+    let doc = auth::key_doc(
+        auth::new_key_id(),
+        name,
+        body.role,
+        owner,
+        &token,
+        now_unix(),
+    );
+    let hash = auth::token_hash(&token);
+    let stored = doc.clone();
+    state
+        .committer
+        .write(move |txn| auth::put_key(txn, &stored, &hash))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyOut {
+            id: doc.id,
+            name: doc.name,
+            role: doc.role,
+            owner: doc.owner,
+            created_at: rfc3339(doc.created_at),
+            token: Some(token),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/keys", security(("bearer" = [])), responses((status = 200, body = [KeyOut])))]
+pub(super) async fn list_keys(
+    State(state): Shared,
+    Auth(principal): Auth,
+) -> AppResult<Json<Vec<KeyOut>>> {
+    require_admin(&principal)?;
+    let backend = Arc::clone(&state.backend);
+    let keys = tokio::task::spawn_blocking(move || {
+        let keys = backend.read(|txn| auth::list_keys(txn, 10_000))?;
+        Ok::<_, crate::db::StoreError>(keys)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(
+        keys.into_iter()
+            .map(|k| KeyOut {
+                id: k.id,
+                name: k.name,
+                role: k.role,
+                owner: k.owner,
+                created_at: rfc3339(k.created_at),
+                token: None,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub(super) async fn delete_key(
+    State(state): Shared,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    require_admin(&principal)?;
+    if id == principal.key_id {
+        return Err(ApiError::Conflict {
+            field: "id".into(),
+            reason: "a key cannot delete itself".into(),
+        });
+    }
+    let target = id.clone();
+    let existed = state
+        .committer
+        .write(move |txn| auth::delete_key(txn, &target))
+        .await?;
+    state.keys.forget(&id);
+    if existed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
