@@ -8,9 +8,9 @@ use crate::db::StoreError;
 /// A link as stored (JSON in the `Links` space).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkDoc {
-    pub id: u64,
-    pub code: String,
-    pub url: String,
+    pub id: LinkId,
+    pub code: Code,
+    pub url: Target,
     pub owner: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -145,17 +145,17 @@ impl LinkDoc {
     }
 
     /// The record the data plane serves for this link.
-    pub fn record(&self) -> Result<LinkRecord, StoreError> {
-        let corrupt = |e: String| StoreError::Corrupt(format!("link {}: {e}", self.code));
-        Ok(LinkRecord {
-            code: Code::parse(&self.code).map_err(|e| corrupt(e.to_string()))?,
-            target: Target::parse(&self.url).map_err(|e| corrupt(e.to_string()))?,
-            link_id: LinkId(self.id),
+    #[must_use]
+    pub fn record(&self) -> LinkRecord {
+        LinkRecord {
+            code: self.code.clone(),
+            target: self.url.clone(),
+            link_id: self.id,
             status: self.status,
             redirect: self.redirect,
             expires_at: self.expires_at,
             forward_query: self.forward_query,
-        })
+        }
     }
 }
 

@@ -179,9 +179,9 @@ mod tests {
         assert_eq!(event.referrer().len(), REFERRER_BYTES_MAX);
         assert_eq!(event.user_agent().len(), USER_AGENT_BYTES_MAX);
         let batch = shortline_store::clickwire::decode(&encode_batch("p", 7, &[event])).unwrap();
-        assert!(batch.clicks[0].head);
-        assert_eq!(batch.batch_seq, 7);
-        assert_eq!(batch.agent(&batch.clicks[0]).len(), USER_AGENT_BYTES_MAX);
+        assert!(batch.clicks()[0].head);
+        assert_eq!(batch.batch_seq(), 7);
+        assert_eq!(batch.agent(&batch.clicks()[0]).len(), USER_AGENT_BYTES_MAX);
         assert_eq!(
             backoff(0, Duration::from_secs(1)),
             Duration::from_millis(50)

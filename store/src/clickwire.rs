@@ -27,40 +27,93 @@ const FLAG_HEAD: u8 = 1;
 const FLAG_V4: u8 = 2;
 const FLAG_V6: u8 = 4;
 
-/// One click of a decoded batch; strings are indexes into [`WireBatch::strings`].
+/// One click of a decoded batch. Its user agent and referrer are indexes
+/// into its batch's string table, checked by [`decode`], so only a decoded
+/// batch makes clicks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireClick {
     pub link_id: u64,
     pub at_unix_ms: u64,
     pub head: bool,
     pub client: Option<IpAddr>,
-    pub agent: u32,
-    pub referrer: u32,
+    agent: u32,
+    referrer: u32,
 }
 
-/// A decoded batch.
+impl WireClick {
+    /// The user agent's index in its batch's string table, below
+    /// [`WireBatch::string_count`]: a key for per-batch caches.
+    #[must_use]
+    pub fn agent_index(&self) -> usize {
+        self.agent as usize
+    }
+
+    /// The referrer's index in its batch's string table, below
+    /// [`WireBatch::string_count`].
+    #[must_use]
+    pub fn referrer_index(&self) -> usize {
+        self.referrer as usize
+    }
+}
+
+/// A decoded batch. Made only by [`decode`], so every click's string
+/// indexes are within the string table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireBatch {
-    pub proxy_id: String,
-    pub batch_seq: u64,
-    pub strings: Vec<String>,
-    pub clicks: Vec<WireClick>,
+    proxy_id: String,
+    batch_seq: u64,
+    strings: Vec<String>,
+    clicks: Vec<WireClick>,
 }
 
 impl WireBatch {
-    /// A click's user agent.
+    /// The sending proxy's id: 1 to 255 bytes.
+    #[must_use]
+    pub fn proxy_id(&self) -> &str {
+        &self.proxy_id
+    }
+
+    /// The sender's sequence number of this batch.
+    #[must_use]
+    pub fn batch_seq(&self) -> u64 {
+        self.batch_seq
+    }
+
+    /// The same batch under another sequence number (benchmarks replay one
+    /// batch many times).
+    #[must_use]
+    pub fn with_batch_seq(mut self, batch_seq: u64) -> Self {
+        self.batch_seq = batch_seq;
+        self
+    }
+
+    /// The distinct strings the clicks refer to.
+    #[must_use]
+    pub fn string_count(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// The clicks, in the order the proxy captured them.
+    #[must_use]
+    pub fn clicks(&self) -> &[WireClick] {
+        &self.clicks
+    }
+
+    /// A click's user agent. `click` must come from this batch.
     #[must_use]
     pub fn agent(&self, click: &WireClick) -> &str {
+        debug_assert!(click.agent_index() < self.strings.len());
         self.strings
-            .get(click.agent as usize)
+            .get(click.agent_index())
             .map_or("", String::as_str)
     }
 
-    /// A click's referrer.
+    /// A click's referrer. `click` must come from this batch.
     #[must_use]
     pub fn referrer(&self, click: &WireClick) -> &str {
+        debug_assert!(click.referrer_index() < self.strings.len());
         self.strings
-            .get(click.referrer as usize)
+            .get(click.referrer_index())
             .map_or("", String::as_str)
     }
 }
@@ -291,14 +344,16 @@ mod tests {
     #[test]
     fn batches_round_trip_with_shared_strings() {
         let batch = decode(&sample()).unwrap();
-        assert_eq!((batch.proxy_id.as_str(), batch.batch_seq), ("proxy-a", 42));
+        assert_eq!((batch.proxy_id(), batch.batch_seq()), ("proxy-a", 42));
         assert_eq!(batch.strings, ["ua-1", "", "https://r/", "ua-2"]);
-        assert_eq!(batch.clicks.len(), 3);
-        assert!(batch.clicks[1].head);
-        assert_eq!(batch.clicks[1].client, Some("2001:db8::1".parse().unwrap()));
-        assert_eq!(batch.referrer(&batch.clicks[1]), "https://r/");
-        assert_eq!(batch.agent(&batch.clicks[2]), "ua-2");
-        assert_eq!(batch.clicks[2].client, None);
+        assert_eq!(batch.string_count(), 4);
+        let clicks = batch.clicks();
+        assert_eq!(clicks.len(), 3);
+        assert!(clicks[1].head);
+        assert_eq!(clicks[1].client, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(batch.referrer(&clicks[1]), "https://r/");
+        assert_eq!(batch.agent(&clicks[2]), "ua-2");
+        assert_eq!(clicks[2].client, None);
     }
 
     #[test]

@@ -91,6 +91,13 @@ impl fmt::Debug for Code {
     }
 }
 
+impl std::ops::Deref for Code {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::borrow::Borrow<str> for Code {
     fn borrow(&self) -> &str {
         &self.0
@@ -163,6 +170,13 @@ pub(crate) fn check_target_bytes(bytes: &[u8]) -> Result<(), TargetError> {
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::ops::Deref for Target {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
     }
 }
 

@@ -147,11 +147,10 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut folded = 0u64;
     for seq in 1..=rounds {
-        let mut round = batch.clone();
-        round.batch_seq = seq;
+        let round = batch.clone().with_batch_seq(seq);
         // Never flushed: the log and the fold alone.
         if let Accepted::Taken = fold_only.accept(&round, &wire, 0) {
-            folded += batch.clicks.len() as u64;
+            folded += batch.clicks().len() as u64;
         }
     }
     let fold_alone = rate(folded, started.elapsed());
@@ -220,7 +219,7 @@ fn main() -> Result<()> {
                 let decoded = clickwire::decode(&wire)?;
                 match analytics.accept(&decoded, &wire, 0) {
                     Accepted::Taken => {
-                        counted.fetch_add(decoded.clicks.len() as u64, Ordering::Relaxed);
+                        counted.fetch_add(decoded.clicks().len() as u64, Ordering::Relaxed);
                     }
                     // The store is behind: back off as the proxy does.
                     Accepted::Busy => {
@@ -234,8 +233,10 @@ fn main() -> Result<()> {
                             let decoded = clickwire::decode(&wire)?;
                             match analytics.accept(&decoded, &wire, 0) {
                                 Accepted::Taken => {
-                                    counted
-                                        .fetch_add(decoded.clicks.len() as u64, Ordering::Relaxed);
+                                    counted.fetch_add(
+                                        decoded.clicks().len() as u64,
+                                        Ordering::Relaxed,
+                                    );
                                     break;
                                 }
                                 Accepted::Busy => {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use shortline_store::clickwire::WireBatch;
+use shortline_store::clickwire::{WireBatch, WireClick};
 use tokio::sync::Notify;
 
 use super::classify::{Class, Classifier, referrer_host};
@@ -30,8 +30,37 @@ type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
 
 /// Keys remembered as already stored before the memory starts over.
 const KNOWN_KEYS_MAX: usize = 200_000;
-/// Click kinds, in the order of [`KIND_NAMES`].
-const KIND_NAMES: [&str; 4] = ["human", "bot", "preview", "head"];
+/// What a click counts as in the `kind` series: its user agent's class,
+/// or `head` for a HEAD request (never classified).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ClickKind {
+    Human,
+    Bot,
+    Preview,
+    Head,
+}
+
+impl ClickKind {
+    /// The value stored in the `kind` dimension.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::Bot => "bot",
+            Self::Preview => "preview",
+            Self::Head => "head",
+        }
+    }
+}
+
+impl From<Class> for ClickKind {
+    fn from(class: Class) -> Self {
+        match class {
+            Class::Human => Self::Human,
+            Class::Bot => Self::Bot,
+            Class::Preview => Self::Preview,
+        }
+    }
+}
 
 /// How analytics behaves.
 #[derive(Debug, Clone)]
@@ -56,7 +85,7 @@ enum Key {
         link: u64,
         granularity: Granularity,
         bucket: u32,
-        kind: u8,
+        kind: ClickKind,
     },
     Top {
         day: u32,
@@ -116,6 +145,39 @@ impl Pending {
         *self.counts.entry(key).or_default() += delta;
     }
 
+    /// Counts one click of `kind` in its hour and its day.
+    fn add_kind(&mut self, link: u64, hour: u32, day: u32, kind: ClickKind) {
+        for (granularity, bucket) in [(Granularity::Hour, hour), (Granularity::Day, day)] {
+            let key = Key::Kind {
+                link,
+                granularity,
+                bucket,
+                kind,
+            };
+            self.add(key, 1);
+        }
+    }
+
+    /// Counts a human click in the top-links report and its breakdowns.
+    fn add_human(&mut self, link: u64, day: u32, dims: [(u8, Option<u32>); 5]) {
+        self.add(Key::Humans(link), 1);
+        self.add(Key::Top { day, link }, 1);
+        self.humans.insert(link);
+        for (dim, value) in dims {
+            if let Some(value) = value {
+                self.add(
+                    Key::Dim {
+                        link,
+                        day,
+                        dim,
+                        value,
+                    },
+                    1,
+                );
+            }
+        }
+    }
+
     /// The counts as store keys, sorted so neighbours share pages.
     fn into_flush(self, known_hours: &FastSet<(u32, u64)>) -> Flush {
         let mut adds = Vec::with_capacity(self.counts.len());
@@ -130,13 +192,7 @@ impl Pending {
                     granularity,
                     bucket,
                     kind,
-                } => keys::series(
-                    link,
-                    granularity,
-                    bucket,
-                    dim::KIND,
-                    KIND_NAMES[kind as usize],
-                ),
+                } => keys::series(link, granularity, bucket, dim::KIND, kind.name()),
                 Key::Top { day, link } => keys::top(day, link),
                 Key::Dim {
                     link,
@@ -261,7 +317,7 @@ impl Analytics {
                     WalError::Corrupt(wal_dir.join(format!("segment {segment}: {e}")), 0)
                 })?;
                 analytics.fold(&mut inner, &batch);
-                replayed += batch.clicks.len();
+                replayed += batch.clicks().len();
             }
         }
         if replayed > 0 {
@@ -291,11 +347,11 @@ impl Analytics {
         let mut inner = lock(&self.inner);
         let last = inner
             .seen
-            .get(&batch.proxy_id)
+            .get(batch.proxy_id())
             .copied()
             .unwrap_or(0)
             .max(stored);
-        if batch.batch_seq <= last {
+        if batch.batch_seq() <= last {
             return Accepted::Duplicate;
         }
         // Counts waiting in failed flushes count too: while the store is
@@ -314,7 +370,9 @@ impl Analytics {
             return Accepted::Failed(e.to_string());
         }
         self.fold(&mut inner, batch);
-        inner.seen.insert(batch.proxy_id.clone(), batch.batch_seq);
+        inner
+            .seen
+            .insert(batch.proxy_id().to_owned(), batch.batch_seq());
         metrics::gauge!("control_clicks_pending").set(inner.pending.clicks as f64);
         drop(inner);
         self.wake.notify_one();
@@ -327,114 +385,25 @@ impl Analytics {
             pending,
             ..
         } = inner;
-        let mut agents: Vec<Option<AgentIds>> = vec![None; batch.strings.len()];
-        let mut referrers: Vec<Option<u32>> = vec![None; batch.strings.len()];
+        let mut cache = BatchCache {
+            agents: vec![None; batch.string_count()],
+            referrers: vec![None; batch.string_count()],
+        };
         let mut exported = Vec::new();
-        for (index, click) in batch.clicks.iter().enumerate() {
-            let link = click.link_id;
-            let at = i64::try_from(click.at_unix_ms / 1000).unwrap_or(i64::MAX);
-            let hour = Granularity::Hour.bucket(at);
-            let day = Granularity::Day.bucket(at);
-            pending.hours.insert((hour, link));
-            let kind_add = |pending: &mut Pending, kind: u8| {
-                for (granularity, bucket) in [(Granularity::Hour, hour), (Granularity::Day, day)] {
-                    pending.add(
-                        Key::Kind {
-                            link,
-                            granularity,
-                            bucket,
-                            kind,
-                        },
-                        1,
-                    );
-                }
-            };
-            let mut line = self.export.as_ref().map(|_| ExportLine {
-                at_unix_ms: click.at_unix_ms,
-                link_id: link,
-                method: if click.head { "HEAD" } else { "GET" },
-                class: None,
-                browser: None,
-                os: None,
-                device: None,
-                referrer_host: None,
-                country: None,
-                proxy_id: &batch.proxy_id,
-                batch_seq: batch.batch_seq,
-                index,
-            });
-            if click.head {
-                pending.add(Key::Heads(link), 1);
-                kind_add(pending, 3);
-            } else {
-                let agent = *agents[click.agent as usize].get_or_insert_with(|| {
-                    let a = classifier.classify(batch.agent(click));
-                    AgentIds {
-                        class: a.class,
-                        browser: pending.names.id(a.browser),
-                        os: pending.names.id(a.os),
-                        device: pending.names.id(a.device.as_str()),
-                    }
-                });
-                pending.add(Key::Clicks(link), 1);
-                let kind = match agent.class {
-                    Class::Human => 0,
-                    Class::Bot => 1,
-                    Class::Preview => 2,
-                };
-                kind_add(pending, kind);
-                if let Some(line) = &mut line {
-                    line.class = Some(agent.class.as_str());
-                }
-                if agent.class == Class::Human {
-                    let referrer = *referrers[click.referrer as usize].get_or_insert_with(|| {
-                        pending.names.id(&referrer_host(batch.referrer(click)))
-                    });
-                    let country = self.geo.as_ref().map(|geo| {
-                        let name = click.client.and_then(|ip| geo.country(ip));
-                        pending.names.id(name.as_deref().unwrap_or("unknown"))
-                    });
-                    pending.add(Key::Humans(link), 1);
-                    pending.add(Key::Top { day, link }, 1);
-                    pending.humans.insert(link);
-                    let dims = [
-                        (dim::BROWSER, Some(agent.browser)),
-                        (dim::OS, Some(agent.os)),
-                        (dim::DEVICE, Some(agent.device)),
-                        (dim::REFERRER, Some(referrer)),
-                        (dim::COUNTRY, country),
-                    ];
-                    for (d, value) in dims {
-                        if let Some(value) = value {
-                            pending.add(
-                                Key::Dim {
-                                    link,
-                                    day,
-                                    dim: d,
-                                    value,
-                                },
-                                1,
-                            );
-                        }
-                    }
-                    if let Some(line) = &mut line {
-                        let name = |id: u32| pending.names.names[id as usize].to_string();
-                        line.browser = Some(name(agent.browser));
-                        line.os = Some(name(agent.os));
-                        line.device = Some(name(agent.device));
-                        line.referrer_host = Some(name(referrer));
-                        line.country = country.map(name);
-                    }
-                }
-            }
-            if let Some(line) = &line {
-                serde_json::to_writer(&mut exported, line).expect("export lines serialise");
+        for (index, click) in batch.clicks().iter().enumerate() {
+            let counted = self.fold_click(classifier, pending, &mut cache, batch, click);
+            if self.export.is_some() {
+                let line = export_line(&pending.names, batch, index, click, &counted);
+                serde_json::to_writer(&mut exported, &line).expect("export lines serialise");
                 exported.push(b'\n');
             }
         }
-        let seq = pending.batches.entry(batch.proxy_id.clone()).or_default();
-        *seq = (*seq).max(batch.batch_seq);
-        pending.clicks += batch.clicks.len() as u64;
+        let seq = pending
+            .batches
+            .entry(batch.proxy_id().to_owned())
+            .or_default();
+        *seq = (*seq).max(batch.batch_seq());
+        pending.clicks += batch.clicks().len() as u64;
         if let Some(export) = &self.export
             && !exported.is_empty()
             && let Err(e) = export
@@ -445,6 +414,69 @@ impl Analytics {
             metrics::counter!("control_click_export_errors_total").increment(1);
             tracing::warn!(error = %e, "click export failed");
         }
+    }
+
+    /// Adds one click's counts to `pending`: its kind in its hour and day,
+    /// and for a human click the top-links entry and every breakdown.
+    fn fold_click(
+        &self,
+        classifier: &mut Classifier,
+        pending: &mut Pending,
+        cache: &mut BatchCache,
+        batch: &WireBatch,
+        click: &WireClick,
+    ) -> Counted {
+        let link = click.link_id;
+        let at = i64::try_from(click.at_unix_ms / 1000).unwrap_or(i64::MAX);
+        let (hour, day) = (Granularity::Hour.bucket(at), Granularity::Day.bucket(at));
+        pending.hours.insert((hour, link));
+        let mut counted = Counted {
+            kind: ClickKind::Head,
+            agent: None,
+            referrer: None,
+            country: None,
+        };
+        if click.head {
+            pending.add(Key::Heads(link), 1);
+            pending.add_kind(link, hour, day, ClickKind::Head);
+            return counted;
+        }
+        let agent = *cache.agents[click.agent_index()].get_or_insert_with(|| {
+            let a = classifier.classify(batch.agent(click));
+            AgentIds {
+                class: a.class,
+                browser: pending.names.id(a.browser),
+                os: pending.names.id(a.os),
+                device: pending.names.id(a.device.as_str()),
+            }
+        });
+        pending.add(Key::Clicks(link), 1);
+        counted.kind = agent.class.into();
+        counted.agent = Some(agent);
+        pending.add_kind(link, hour, day, counted.kind);
+        if agent.class != Class::Human {
+            return counted;
+        }
+        let referrer = *cache.referrers[click.referrer_index()]
+            .get_or_insert_with(|| pending.names.id(&referrer_host(batch.referrer(click))));
+        let country = self.geo.as_ref().map(|geo| {
+            let name = click.client.and_then(|ip| geo.country(ip));
+            pending.names.id(name.as_deref().unwrap_or("unknown"))
+        });
+        pending.add_human(
+            link,
+            day,
+            [
+                (dim::BROWSER, Some(agent.browser)),
+                (dim::OS, Some(agent.os)),
+                (dim::DEVICE, Some(agent.device)),
+                (dim::REFERRER, Some(referrer)),
+                (dim::COUNTRY, country),
+            ],
+        );
+        counted.referrer = Some(referrer);
+        counted.country = country;
+        counted
     }
 
     /// Flushes every `flush_interval` while clicks arrive, or at once when
@@ -627,6 +659,51 @@ pub fn prune_hours(
         txn.clear(Space::StatsHours, entry)?;
     }
     Ok(due.len())
+}
+
+/// Classifications made once per distinct string of a batch.
+struct BatchCache {
+    agents: Vec<Option<AgentIds>>,
+    referrers: Vec<Option<u32>>,
+}
+
+/// What one click was counted as, with the interned names it was counted
+/// under: what its export line says.
+struct Counted {
+    kind: ClickKind,
+    agent: Option<AgentIds>,
+    referrer: Option<u32>,
+    country: Option<u32>,
+}
+
+/// The export line of a counted click.
+fn export_line<'a>(
+    names: &Names,
+    batch: &'a WireBatch,
+    index: usize,
+    click: &WireClick,
+    counted: &Counted,
+) -> ExportLine<'a> {
+    let name = |id: u32| names.names[id as usize].to_string();
+    let human = counted.kind == ClickKind::Human;
+    ExportLine {
+        at_unix_ms: click.at_unix_ms,
+        link_id: click.link_id,
+        method: if click.head { "HEAD" } else { "GET" },
+        class: counted.agent.map(|a| a.class.as_str()),
+        browser: human
+            .then(|| counted.agent.map(|a| name(a.browser)))
+            .flatten(),
+        os: human.then(|| counted.agent.map(|a| name(a.os))).flatten(),
+        device: human
+            .then(|| counted.agent.map(|a| name(a.device)))
+            .flatten(),
+        referrer_host: counted.referrer.map(name),
+        country: counted.country.map(name),
+        proxy_id: batch.proxy_id(),
+        batch_seq: batch.batch_seq(),
+        index,
+    }
 }
 
 /// One raw click in the export (schema in docs/ANALYTICS.md).

@@ -2,7 +2,7 @@
 //! precondition before it writes, so a refused request leaves nothing behind
 //! in a transaction it shares with others (group commit).
 
-use shortline_store::{LinkStatus, RedirectStatus};
+use shortline_store::{Code, LinkId, LinkStatus, RedirectStatus, Target};
 
 use crate::db::keys;
 use crate::db::{Pairs, ReadTxn, Space, StoreResult, Txn, prefix_end};
@@ -26,16 +26,16 @@ pub const ANONYMOUS_OWNER: &str = "anonymous";
 /// How the code of a new link is chosen.
 #[derive(Debug, Clone)]
 pub enum CodePlan {
-    Alias(String),
+    Alias(Code),
     Generated { strategy: Strategy, length: usize },
 }
 
 /// A validated create request, ready to run in a transaction.
 #[derive(Debug, Clone)]
 pub struct NewLink {
-    pub id: u64,
+    pub id: LinkId,
     pub code: CodePlan,
-    pub url: String,
+    pub url: Target,
     pub owner: String,
     pub now: i64,
     pub expires_at: Option<i64>,
@@ -123,7 +123,7 @@ pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Ou
 }
 
 enum Generated {
-    Fresh(String),
+    Fresh(Code),
     Existing(LinkDoc),
     Exhausted,
 }
@@ -139,14 +139,14 @@ fn generate(
         Strategy::Counter => {
             // Unique by construction; the check guards against an alias or
             // random code that happens to equal this id's code.
-            let code = permutation.code_for_id(new.id, length);
+            let code = permutation.code_for_id(new.id.0, length);
             if code_free(txn, &code)? {
-                return Ok(Generated::Fresh(code));
+                return Ok(Generated::Fresh(generated(code)));
             }
             for extra in 1..=EXTRA_LENGTHS_MAX {
-                let code = permutation.code_for_id(new.id, length + extra);
+                let code = permutation.code_for_id(new.id.0, length + extra);
                 if code_free(txn, &code)? {
-                    return Ok(Generated::Fresh(code));
+                    return Ok(Generated::Fresh(generated(code)));
                 }
             }
         }
@@ -155,7 +155,7 @@ fn generate(
                 for _ in 0..RANDOM_TRIES_PER_LENGTH {
                     let code = codes::random_code(length + extra);
                     if code_free(txn, &code)? {
-                        return Ok(Generated::Fresh(code));
+                        return Ok(Generated::Fresh(generated(code)));
                     }
                     metrics::counter!("control_code_collisions_total", "strategy" => "random")
                         .increment(1);
@@ -174,7 +174,7 @@ fn generate(
                             }
                         }
                         None if txn.get(Space::Retired, code.as_bytes())?.is_none() => {
-                            return Ok(Generated::Fresh(code));
+                            return Ok(Generated::Fresh(generated(code)));
                         }
                         None => {}
                     }
@@ -187,12 +187,17 @@ fn generate(
             for _ in 0..RANDOM_TRIES_PER_LENGTH {
                 let code = codes::uuid_code();
                 if code_free(txn, &code)? {
-                    return Ok(Generated::Fresh(code));
+                    return Ok(Generated::Fresh(generated(code)));
                 }
             }
         }
     }
     Ok(Generated::Exhausted)
+}
+
+/// A code a strategy made: always in the code alphabet and within length.
+fn generated(code: String) -> Code {
+    Code::parse(&code).expect("generated codes use the code alphabet")
 }
 
 /// The host of a stored (normalised) target, without a trailing dot.
@@ -361,7 +366,7 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
         }
     }
     txn.set(Space::Links, link.code.as_bytes(), &link.encode())?;
-    let id = keys::link_id(link.id);
+    let id = keys::link_id(link.id.0);
     if old.is_none() {
         txn.set(Space::ById, &id, link.code.as_bytes())?;
     }
@@ -380,7 +385,7 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
     let change = ChangeDoc {
         code: shortline_store::Code::parse(&link.code)
             .map_err(|e| crate::db::StoreError::Corrupt(e.to_string()))?,
-        record: Some(link.record()?),
+        record: Some(link.record()),
     };
     txn.log_change(&change.encode())
 }
@@ -400,7 +405,7 @@ pub fn load_for(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome
 /// A validated patch. `None` leaves a field alone; `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
 pub struct Patch {
-    pub url: Option<String>,
+    pub url: Option<Target>,
     pub expires_at: Option<Option<i64>>,
     pub max_clicks: Option<Option<u64>>,
     pub redirect: Option<RedirectStatus>,
@@ -488,7 +493,7 @@ pub fn patch(
     }
     // A limit at or below the clicks already counted exhausts the link now.
     if let (LinkStatus::Active, Some(max)) = (link.status, link.max_clicks)
-        && human_clicks(&*txn, link.id)? >= max
+        && human_clicks(&*txn, link.id.0)? >= max
     {
         link.status = LinkStatus::Exhausted;
     }
@@ -514,8 +519,8 @@ pub fn delete(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome<(
     if let Some(at) = link.expires_at {
         txn.clear(Space::ByExpiry, &keys::expiry(at, code))?;
     }
-    txn.set(Space::Retired, code.as_bytes(), &link.id.to_le_bytes())?;
-    txn.clear(Space::Limited, &keys::link_id(link.id))?;
+    txn.set(Space::Retired, code.as_bytes(), &link.id.0.to_le_bytes())?;
+    txn.clear(Space::Limited, &keys::link_id(link.id.0))?;
     let change = ChangeDoc {
         code: shortline_store::Code::parse(code)
             .map_err(|e| crate::db::StoreError::Corrupt(e.to_string()))?,
@@ -654,7 +659,7 @@ pub fn list(txn: &dyn ReadTxn, query: &ListQuery) -> StoreResult<(Vec<LinkDoc>, 
                 continue;
             }
             if links.len() == query.limit {
-                let next = links.last().map(|l: &LinkDoc| l.code.clone());
+                let next = links.last().map(|l: &LinkDoc| l.code.to_string());
                 return Ok((links, next));
             }
             links.push(link);

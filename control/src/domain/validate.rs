@@ -1,6 +1,7 @@
 //! Target URL and field validation. Nothing here touches the network: no DNS,
 //! no fetch. Every refusal names the field and the reason.
 
+use shortline_store::Target;
 use url::{Host, Url};
 
 use crate::config::Config;
@@ -96,7 +97,7 @@ impl Validator {
     }
 
     /// Checks a target and returns its normalised form (host in punycode).
-    pub fn target(&self, raw: &str) -> Result<String, Error> {
+    pub fn target(&self, raw: &str) -> Result<Target, Error> {
         let refuse = |reason: String| Err(Error::invalid("url", reason));
         if raw.is_empty() {
             return refuse("url is required".into());
@@ -179,7 +180,7 @@ impl Validator {
                 self.url_length_max
             ));
         }
-        Ok(normalised.to_owned())
+        Target::parse(normalised).map_err(|e| Error::invalid("url", e.to_string()))
     }
 }
 
@@ -210,11 +211,11 @@ mod tests {
     fn good_urls_are_normalised() {
         let v = validator();
         assert_eq!(
-            v.target("https://example.com").unwrap(),
+            v.target("https://example.com").unwrap().as_str(),
             "https://example.com/"
         );
         assert_eq!(
-            v.target("http://bücher.example/a?b=c#d").unwrap(),
+            v.target("http://bücher.example/a?b=c#d").unwrap().as_str(),
             "http://xn--bcher-kva.example/a?b=c#d"
         );
         // Real internationalised names in one script are fine.
@@ -226,7 +227,7 @@ mod tests {
             assert!(v.target(ok).is_ok(), "{ok}");
         }
         assert_eq!(
-            v.target("https://EXAMPLE.com/Path").unwrap(),
+            v.target("https://EXAMPLE.com/Path").unwrap().as_str(),
             "https://example.com/Path"
         );
     }

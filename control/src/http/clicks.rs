@@ -44,17 +44,17 @@ pub(super) async fn ingest(
             return Err(ApiError::invalid("body", e.to_string()));
         }
     };
-    if batch.proxy_id.is_empty() || batch.proxy_id.contains('\0') {
+    if batch.proxy_id().is_empty() || batch.proxy_id().contains('\0') {
         metrics::counter!("control_click_batches_rejected_total", "reason" => "invalid")
             .increment(1);
         return Err(ApiError::invalid("proxy_id", "1 to 255 bytes, no NUL"));
     }
-    let accepted = batch.clicks.len();
+    let accepted = batch.clicks().len();
     let worker = Arc::clone(&state);
     let outcome = tokio::task::spawn_blocking(move || {
         let stored = worker
             .backend
-            .read(|txn| crate::domain::ingest::stored_batch(txn, &batch.proxy_id))?;
+            .read(|txn| crate::domain::ingest::stored_batch(txn, batch.proxy_id()))?;
         Ok::<_, crate::db::StoreError>(worker.analytics.accept(&batch, &body, stored))
     })
     .await

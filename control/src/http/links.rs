@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use shortline_store::{LinkStatus, RedirectStatus};
+use shortline_store::{Code, LinkId, LinkStatus, RedirectStatus, Target};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -71,8 +71,8 @@ impl LinkOut {
                 state.config.public_url.trim_end_matches('/'),
                 link.code
             ),
-            code: link.code,
-            url: link.url,
+            code: link.code.into(),
+            url: link.url.into(),
             owner: link.owner,
             created_at: rfc3339(link.created_at),
             expires_at: link.expires_at.map(rfc3339),
@@ -245,7 +245,7 @@ fn check_title(state: &AppState, title: Option<String>) -> AppResult<Option<Stri
 
 /// Validates a create request into a plan (without its link id yet).
 /// Validates a target and checks it against the threat list.
-fn check_target(state: &AppState, raw: &str) -> AppResult<String> {
+fn check_target(state: &AppState, raw: &str) -> AppResult<Target> {
     let url = state.validator.target(raw)?;
     if let Some(expression) = state.threats.current().matching(&url) {
         metrics::counter!("control_threat_list_refusals_total").increment(1);
@@ -287,7 +287,9 @@ fn plan_create(state: &AppState, owner: &str, body: CreateLink, now: i64) -> App
         }
         (Some(alias), None) => {
             codes::check_alias(&alias).map_err(|reason| ApiError::invalid("alias", reason))?;
-            CodePlan::Alias(alias)
+            CodePlan::Alias(
+                Code::parse(&alias).map_err(|e| ApiError::invalid("alias", e.to_string()))?,
+            )
         }
         (None, strategy) => CodePlan::Generated {
             strategy: strategy.unwrap_or(state.config.default_strategy),
@@ -299,7 +301,7 @@ fn plan_create(state: &AppState, owner: &str, body: CreateLink, now: i64) -> App
         return Err(ApiError::invalid("max_clicks", "must be at least 1"));
     }
     Ok(NewLink {
-        id: 0,
+        id: LinkId(0),
         code,
         url,
         owner: owner.to_owned(),
@@ -325,7 +327,10 @@ async fn create_many(
     let plans: Vec<NewLink> = plans
         .into_iter()
         .zip(ids)
-        .map(|(p, id)| NewLink { id, ..p })
+        .map(|(p, id)| NewLink {
+            id: LinkId(id),
+            ..p
+        })
         .collect();
     let permutation = state.permutation.clone();
     let results = state
@@ -460,7 +465,7 @@ async fn read_link(
         backend.read(|txn| {
             found = match links::get(txn, &code)? {
                 Some(link) => {
-                    let clicks = links::clicks(txn, link.id)?;
+                    let clicks = links::clicks(txn, link.id.0)?;
                     Some((link, clicks))
                 }
                 None => None,
@@ -536,7 +541,7 @@ pub(super) async fn list_links(
             let (page, next) = links::list(txn, &query)?;
             let mut with_clicks = Vec::with_capacity(page.len());
             for link in page {
-                let clicks = links::clicks(txn, link.id)?;
+                let clicks = links::clicks(txn, link.id.0)?;
                 with_clicks.push((link, clicks));
             }
             out = Some((with_clicks, next));
@@ -614,7 +619,7 @@ pub(super) async fn patch_link(
             move |txn| links::patch(txn, &code, &who, &patch, now, &threats)
         })
         .await??;
-    let (link, clicks) = read_link(&state, link.code, &principal).await?;
+    let (link, clicks) = read_link(&state, link.code.into(), &principal).await?;
     Ok(Json(LinkOut::new(&state, link, clicks)))
 }
 

@@ -137,7 +137,7 @@ pub(super) async fn link_stats(
                 Some(link) if principal.may_access(&link.owner) => Some(stats::link_stats(
                     txn,
                     &link.code,
-                    link.id,
+                    link.id.0,
                     from,
                     to,
                     granularity,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use shortline_store::LinkStatus;
+use shortline_store::{Code, LinkStatus};
 
 use crate::commit::CommitError;
 use crate::db::{Space, StoreResult};
@@ -103,7 +103,7 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> anyhow::Result<(u64, u64)
         })
         .await??;
         let full = page.len() == WALK_PAGE;
-        let changes: Vec<String> = page
+        let changes: Vec<Code> = page
             .iter()
             .filter(|link| {
                 let hit = list.matching(&link.url).is_some();

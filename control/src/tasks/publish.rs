@@ -38,7 +38,7 @@ fn read_all_records(state: &AppState) -> StoreResult<(Seq, Vec<LinkRecord>)> {
         loop {
             let page = txn.range(Space::Links, &start, &[0xff], SNAPSHOT_PAGE_LINKS)?;
             for (_, value) in &page {
-                records.push(LinkDoc::decode(value)?.record()?);
+                records.push(LinkDoc::decode(value)?.record());
             }
             match page.last() {
                 Some((key, _)) if page.len() == SNAPSHOT_PAGE_LINKS => {
