@@ -300,6 +300,14 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
+        self.check_public_url()?;
+        for (key, value, min, max) in self.bounds() {
+            range(key, value, min, max)?;
+        }
+        self.check_choices()
+    }
+
+    fn check_public_url(&self) -> Result<()> {
         let public = url::Url::parse(&self.public_url).map_err(|e| {
             anyhow::anyhow!(
                 "bad configuration: public_url {:?} is not a URL: {e}",
@@ -309,125 +317,137 @@ impl Config {
         if !matches!(public.scheme(), "http" | "https") || public.host_str().is_none() {
             bail!("bad configuration: public_url must be an http or https URL with a host");
         }
-        range("code_length", self.code_length as u64, 4, 32)?;
-        range("id_block_size", self.id_block_size, 1, 1_000_000)?;
-        range(
-            "url_length_max",
-            self.url_length_max as u64,
-            16,
-            shortline_store::TARGET_LEN_MAX as u64,
-        )?;
-        range("batch_links_max", self.batch_links_max as u64, 1, 10_000)?;
-        range(
-            "request_body_bytes_max",
-            self.request_body_bytes_max as u64,
-            1024,
-            64 << 20,
-        )?;
-        range("list_limit_max", self.list_limit_max as u64, 1, 10_000)?;
-        range("tags_max", self.tags_max as u64, 0, 100)?;
-        range("tag_length_max", self.tag_length_max as u64, 1, 256)?;
-        range("title_length_max", self.title_length_max as u64, 1, 4096)?;
-        range("commit_batch_max", self.commit_batch_max as u64, 1, 100_000)?;
-        range(
-            "commit_queue_max",
-            self.commit_queue_max as u64,
-            1,
-            10_000_000,
-        )?;
-        range(
-            "snapshot_interval_ms",
-            self.snapshot_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        range(
-            "snapshot_changes_min",
-            self.snapshot_changes_min,
-            1,
-            100_000_000,
-        )?;
-        range(
-            "snapshot_age_max_ms",
-            self.snapshot_age_max_ms,
-            10,
-            86_400_000,
-        )?;
-        range("snapshot_keep", self.snapshot_keep as u64, 1, 100)?;
-        range("change_log_keep", self.change_log_keep, 0, 100_000_000)?;
-        range("stream_batch_max", self.stream_batch_max as u64, 1, 100_000)?;
-        range("sweep_interval_ms", self.sweep_interval_ms, 100, 86_400_000)?;
-        for (key, value) in [
+        Ok(())
+    }
+
+    /// Every numeric setting with its allowed range: (key, value, min, max).
+    fn bounds(&self) -> Vec<(&'static str, u64, u64, u64)> {
+        let n = |v: usize| v as u64;
+        let rate_max = 10_000_000;
+        vec![
+            ("code_length", n(self.code_length), 4, 32),
+            ("id_block_size", self.id_block_size, 1, 1_000_000),
+            (
+                "url_length_max",
+                n(self.url_length_max),
+                16,
+                n(shortline_store::TARGET_LEN_MAX),
+            ),
+            ("batch_links_max", n(self.batch_links_max), 1, 10_000),
+            (
+                "request_body_bytes_max",
+                n(self.request_body_bytes_max),
+                1024,
+                64 << 20,
+            ),
+            ("list_limit_max", n(self.list_limit_max), 1, 10_000),
+            ("tags_max", n(self.tags_max), 0, 100),
+            ("tag_length_max", n(self.tag_length_max), 1, 256),
+            ("title_length_max", n(self.title_length_max), 1, 4096),
+            ("commit_batch_max", n(self.commit_batch_max), 1, 100_000),
+            ("commit_queue_max", n(self.commit_queue_max), 1, 10_000_000),
+            (
+                "snapshot_interval_ms",
+                self.snapshot_interval_ms,
+                10,
+                3_600_000,
+            ),
+            (
+                "snapshot_changes_min",
+                self.snapshot_changes_min,
+                1,
+                100_000_000,
+            ),
+            (
+                "snapshot_age_max_ms",
+                self.snapshot_age_max_ms,
+                10,
+                86_400_000,
+            ),
+            ("snapshot_keep", n(self.snapshot_keep), 1, 100),
+            ("change_log_keep", self.change_log_keep, 0, 100_000_000),
+            ("stream_batch_max", n(self.stream_batch_max), 1, 100_000),
+            ("sweep_interval_ms", self.sweep_interval_ms, 100, 86_400_000),
             (
                 "rate_limit_admin_per_second",
-                self.rate_limit_admin_per_second,
+                u64::from(self.rate_limit_admin_per_second),
+                1,
+                rate_max,
             ),
             (
                 "rate_limit_user_per_second",
-                self.rate_limit_user_per_second,
+                u64::from(self.rate_limit_user_per_second),
+                1,
+                rate_max,
             ),
             (
                 "rate_limit_anonymous_per_minute",
-                self.rate_limit_anonymous_per_minute,
+                u64::from(self.rate_limit_anonymous_per_minute),
+                1,
+                rate_max,
             ),
             (
                 "rate_limit_report_per_minute",
-                self.rate_limit_report_per_minute,
+                u64::from(self.rate_limit_report_per_minute),
+                1,
+                rate_max,
             ),
-        ] {
-            range(key, u64::from(value), 1, 10_000_000)?;
-        }
-        range("reports_open_max", self.reports_open_max, 1, 1 << 32)?;
-        range(
-            "threat_list_poll_ms",
-            self.threat_list_poll_ms,
-            100,
-            3_600_000,
-        )?;
-        range(
-            "rate_limit_ip_per_second",
-            u64::from(self.rate_limit_ip_per_second),
-            1,
-            10_000_000,
-        )?;
-        range(
-            "rate_limit_burst",
-            u64::from(self.rate_limit_burst),
-            1,
-            10_000_000,
-        )?;
-        range("proxy_threads", self.proxy_threads as u64, 1, 1024)?;
-        range("analytics_flush_ms", self.analytics_flush_ms, 1, 60_000)?;
-        range(
-            "analytics_flush_keys_max",
-            self.analytics_flush_keys_max as u64,
-            100,
-            1_000_000,
-        )?;
-        range(
-            "analytics_top_n",
-            u64::from(self.analytics_top_n),
-            1,
-            10_000,
-        )?;
-        range(
-            "analytics_hourly_retention_days",
-            u64::from(self.analytics_hourly_retention_days),
-            1,
-            3660,
-        )?;
-        range(
-            "click_export_rotate_seconds",
-            self.click_export_rotate_seconds,
-            1,
-            86_400 * 7,
-        )?;
-        range(
-            "click_export_bytes_max",
-            self.click_export_bytes_max,
-            1024,
-            1 << 40,
-        )?;
+            ("reports_open_max", self.reports_open_max, 1, 1 << 32),
+            (
+                "threat_list_poll_ms",
+                self.threat_list_poll_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "rate_limit_ip_per_second",
+                u64::from(self.rate_limit_ip_per_second),
+                1,
+                rate_max,
+            ),
+            (
+                "rate_limit_burst",
+                u64::from(self.rate_limit_burst),
+                1,
+                rate_max,
+            ),
+            ("proxy_threads", n(self.proxy_threads), 1, 1024),
+            ("analytics_flush_ms", self.analytics_flush_ms, 1, 60_000),
+            (
+                "analytics_flush_keys_max",
+                n(self.analytics_flush_keys_max),
+                100,
+                1_000_000,
+            ),
+            (
+                "analytics_top_n",
+                u64::from(self.analytics_top_n),
+                1,
+                10_000,
+            ),
+            (
+                "analytics_hourly_retention_days",
+                u64::from(self.analytics_hourly_retention_days),
+                1,
+                3660,
+            ),
+            (
+                "click_export_rotate_seconds",
+                self.click_export_rotate_seconds,
+                1,
+                86_400 * 7,
+            ),
+            (
+                "click_export_bytes_max",
+                self.click_export_bytes_max,
+                1024,
+                1 << 40,
+            ),
+        ]
+    }
+
+    /// The settings that are not numbers: the store, schemes and secrets.
+    fn check_choices(&self) -> Result<()> {
         if self.store_backend == StoreBackend::Fdb && !cfg!(feature = "fdb") {
             bail!(
                 "bad configuration: store_backend is fdb but this build has no FoundationDB support (build with --features fdb)"
