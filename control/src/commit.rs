@@ -176,3 +176,240 @@ pub fn publish_seq(committed: &watch::Sender<Committed>, seq: Seq) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    //! The committer over the embedded store, with a gate in front of the
+    //! store's write so a test can hold a commit open while more writes
+    //! queue behind it. Every wait is for a condition, with a long deadline.
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::db::redb::RedbBackend;
+    use crate::db::{Space, View};
+
+    /// The embedded store behind a gate that holds every commit until it
+    /// is opened, counting commits.
+    struct Gated {
+        store: RedbBackend,
+        open: Mutex<bool>,
+        opened: Condvar,
+        commits: AtomicUsize,
+        entered: AtomicUsize,
+        panic: AtomicBool,
+    }
+
+    impl Gated {
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    impl Backend for Gated {
+        fn write(&self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<Seq> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            drop(open);
+            assert!(!self.panic.load(Ordering::SeqCst), "the store failed hard");
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            self.store.write(body)
+        }
+
+        fn view(&self, body: &mut dyn FnMut(&dyn View) -> StoreResult<()>) -> StoreResult<()> {
+            self.store.view(body)
+        }
+
+        fn prune_changes(&self, through: Seq) -> StoreResult<u64> {
+            self.store.prune_changes(through)
+        }
+
+        fn name(&self) -> &'static str {
+            "gated redb"
+        }
+    }
+
+    struct Setup {
+        gated: Arc<Gated>,
+        committer: Committer,
+        committed: watch::Receiver<Committed>,
+        runtime: tokio::runtime::Runtime,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup(queue_max: usize) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let gated = Arc::new(Gated {
+            store: RedbBackend::open(dir.path()).unwrap(),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            commits: AtomicUsize::new(0),
+            entered: AtomicUsize::new(0),
+            panic: AtomicBool::new(false),
+        });
+        let (tx, committed) = watch::channel(Committed {
+            seq: Seq(0),
+            at: Instant::now(),
+        });
+        let backend: Arc<dyn Backend> = Arc::clone(&gated) as Arc<dyn Backend>;
+        let committer = Committer::start(backend, queue_max, 100, Arc::new(tx)).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Setup {
+            gated,
+            committer,
+            committed,
+            runtime,
+            _dir: dir,
+        }
+    }
+
+    fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    type Reply<T> = tokio::task::JoinHandle<Result<T, CommitError>>;
+
+    impl Setup {
+        /// Queues a write that stores `key` and logs a change.
+        fn put(&self, key: &'static str) -> Reply<&'static str> {
+            let committer = self.committer.clone();
+            self.runtime.spawn(async move {
+                committer
+                    .write(move |txn| {
+                        txn.set(Space::Meta, key.as_bytes(), b"v")?;
+                        txn.log_change(key.as_bytes())?;
+                        Ok(key)
+                    })
+                    .await
+            })
+        }
+
+        fn answer<T>(&self, reply: Reply<T>) -> Result<T, CommitError> {
+            self.runtime.block_on(reply).unwrap()
+        }
+
+        fn stored(&self, key: &str) -> bool {
+            let backend: &dyn Backend = &self.gated.store;
+            backend
+                .read(|txn| txn.get(Space::Meta, key.as_bytes()))
+                .unwrap()
+                .is_some()
+        }
+    }
+
+    #[test]
+    fn writes_that_wait_together_share_one_commit() {
+        let s = setup(100);
+        let first = s.put("first");
+        wait_until("the first commit to start", || {
+            s.gated.entered.load(Ordering::SeqCst) == 1
+        });
+        let rest: Vec<_> = ["a", "b", "c"].into_iter().map(|k| s.put(k)).collect();
+        wait_until("three writes queued", || s.committer.queue.len() == 3);
+        s.gated.open();
+        assert_eq!(s.answer(first).unwrap(), "first");
+        for (reply, key) in rest.into_iter().zip(["a", "b", "c"]) {
+            assert_eq!(s.answer(reply).unwrap(), key);
+            assert!(s.stored(key));
+        }
+        assert_eq!(
+            s.gated.commits.load(Ordering::SeqCst),
+            2,
+            "one batch of three"
+        );
+        assert_eq!(
+            s.committed.borrow().seq,
+            Seq(4),
+            "the newest sequence is published"
+        );
+    }
+
+    #[test]
+    fn a_failing_write_fails_alone_and_leaves_nothing() {
+        let s = setup(100);
+        let first = s.put("first");
+        wait_until("the first commit to start", || {
+            s.gated.entered.load(Ordering::SeqCst) == 1
+        });
+        let before = s.put("before");
+        let committer = s.committer.clone();
+        let bad: Reply<()> = s.runtime.spawn(async move {
+            committer
+                .write(|txn| {
+                    txn.set(Space::Meta, b"bad", b"v")?;
+                    Err(StoreError::Corrupt("refused by the test".into()))
+                })
+                .await
+        });
+        let after = s.put("after");
+        wait_until("three writes queued", || s.committer.queue.len() == 3);
+        s.gated.open();
+        s.answer(first).unwrap();
+        assert_eq!(s.answer(before).unwrap(), "before");
+        assert_eq!(s.answer(after).unwrap(), "after");
+        assert!(matches!(
+            s.answer(bad),
+            Err(CommitError::Store(StoreError::Corrupt(_)))
+        ));
+        assert!(s.stored("before") && s.stored("after"));
+        assert!(!s.stored("bad"), "a failed job's writes are rolled back");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once() {
+        let s = setup(1);
+        let first = s.put("first");
+        wait_until("the first commit to start", || {
+            s.gated.entered.load(Ordering::SeqCst) == 1
+        });
+        let queued = s.put("queued");
+        wait_until("one write queued", || s.committer.queue.len() == 1);
+        assert!(matches!(
+            s.answer(s.put("refused")),
+            Err(CommitError::QueueFull)
+        ));
+        s.gated.open();
+        s.answer(first).unwrap();
+        s.answer(queued).unwrap();
+        assert!(!s.stored("refused"));
+    }
+
+    #[test]
+    fn writes_after_the_committer_dies_say_it_stopped() {
+        let s = setup(100);
+        s.gated.panic.store(true, Ordering::SeqCst);
+        s.gated.open();
+        assert!(matches!(s.answer(s.put("lost")), Err(CommitError::Stopped)));
+        wait_until("the committer thread to end", || {
+            s.committer
+                .queue
+                .try_send(dead_job())
+                .is_err_and(|e| e.is_disconnected())
+        });
+        assert!(matches!(
+            s.answer(s.put("later")),
+            Err(CommitError::Stopped)
+        ));
+    }
+
+    fn dead_job() -> Job {
+        Job {
+            apply: Box::new(|_| Ok(())),
+            finish: Box::new(|_| {}),
+        }
+    }
+}

@@ -391,7 +391,7 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
 }
 
 /// Reads a link for `principal`: another owner's link is "not found".
-pub fn load_for(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome<LinkDoc> {
+pub fn load_for(txn: &dyn ReadTxn, code: &str, principal: &Principal) -> Outcome<LinkDoc> {
     let Some(bytes) = txn.get(Space::Links, code.as_bytes())? else {
         return Ok(Err(Error::NotFound));
     };
@@ -424,7 +424,7 @@ pub fn patch(
     now: i64,
     threats: &ThreatList,
 ) -> Outcome<LinkDoc> {
-    let old = match load_for(txn, code, principal)? {
+    let old = match load_for(&*txn, code, principal)? {
         Ok(link) => link,
         Err(e) => return Ok(Err(e)),
     };
@@ -504,7 +504,7 @@ pub fn patch(
 
 /// Deletes a link; its code is retired for good.
 pub fn delete(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome<()> {
-    let link = match load_for(txn, code, principal)? {
+    let link = match load_for(&*txn, code, principal)? {
         Ok(link) => link,
         Err(e) => return Ok(Err(e)),
     };
@@ -522,8 +522,7 @@ pub fn delete(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome<(
     txn.set(Space::Retired, code.as_bytes(), &link.id.0.to_le_bytes())?;
     txn.clear(Space::Limited, &keys::link_id(link.id.0))?;
     let change = ChangeDoc {
-        code: shortline_store::Code::parse(code)
-            .map_err(|e| crate::db::StoreError::Corrupt(e.to_string()))?,
+        code: link.code,
         record: None,
     };
     txn.log_change(&change.encode())?;
@@ -670,5 +669,391 @@ pub fn list(txn: &dyn ReadTxn, query: &ListQuery) -> StoreResult<(Vec<LinkDoc>, 
         let (last, _) = pairs.last().expect("a full page is not empty");
         start.clone_from(last);
         start.push(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The link operations against the embedded store, one transaction at
+    //! a time as the committer runs them.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::db::Backend;
+    use crate::db::redb::RedbBackend;
+    use crate::model::Role;
+
+    struct Store {
+        backend: Arc<dyn Backend>,
+        _dir: tempfile::TempDir,
+        permutation: Permutation,
+    }
+
+    fn store() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        Store {
+            backend: Arc::new(RedbBackend::open(dir.path()).unwrap()),
+            _dir: dir,
+            permutation: Permutation::new(&[7; 32]),
+        }
+    }
+
+    impl Store {
+        /// Runs `body` in one write transaction and returns its value.
+        fn write<T>(&self, mut body: impl FnMut(&mut dyn Txn) -> StoreResult<T>) -> T {
+            let mut out = None;
+            self.backend
+                .write(&mut |txn| {
+                    out = Some(body(txn)?);
+                    Ok(())
+                })
+                .unwrap();
+            out.unwrap()
+        }
+
+        fn create(&self, new: &NewLink) -> Result<Created, Error> {
+            self.write(|txn| create(txn, new, &self.permutation))
+        }
+
+        fn get(&self, code: &str) -> Option<LinkDoc> {
+            self.backend.read(|txn| get(txn, code)).unwrap()
+        }
+    }
+
+    fn user(owner: &str) -> Principal {
+        Principal {
+            key_id: format!("key_{owner}"),
+            key_name: owner.into(),
+            owner: owner.into(),
+            role: Role::User,
+        }
+    }
+
+    fn admin() -> Principal {
+        Principal {
+            role: Role::Admin,
+            ..user("admin")
+        }
+    }
+
+    fn new_link(id: u64, code: CodePlan, owner: &str) -> NewLink {
+        NewLink {
+            id: LinkId(id),
+            code,
+            url: Target::parse(&format!("https://example.com/{id}")).unwrap(),
+            owner: owner.into(),
+            now: 1_000,
+            expires_at: None,
+            max_clicks: None,
+            redirect: RedirectStatus::Found,
+            forward_query: false,
+            tags: Vec::new(),
+            title: None,
+        }
+    }
+
+    fn alias(code: &str) -> CodePlan {
+        CodePlan::Alias(Code::parse(code).unwrap())
+    }
+
+    fn counter() -> CodePlan {
+        CodePlan::Generated {
+            strategy: Strategy::Counter,
+            length: 6,
+        }
+    }
+
+    #[test]
+    fn a_created_link_is_stored_indexed_and_logged() {
+        let store = store();
+        let before = store.backend.read(|txn| txn.last_seq()).unwrap();
+        let created = store.create(&new_link(1, alias("hello"), "ann")).unwrap();
+        assert!(created.created);
+        assert_eq!(created.link.code.as_str(), "hello");
+        assert_eq!(created.link.status, LinkStatus::Active);
+        assert_eq!(store.get("hello"), Some(created.link.clone()));
+        let (owned, after) = store
+            .backend
+            .read(|txn| {
+                let owned = txn.get(Space::ByOwner, &keys::pair("ann", "hello"))?;
+                Ok((owned, txn.last_seq()?))
+            })
+            .unwrap();
+        assert!(owned.is_some(), "indexed by owner");
+        assert!(after > before, "the create logged a change");
+        assert_eq!(
+            store
+                .backend
+                .read(|txn| code_of(txn, 1))
+                .unwrap()
+                .as_deref(),
+            Some("hello")
+        );
+    }
+
+    #[test]
+    fn generated_codes_differ_and_counter_codes_follow_the_id() {
+        let store = store();
+        let a = store.create(&new_link(1, counter(), "ann")).unwrap().link;
+        let b = store.create(&new_link(2, counter(), "ann")).unwrap().link;
+        assert_ne!(a.code, b.code);
+        assert_eq!(a.code.len(), 6);
+        assert_eq!(a.code.as_str(), store.permutation.code_for_id(1, 6));
+    }
+
+    #[test]
+    fn an_alias_is_claimed_once_even_within_one_transaction() {
+        let store = store();
+        let results = store.write(|txn| {
+            let first = create(txn, &new_link(1, alias("taken"), "ann"), &store.permutation)?;
+            let second = create(txn, &new_link(2, alias("taken"), "bob"), &store.permutation)?;
+            Ok((first.map(|c| c.created), second.map(|c| c.created)))
+        });
+        assert_eq!(results.0, Ok(true));
+        assert!(
+            matches!(&results.1, Err(Error::Conflict { field, .. }) if field == "alias"),
+            "{:?}",
+            results.1
+        );
+        assert_eq!(store.get("taken").unwrap().owner, "ann");
+    }
+
+    #[test]
+    fn racing_claims_of_one_alias_leave_exactly_one_winner() {
+        let store = Arc::new(store());
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    store
+                        .create(&new_link(i, alias("race"), &format!("owner{i}")))
+                        .is_ok()
+                })
+            })
+            .collect();
+        let winners = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|won| *won)
+            .count();
+        assert_eq!(winners, 1);
+    }
+
+    #[test]
+    fn the_hash_strategy_returns_the_existing_link_for_the_same_owner_and_target() {
+        let store = store();
+        let hash = || CodePlan::Generated {
+            strategy: Strategy::Hash,
+            length: 7,
+        };
+        let first = store.create(&new_link(1, hash(), "ann")).unwrap();
+        let again = store
+            .create(&NewLink {
+                id: LinkId(2),
+                ..new_link(1, hash(), "ann")
+            })
+            .unwrap();
+        assert!(first.created);
+        assert!(!again.created);
+        assert_eq!(again.link.code, first.link.code);
+        let other_owner = store.create(&new_link(1, hash(), "bob")).unwrap();
+        assert_ne!(other_owner.link.code, first.link.code);
+    }
+
+    #[test]
+    fn a_deleted_code_is_retired_for_good() {
+        let store = store();
+        store.create(&new_link(1, alias("gone"), "ann")).unwrap();
+        assert_eq!(
+            store.write(|txn| delete(txn, "gone", &user("bob"))),
+            Err(Error::NotFound),
+            "another owner cannot see it"
+        );
+        assert_eq!(store.write(|txn| delete(txn, "gone", &user("ann"))), Ok(()));
+        assert_eq!(store.get("gone"), None);
+        let again = store.create(&new_link(2, alias("gone"), "ann"));
+        assert!(
+            matches!(&again, Err(Error::Conflict { reason, .. }) if reason.contains("never handed out again")),
+            "{again:?}"
+        );
+        assert_eq!(
+            store.write(|txn| delete(txn, "gone", &user("ann"))),
+            Err(Error::NotFound)
+        );
+    }
+
+    #[test]
+    fn patches_move_links_between_states_by_the_rules() {
+        let store = store();
+        store
+            .create(&NewLink {
+                expires_at: Some(1_500),
+                ..new_link(1, alias("life"), "ann")
+            })
+            .unwrap();
+        let threats = ThreatList::default();
+        let patch_as = |who: &Principal, patch: &Patch, now: i64| {
+            store.write(|txn| super::patch(txn, "life", who, patch, now, &threats))
+        };
+        // The sweeper expires it; a new expiry revives it.
+        assert_eq!(store.write(|txn| expire_due(txn, 2_000, 100)), 1);
+        assert_eq!(store.get("life").unwrap().status, LinkStatus::Expired);
+        let revived = patch_as(
+            &user("ann"),
+            &Patch {
+                expires_at: Some(Some(9_000)),
+                ..Patch::default()
+            },
+            2_001,
+        )
+        .unwrap();
+        assert_eq!(revived.status, LinkStatus::Active);
+        assert_eq!(revived.updated_at, 2_001);
+        // Only admins flag, and only admins change a flagged link's status.
+        let flag = Patch {
+            status: Some(LinkStatus::Flagged),
+            ..Patch::default()
+        };
+        assert!(matches!(
+            patch_as(&user("ann"), &flag, 2_002),
+            Err(Error::Forbidden(_))
+        ));
+        let flagged = patch_as(&admin(), &flag, 2_003).unwrap();
+        assert_eq!(flagged.flag_reason, Some(FlagReason::Admin));
+        let activate = Patch {
+            status: Some(LinkStatus::Active),
+            ..Patch::default()
+        };
+        assert!(matches!(
+            patch_as(&user("ann"), &activate, 2_004),
+            Err(Error::Forbidden(_))
+        ));
+        let active = patch_as(&admin(), &activate, 2_005).unwrap();
+        assert_eq!(
+            (active.status, active.flag_reason),
+            (LinkStatus::Active, None)
+        );
+        // A limit at or below the clicks already counted exhausts it now.
+        store.write(|txn| txn.add(Space::Counters, &keys::humans(1), 3));
+        let limited = patch_as(
+            &user("ann"),
+            &Patch {
+                max_clicks: Some(Some(3)),
+                ..Patch::default()
+            },
+            2_006,
+        )
+        .unwrap();
+        assert_eq!(limited.status, LinkStatus::Exhausted);
+        // Raising the limit revives it.
+        let raised = patch_as(
+            &user("ann"),
+            &Patch {
+                max_clicks: Some(Some(10)),
+                ..Patch::default()
+            },
+            2_007,
+        )
+        .unwrap();
+        assert_eq!(raised.status, LinkStatus::Active);
+        assert_eq!(
+            patch_as(&user("bob"), &Patch::default(), 2_008),
+            Err(Error::NotFound)
+        );
+    }
+
+    #[test]
+    fn reaching_max_clicks_exhausts_a_link_once() {
+        let store = store();
+        store
+            .create(&NewLink {
+                max_clicks: Some(2),
+                ..new_link(5, alias("few"), "ann")
+            })
+            .unwrap();
+        assert!(!store.write(|txn| exhaust_if_due(txn, 5, 1_100)));
+        store.write(|txn| txn.add(Space::Counters, &keys::humans(5), 2));
+        assert!(store.write(|txn| exhaust_if_due(txn, 5, 1_200)));
+        assert_eq!(store.get("few").unwrap().status, LinkStatus::Exhausted);
+        assert!(
+            !store.write(|txn| exhaust_if_due(txn, 5, 1_300)),
+            "only once"
+        );
+    }
+
+    #[test]
+    fn the_expiry_sweep_takes_only_what_is_due_and_at_most_its_limit() {
+        let store = store();
+        for (id, at) in [(1, 100), (2, 200), (3, 300), (4, 10_000)] {
+            store
+                .create(&NewLink {
+                    expires_at: Some(at),
+                    ..new_link(id, alias(&format!("exp{id}")), "ann")
+                })
+                .unwrap();
+        }
+        assert_eq!(store.write(|txn| expire_due(txn, 500, 2)), 2);
+        assert_eq!(store.write(|txn| expire_due(txn, 500, 100)), 1);
+        assert_eq!(store.write(|txn| expire_due(txn, 500, 100)), 0);
+        let status = |code: &str| store.get(code).unwrap().status;
+        assert_eq!(status("exp3"), LinkStatus::Expired);
+        assert_eq!(status("exp4"), LinkStatus::Active);
+    }
+
+    #[test]
+    fn list_pages_follow_their_cursor_and_filters() {
+        let store = store();
+        for (id, code, owner, tag) in [
+            (1, "e1", "ann", "x"),
+            (2, "a1", "ann", "y"),
+            (3, "c1", "bob", "x"),
+            (4, "b1", "ann", "x"),
+            (5, "d1", "ann", "y"),
+        ] {
+            store
+                .create(&NewLink {
+                    tags: vec![tag.into()],
+                    ..new_link(id, alias(code), owner)
+                })
+                .unwrap();
+        }
+        let page = |owner: Option<&str>, tag: Option<&str>, after: Option<String>| {
+            let query = ListQuery {
+                owner: owner.map(str::to_owned),
+                tag: tag.map(str::to_owned),
+                after,
+                limit: 2,
+            };
+            let (links, next) = store.backend.read(|txn| list(txn, &query)).unwrap();
+            let codes: Vec<String> = links.iter().map(|l| l.code.to_string()).collect();
+            (codes, next)
+        };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let (codes, next) = page(Some("ann"), None, after);
+            seen.extend(codes);
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a1", "b1", "d1", "e1"], "every page, in code order");
+        assert_eq!(
+            page(None, Some("x"), None),
+            (
+                vec!["b1".to_owned(), "c1".to_owned()],
+                Some("c1".to_owned())
+            )
+        );
+        assert_eq!(
+            page(Some("ann"), Some("x"), None),
+            (vec!["b1".to_owned(), "e1".to_owned()], None)
+        );
+        assert_eq!(
+            page(None, None, Some("d1".into())),
+            (vec!["e1".to_owned()], None)
+        );
     }
 }
