@@ -438,11 +438,44 @@ pub fn patch(
             "only an admin can flag a link; report it instead".into(),
         )));
     }
+    if let Some(url) = &patch.url
+        && let Some(refusal) = blocklist_refusal(txn, url)?
+    {
+        return Ok(Err(refusal));
+    }
     let mut link = old.clone();
-    if let Some(url) = &patch.url {
-        if let Some(refusal) = blocklist_refusal(txn, url)? {
-            return Ok(Err(refusal));
+    apply(&mut link, patch);
+    // Activating a link is creating one: its target must pass the blocklist
+    // and the threat list as they are now.
+    if link.status == LinkStatus::Active && old.status != LinkStatus::Active {
+        let host = host_of(&link.url).unwrap_or_default();
+        if let Some(domain) = blocked_by(txn, &host)? {
+            return Ok(Err(Error::invalid(
+                "status",
+                format!("the link's domain {domain} is blocked; it cannot be activated"),
+            )));
         }
+        if threats.matching(&link.url).is_some() {
+            return Ok(Err(Error::invalid(
+                "status",
+                "the link's target is on the threat list; it cannot be activated",
+            )));
+        }
+    }
+    // A limit at or below the clicks already counted exhausts the link now.
+    if let (LinkStatus::Active, Some(max)) = (link.status, link.max_clicks)
+        && human_clicks(&*txn, link.id.0)? >= max
+    {
+        link.status = LinkStatus::Exhausted;
+    }
+    link.updated_at = now;
+    write_link(txn, &link, Some(&old))?;
+    Ok(Ok(link))
+}
+
+/// Sets the fields a patch names, with the status changes they imply.
+fn apply(link: &mut LinkDoc, patch: &Patch) {
+    if let Some(url) = &patch.url {
         link.url.clone_from(url);
     }
     if let Some(expires_at) = patch.expires_at {
@@ -474,32 +507,6 @@ pub fn patch(
     if let Some(title) = &patch.title {
         link.title.clone_from(title);
     }
-    // Activating a link is creating one: its target must pass the blocklist
-    // and the threat list as they are now.
-    if link.status == LinkStatus::Active && old.status != LinkStatus::Active {
-        let host = host_of(&link.url).unwrap_or_default();
-        if let Some(domain) = blocked_by(txn, &host)? {
-            return Ok(Err(Error::invalid(
-                "status",
-                format!("the link's domain {domain} is blocked; it cannot be activated"),
-            )));
-        }
-        if threats.matching(&link.url).is_some() {
-            return Ok(Err(Error::invalid(
-                "status",
-                "the link's target is on the threat list; it cannot be activated",
-            )));
-        }
-    }
-    // A limit at or below the clicks already counted exhausts the link now.
-    if let (LinkStatus::Active, Some(max)) = (link.status, link.max_clicks)
-        && human_clicks(&*txn, link.id.0)? >= max
-    {
-        link.status = LinkStatus::Exhausted;
-    }
-    link.updated_at = now;
-    write_link(txn, &link, Some(&old))?;
-    Ok(Ok(link))
 }
 
 /// Deletes a link; its code is retired for good.

@@ -219,7 +219,30 @@ pub fn resolve(
         }
         Action::Dismiss => {}
     }
-    let prefix = crate::db::keys::pair(&code, "");
+    let (resolved, this) = close_open_reports(txn, &code, id, action, by, now_text)?;
+    let report = this.ok_or_else(|| {
+        StoreError::Corrupt(format!("open report {id} is missing from the open index"))
+    })?;
+    metrics::counter!("control_reports_resolved_total", "action" => format!("{action:?}").to_lowercase())
+        .increment(resolved);
+    Ok(Ok(Resolved {
+        report,
+        reports: resolved,
+    }))
+}
+
+/// Resolves every open report of `code` with `action`: a link's reports
+/// are resolved together. Returns how many, and the report `id` as
+/// resolved.
+fn close_open_reports(
+    txn: &mut dyn Txn,
+    code: &str,
+    id: &str,
+    action: Action,
+    by: &crate::domain::auth::Principal,
+    now_text: &str,
+) -> StoreResult<(u64, Option<Report>)> {
+    let prefix = crate::db::keys::pair(code, "");
     let open = txn.range(
         Space::ReportsOpen,
         &prefix,
@@ -235,6 +258,11 @@ pub fn resolve(
             continue;
         };
         let mut other = Report::decode(&bytes)?;
+        debug_assert_eq!(
+            other.state,
+            ReportState::Open,
+            "the open index lists open reports"
+        );
         other.state = ReportState::Resolved;
         other.action = Some(action);
         other.resolved_at = Some(now_text.to_owned());
@@ -251,13 +279,5 @@ pub fn resolve(
         crate::db::keys::OPEN_REPORTS,
         -(resolved as i64),
     )?;
-    let report = this.ok_or_else(|| {
-        StoreError::Corrupt(format!("open report {id} is missing from the open index"))
-    })?;
-    metrics::counter!("control_reports_resolved_total", "action" => format!("{action:?}").to_lowercase())
-        .increment(resolved);
-    Ok(Ok(Resolved {
-        report,
-        reports: resolved,
-    }))
+    Ok((resolved, this))
 }

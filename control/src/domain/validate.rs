@@ -109,25 +109,8 @@ impl Validator {
                 self.url_length_max
             ));
         }
-        // The url crate silently drops tabs and newlines, so look before parsing.
-        if let Some(c) = raw.chars().find(|c| c.is_control()) {
-            return refuse(format!(
-                "url contains the control character U+{:04X}",
-                c as u32
-            ));
-        }
-        // Bidirectional overrides disguise what a URL shows (`gnp.exe`).
-        if let Some(c) = raw
-            .chars()
-            .find(|c| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-        {
-            return refuse(format!(
-                "url contains the bidirectional control character U+{:04X}",
-                c as u32
-            ));
-        }
-        if raw.chars().any(char::is_whitespace) {
-            return refuse("url contains whitespace".into());
+        if let Some(reason) = character_refusal(raw) {
+            return refuse(reason);
         }
         let url = match Url::parse(raw) {
             Ok(url) => url,
@@ -182,6 +165,32 @@ impl Validator {
         }
         Target::parse(normalised).map_err(|e| Error::invalid("url", e.to_string()))
     }
+}
+
+/// Why the characters of a raw target are refused, if they are: control
+/// characters, bidirectional overrides and whitespace. Checked before
+/// parsing, because the url crate silently drops tabs and newlines.
+fn character_refusal(raw: &str) -> Option<String> {
+    if let Some(c) = raw.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "url contains the control character U+{:04X}",
+            c as u32
+        ));
+    }
+    // Bidirectional overrides disguise what a URL shows (`gnp.exe`).
+    if let Some(c) = raw
+        .chars()
+        .find(|c| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Some(format!(
+            "url contains the bidirectional control character U+{:04X}",
+            c as u32
+        ));
+    }
+    if raw.chars().any(char::is_whitespace) {
+        return Some("url contains whitespace".into());
+    }
+    None
 }
 
 #[cfg(test)]
