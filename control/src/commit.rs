@@ -141,6 +141,7 @@ fn run(
 }
 
 fn commit(backend: &dyn Backend, batch: &mut [Job]) -> StoreResult<Seq> {
+    debug_assert!(!batch.is_empty(), "a commit carries at least one write");
     let started = Instant::now();
     let result = backend.write(&mut |txn| {
         for job in batch.iter_mut() {

@@ -348,6 +348,10 @@ pub fn codes_under(
 /// Writes `link` with its indexes and logs the change; `old` is the version
 /// it replaces, whose index entries are removed.
 fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> StoreResult<()> {
+    debug_assert!(
+        old.is_none_or(|old| old.code == link.code && old.id == link.id && old.owner == link.owner),
+        "a link keeps its code, id and owner for life"
+    );
     if let Some(old) = old
         && old.url != link.url
         && let Some(key) = host_index_key(&old.url, &old.code)
