@@ -2,7 +2,7 @@
 //! table to a [`Reply`], without I/O and without allocating for a redirect.
 
 use http::Method;
-use shortline_store::{LinkStatus, RedirectStatus, Resolution};
+use shortline_store::{LinkStatus, LinkView, RedirectStatus, Resolution};
 
 use crate::metrics::Outcome;
 use crate::pages;
@@ -109,54 +109,63 @@ pub fn answer<'a>(
         return plain(404, BODY_NOT_FOUND, Outcome::NotFound);
     };
     if preview {
-        return Reply {
-            status: 200,
-            location: None,
-            cache_control: "no-store",
-            content_type: "text/html; charset=utf-8",
-            body: Body::Page(pages::preview_page(&link, now_unix_seconds)),
-            outcome: Outcome::Preview,
-            click: None,
-        };
+        return page(
+            pages::preview_page(&link, now_unix_seconds),
+            Outcome::Preview,
+        );
     }
     match link.resolve(now_unix_seconds) {
         Resolution::Gone(_) => plain(410, BODY_GONE, Outcome::Gone),
-        Resolution::Flagged => Reply {
-            status: 200,
-            location: None,
-            cache_control: "no-store",
-            content_type: "text/html; charset=utf-8",
-            body: Body::Page(pages::flagged_page()),
-            outcome: Outcome::Flagged,
-            click: None,
-        },
-        Resolution::Redirect => {
-            let target = link.target();
-            if !path::header_safe(target) {
-                // Refused at validation and when written; a snapshot that
-                // still carries one is damaged, and the link is not served.
-                return plain(410, BODY_GONE, Outcome::Gone);
-            }
-            let location: &[u8] = match query {
-                Some(query) if link.forward_query && path::header_safe(query) => {
-                    path::forward_query(target, query, location_buffer);
-                    location_buffer
-                }
-                _ => target,
-            };
-            Reply {
-                status: link.redirect.code(),
-                location: Some(location),
-                cache_control: if link.redirect.is_permanent() {
-                    CACHE_PERMANENT
-                } else {
-                    CACHE_TEMPORARY
-                },
-                content_type: "text/plain; charset=utf-8",
-                body: Body::Static(BODY_REDIRECT),
-                outcome: redirect_outcome(link.redirect),
-                click: (link.status == LinkStatus::Active).then_some(link.link_id.0),
-            }
+        Resolution::Flagged => page(pages::flagged_page(), Outcome::Flagged),
+        Resolution::Redirect => redirect(&link, query, location_buffer),
+    }
+}
+
+/// An HTML page the proxy renders itself, never cached.
+fn page<'a>(html: String, outcome: Outcome) -> Reply<'a> {
+    Reply {
+        status: 200,
+        location: None,
+        cache_control: "no-store",
+        content_type: "text/html; charset=utf-8",
+        body: Body::Page(html),
+        outcome,
+        click: None,
+    }
+}
+
+/// The redirect of an active (or disabled-but-served) link, with the
+/// request's query forwarded when the link asks for it.
+#[inline]
+fn redirect<'a>(
+    link: &LinkView<'a>,
+    query: Option<&[u8]>,
+    location_buffer: &'a mut Vec<u8>,
+) -> Reply<'a> {
+    let target = link.target();
+    if !path::header_safe(target) {
+        // Refused at validation and when written; a snapshot that still
+        // carries one is damaged, and the link is not served.
+        return plain(410, BODY_GONE, Outcome::Gone);
+    }
+    let location: &[u8] = match query {
+        Some(query) if link.forward_query && path::header_safe(query) => {
+            path::forward_query(target, query, location_buffer);
+            location_buffer
         }
+        _ => target,
+    };
+    Reply {
+        status: link.redirect.code(),
+        location: Some(location),
+        cache_control: if link.redirect.is_permanent() {
+            CACHE_PERMANENT
+        } else {
+            CACHE_TEMPORARY
+        },
+        content_type: "text/plain; charset=utf-8",
+        body: Body::Static(BODY_REDIRECT),
+        outcome: redirect_outcome(link.redirect),
+        click: (link.status == LinkStatus::Active).then_some(link.link_id.0),
     }
 }
