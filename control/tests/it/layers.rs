@@ -131,11 +131,20 @@ fn target(modules: &BTreeSet<Module>, path: &[String]) -> Option<Module> {
         .find(|candidate| modules.contains(candidate))
 }
 
+/// The control crate's module graph.
 fn dependencies() -> BTreeMap<Module, BTreeSet<Module>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    dependencies_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+}
+
+/// The module graph of the library under `src` (binaries, which only use
+/// the library, are left out).
+fn dependencies_of(src: &Path) -> BTreeMap<Module, BTreeSet<Module>> {
+    let src = src.to_path_buf();
     let mut files = Vec::new();
     sources(&src, &mut files);
-    files.retain(|f| !f.ends_with("main.rs") && !f.ends_with("lib.rs"));
+    files.retain(|f| {
+        !f.ends_with("main.rs") && !f.ends_with("lib.rs") && !f.starts_with(src.join("bin"))
+    });
     let modules: BTreeSet<Module> = files.iter().map(|f| module_of(&src, f)).collect();
     let mut graph = BTreeMap::new();
     for file in &files {
@@ -195,9 +204,9 @@ fn modules_use_only_their_layer_and_the_layers_below() {
     );
 }
 
-#[test]
-fn no_modules_depend_on_each_other_in_a_cycle() {
-    let graph = dependencies();
+/// The import cycles of a module graph: Tarjan's strongly connected
+/// components with two or more modules.
+fn cycles(graph: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<String>> {
     // Tarjan's strongly connected components; any with two or more
     // modules is a cycle.
     struct Walk<'g> {
@@ -241,7 +250,7 @@ fn no_modules_depend_on_each_other_in_a_cycle() {
         }
     }
     let mut walk = Walk {
-        graph: &graph,
+        graph,
         index: BTreeMap::new(),
         low: BTreeMap::new(),
         stack: Vec::new(),
@@ -253,7 +262,36 @@ fn no_modules_depend_on_each_other_in_a_cycle() {
             walk.visit(module);
         }
     }
-    assert!(walk.cycles.is_empty(), "import cycles: {:?}", walk.cycles);
+    walk.cycles
+}
+
+#[test]
+fn no_modules_depend_on_each_other_in_a_cycle() {
+    let found = cycles(&dependencies());
+    assert!(found.is_empty(), "import cycles: {found:?}");
+}
+
+#[test]
+fn no_crate_of_the_workspace_has_an_import_cycle() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace holds control/");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root).expect("read the workspace") {
+        let src = entry.expect("dir entry").path().join("src");
+        if !src.join("lib.rs").is_file() {
+            continue;
+        }
+        let graph = dependencies_of(&src);
+        let found = cycles(&graph);
+        assert!(
+            found.is_empty(),
+            "import cycles in {}: {found:?}",
+            src.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "checked only {checked} crates");
 }
 
 #[test]
