@@ -12,7 +12,7 @@
 //! | app | [`app`] | the process: start-up, listeners, shutdown, `up` |
 //! | http | [`http`] | the only axum code: routes, extractors, problem documents |
 //! | tasks | [`tasks`] | background loops and multi-transaction walks: snapshots, the change stream, expiry, abuse sweeps |
-//! | state | [`state`] | the shared services one process holds: rate limits, id leases, key cache |
+//! | state | [`state`] | the shared services one process holds: rate limits, id leases, the key cache |
 //! | analytics | [`analytics`] | click folding, the click log, stats queries |
 //! | commit | [`commit`] | group commit: one thread, one transaction per batch of writes |
 //! | domain | [`domain`] | the rules, as functions over one transaction |

@@ -2,23 +2,12 @@
 //! hashes; a token is found by its hash, so a lookup never compares secrets
 //! byte by byte.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use dashmap::DashMap;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::db::{Backend, ReadTxn, Space, StoreError, StoreResult, Txn};
+use crate::db::{ReadTxn, Space, StoreError, StoreResult, Txn};
 use crate::domain::codes::base62_fixed;
 use crate::model::{KeyDoc, Role};
-
-/// How long a verified token is trusted without asking the store again. A key
-/// deleted through this process is dropped from the cache at once; one
-/// deleted through another sidecar is refused after at most this long.
-const CACHE_TTL: Duration = Duration::from_secs(30);
-/// Most cached tokens; the cache is cleared when it grows past this.
-const CACHE_ENTRIES_MAX: usize = 100_000;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,56 +110,6 @@ pub fn list_keys(txn: &dyn ReadTxn, limit: usize) -> StoreResult<Vec<KeyDoc>> {
         .iter()
         .map(|(_, v)| KeyDoc::decode(v))
         .collect()
-}
-
-/// Verified tokens, by hash, with when they were verified.
-#[derive(Debug, Default)]
-pub struct KeyCache {
-    entries: DashMap<[u8; 32], (Principal, Instant)>,
-}
-
-impl KeyCache {
-    /// The principal for `token` if it was verified within the cache's
-    /// lifetime; no store access, so callers can skip a blocking task.
-    #[must_use]
-    pub fn cached(&self, token: &str) -> Option<Principal> {
-        let entry = self.entries.get(&token_hash(token))?;
-        (entry.1.elapsed() < CACHE_TTL).then(|| entry.0.clone())
-    }
-
-    /// The principal for `token`, from the cache or the store.
-    pub fn verify(
-        &self,
-        backend: &Arc<dyn Backend>,
-        token: &str,
-    ) -> StoreResult<Option<Principal>> {
-        if let Some(principal) = self.cached(token) {
-            return Ok(Some(principal));
-        }
-        let hash = token_hash(token);
-        let found = backend.read(|txn| find_key(txn, token))?;
-        let Some(doc) = found else {
-            self.entries.remove(&hash);
-            return Ok(None);
-        };
-        let principal = Principal {
-            key_id: doc.id,
-            key_name: doc.name,
-            owner: doc.owner,
-            role: doc.role,
-        };
-        if self.entries.len() >= CACHE_ENTRIES_MAX {
-            self.entries.clear();
-        }
-        self.entries
-            .insert(hash, (principal.clone(), Instant::now()));
-        Ok(Some(principal))
-    }
-
-    /// Forgets every cached token of key `id`.
-    pub fn forget(&self, id: &str) {
-        self.entries.retain(|_, (p, _)| p.key_id != id);
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The control plane's shared state and start-up: secrets, the bootstrap
 //! admin key, id leasing and rate limiters.
 
+pub mod keys;
+
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -16,10 +18,11 @@ use crate::commit::CommitError;
 use crate::commit::Committer;
 use crate::config::Config;
 use crate::db::{Backend, Space};
-use crate::domain::auth::{self, KeyCache, Principal};
+use crate::domain::auth::{self, Principal};
 use crate::domain::codes::Permutation;
 use crate::domain::validate::Validator;
 use crate::model::{KeyDoc, Role};
+use keys::KeyCache;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
