@@ -154,6 +154,30 @@ fn change_log_is_ordered_and_resumable(backend: &dyn Backend) {
         "a page ends between commits: {} changes",
         changes.len()
     );
+    // Counting back through the log, by changes and not by sequence
+    // numbers (FoundationDB's are commit versions, far apart).
+    let behind = |seq, back| {
+        backend
+            .read(|txn| txn.change_behind(seq, back))
+            .expect("read")
+    };
+    assert_eq!(behind(second, 0), Some(second), "0 back is the newest");
+    assert_eq!(
+        behind(second, 1),
+        Some(first),
+        "1 back is the change before"
+    );
+    assert_eq!(behind(second, 2), Some(changes_first_seq(backend, start)));
+    assert_eq!(
+        behind(first, 0),
+        Some(first),
+        "counted from the newest at or below"
+    );
+    assert!(
+        behind(second, 3).is_none_or(|seq| seq <= start),
+        "no change of this test lies 3 back"
+    );
+    assert_eq!(behind(second, u64::MAX), None, "fewer changes than asked");
     let unchanged = backend
         .write(&mut |txn| txn.set(Space::Meta, b"conf", b"1"))
         .expect("write");
@@ -170,6 +194,14 @@ fn change_log_is_ordered_and_resumable(backend: &dyn Backend) {
     );
     let pruned = backend.read(|txn| txn.pruned_through()).expect("read");
     assert_eq!(pruned, resume_at, "pruned_through records the prune");
+}
+
+/// The sequence of the first change after `start`.
+fn changes_first_seq(backend: &dyn Backend, start: Seq) -> Seq {
+    backend
+        .read(|txn| txn.changes_after(start, 1))
+        .expect("read")[0]
+        .0
 }
 
 fn counters_add(backend: &dyn Backend) {

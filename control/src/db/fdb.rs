@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foundationdb::options::{MutationType, StreamingMode, TransactionOption};
 use foundationdb::tuple::{Subspace, Versionstamp};
-use foundationdb::{Database, FdbError, RangeOption, Transaction};
+use foundationdb::{Database, FdbError, KeySelector, RangeOption, Transaction};
 use futures::executor::block_on;
 use shortline_store::Seq;
 
@@ -135,6 +135,24 @@ pub fn boot() -> Network {
     Network(unsafe { foundationdb::boot() })
 }
 
+/// Starts the network thread with the client's own fault injection on
+/// (FoundationDB's client buggify): fired sections throw
+/// `commit_unknown_result`, `not_committed`, `transaction_too_old` and
+/// other retryable errors at random, the way to prove that every
+/// transaction body is safe to run again. `percent` is the chance that a
+/// section, once active, fires. For tests; call once per process.
+pub fn boot_with_client_faults(percent: i32) -> Network {
+    use foundationdb::options::NetworkOption;
+    let network = foundationdb::api::FdbApiBuilder::default()
+        .build()
+        .and_then(|n| n.set_option(NetworkOption::ClientBuggifyEnable))
+        .and_then(|n| n.set_option(NetworkOption::ClientBuggifySectionActivatedProbability(100)))
+        .and_then(|n| n.set_option(NetworkOption::ClientBuggifySectionFiredProbability(percent)))
+        .expect("the FoundationDB client takes its fault options");
+    // SAFETY: as in `boot`: once per process, before any database.
+    Network(unsafe { network.boot() }.expect("the FoundationDB network starts"))
+}
+
 impl FdbBackend {
     /// Connects to the cluster named by `cluster_file` (or the default one).
     pub fn open(cluster_file: Option<&Path>, prefix: &str) -> StoreResult<Self> {
@@ -166,7 +184,7 @@ impl FdbBackend {
     }
 
     /// The newest change's sequence, by a snapshot read (no conflicts).
-    fn newest(&self, trx: &Transaction) -> StoreResult<Option<Seq>> {
+    fn newest(&self, trx: &Transaction) -> Result<StoreResult<Option<Seq>>, FdbError> {
         let (begin, end) = self.layout.space(Space::Changes).range();
         let opt = RangeOption {
             limit: Some(1),
@@ -174,11 +192,11 @@ impl FdbBackend {
             mode: StreamingMode::Exact,
             ..RangeOption::from((begin.as_slice(), end.as_slice()))
         };
-        let values = block_on(trx.get_range(&opt, 1, true)).map_err(fdb)?;
-        values
+        let values = block_on(trx.get_range(&opt, 1, true))?;
+        Ok(values
             .first()
             .map(|kv| self.change_seq(kv.key()))
-            .transpose()
+            .transpose())
     }
 
     fn change_seq(&self, key: &[u8]) -> StoreResult<Seq> {
@@ -301,13 +319,22 @@ impl Txn for FdbTxn<'_> {
 struct FdbRead<'a> {
     backend: &'a FdbBackend,
     trx: Transaction,
+    /// The FDB error behind a failed read, for the retry decision.
+    error: Cell<Option<FdbError>>,
+}
+
+impl FdbRead<'_> {
+    fn fail(&self, error: FdbError) -> StoreError {
+        self.error.set(Some(error));
+        fdb(error)
+    }
 }
 
 impl ReadTxn for FdbRead<'_> {
     fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         let key = self.backend.layout.key(space, key);
         Ok(block_on(self.trx.get(&key, true))
-            .map_err(fdb)?
+            .map_err(|e| self.fail(e))?
             .map(|v| v.to_vec()))
     }
 
@@ -321,13 +348,13 @@ impl ReadTxn for FdbRead<'_> {
             limit,
             true,
         )
-        .map_err(fdb)
+        .map_err(|e| self.fail(e))
     }
 }
 
 impl View for FdbRead<'_> {
     fn last_seq(&self) -> StoreResult<Seq> {
-        match self.backend.newest(&self.trx)? {
+        match self.backend.newest(&self.trx).map_err(|e| self.fail(e))?? {
             Some(seq) => Ok(seq),
             None => self.pruned_through(),
         }
@@ -340,11 +367,11 @@ impl View for FdbRead<'_> {
         let mut out: Vec<(Seq, Vec<u8>)> = Vec::new();
         loop {
             let opt = RangeOption {
-                limit: Some(RANGE_PAGE.min(limit.max(1) + 1)),
+                limit: Some(RANGE_PAGE.min(limit.max(1).saturating_add(1))),
                 mode: StreamingMode::WantAll,
                 ..RangeOption::from((begin.as_slice(), end.as_slice()))
             };
-            let values = block_on(self.trx.get_range(&opt, 1, true)).map_err(fdb)?;
+            let values = block_on(self.trx.get_range(&opt, 1, true)).map_err(|e| self.fail(e))?;
             let mut last_key = None;
             for kv in values.iter() {
                 let seq = self.backend.change_seq(kv.key())?;
@@ -366,6 +393,20 @@ impl View for FdbRead<'_> {
         }
     }
 
+    fn change_behind(&self, seq: Seq, back: u64) -> StoreResult<Option<Seq>> {
+        let layout = &self.backend.layout;
+        let (begin, _) = layout.space(Space::Changes).range();
+        // The last change at or below `seq`, then `back` keys before it:
+        // the storage servers count, nothing is read back but one key.
+        let offset = i32::try_from(back).map_or(i32::MIN, |back| -back);
+        let selector = KeySelector::new(layout.changes_from(seq).into(), false, offset);
+        let key = block_on(self.trx.get_key(&selector, true)).map_err(|e| self.fail(e))?;
+        if key.as_ref() < begin.as_slice() || !layout.space(Space::Changes).is_start_of(&key) {
+            return Ok(None);
+        }
+        Ok(Some(self.backend.change_seq(&key)?))
+    }
+
     fn first_change(&self) -> StoreResult<Option<Seq>> {
         let (begin, end) = self.backend.layout.space(Space::Changes).range();
         let opt = RangeOption {
@@ -373,7 +414,7 @@ impl View for FdbRead<'_> {
             mode: StreamingMode::Exact,
             ..RangeOption::from((begin.as_slice(), end.as_slice()))
         };
-        let values = block_on(self.trx.get_range(&opt, 1, true)).map_err(fdb)?;
+        let values = block_on(self.trx.get_range(&opt, 1, true)).map_err(|e| self.fail(e))?;
         values
             .first()
             .map(|kv| self.backend.change_seq(kv.key()))
@@ -446,7 +487,7 @@ impl Backend for FdbBackend {
             trx.set(&marker, b"");
             let current = if changes.is_empty() {
                 // Only reported back; a failed read must not fail the write.
-                self.newest(&trx).ok().flatten()
+                self.newest(&trx).ok().and_then(Result::ok).flatten()
             } else {
                 None
             };
@@ -469,31 +510,57 @@ impl Backend for FdbBackend {
     }
 
     fn view(&self, body: &mut dyn FnMut(&dyn View) -> StoreResult<()>) -> StoreResult<()> {
-        let trx = self.transaction()?;
-        body(&FdbRead { backend: self, trx })
+        let mut trx = self.transaction()?;
+        loop {
+            let read = FdbRead {
+                backend: self,
+                trx,
+                error: Cell::new(None),
+            };
+            let outcome = body(&read);
+            match (outcome, read.error.take()) {
+                (Ok(()), _) => return Ok(()),
+                // An FDB error while reading: a fresh read version, after
+                // FDB's back-off, if FDB says it is worth retrying.
+                (Err(_), Some(error)) => {
+                    trx = block_on(read.trx.on_error(error)).map_err(fdb)?;
+                }
+                (Err(e), None) => return Err(e),
+            }
+        }
     }
 
     fn prune_changes(&self, through: Seq) -> StoreResult<u64> {
-        let trx = self.transaction()?;
         let changes = self.layout.space(Space::Changes);
         let (begin, _) = changes.range();
         let end = self.layout.changes_from(through);
-        let pruned = block_on(trx.get(&self.layout.key(Space::Meta, keys::PRUNED), false))
-            .map_err(fdb)?
-            .map_or(0, |v| (*v).try_into().map_or(0, u64::from_le_bytes));
-        trx.clear_range(&begin, &end);
-        trx.set(
-            &self.layout.key(Space::Meta, keys::PRUNED),
-            &pruned.max(through.0).to_le_bytes(),
-        );
+        let pruned_key = self.layout.key(Space::Meta, keys::PRUNED);
         // Commit markers older than their time to live.
         let cutoff = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .saturating_sub(MARKER_TTL_SECONDS);
         let (markers_begin, _) = self.layout.markers.range();
-        trx.clear_range(&markers_begin, &self.layout.markers.pack(&(cutoff,)));
-        block_on(trx.commit()).map_err(|e| fdb(FdbError::from(e)))?;
+        let markers_end = self.layout.markers.pack(&(cutoff,));
+        // Clearing a range and raising a maximum are safe to repeat, so
+        // every retryable failure (commit_unknown_result included) retries.
+        let mut trx = self.transaction()?;
+        loop {
+            let pruned = match block_on(trx.get(&pruned_key, false)) {
+                Ok(value) => value.map_or(0, |v| (*v).try_into().map_or(0, u64::from_le_bytes)),
+                Err(e) => {
+                    trx = block_on(trx.on_error(e)).map_err(fdb)?;
+                    continue;
+                }
+            };
+            trx.clear_range(&begin, &end);
+            trx.set(&pruned_key, &pruned.max(through.0).to_le_bytes());
+            trx.clear_range(&markers_begin, &markers_end);
+            match block_on(trx.commit()) {
+                Ok(_) => break,
+                Err(failed) => trx = block_on(failed.on_error()).map_err(fdb)?,
+            }
+        }
         // FDB does not count cleared keys; report the range as one prune.
         Ok(1)
     }
@@ -524,31 +591,193 @@ impl Backend for FdbBackend {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
-    /// The shared store suite, against a real cluster. Runs when
-    /// `FDB_CLUSTER_FILE` names one (README: "FoundationDB"); each run uses a
-    /// fresh prefix and clears it afterwards.
+    /// The cluster named by `FDB_CLUSTER_FILE`, with the network started
+    /// once for the process: with the client's fault injection on when
+    /// `SHORTLINE_FDB_CLIENT_FAULTS` gives a percentage. `None` (and a line
+    /// saying the test is skipped) without a cluster.
+    fn cluster(test: &str) -> Option<(PathBuf, Option<i32>)> {
+        static NETWORK: std::sync::OnceLock<Network> = std::sync::OnceLock::new();
+        let Some(file) = std::env::var_os("FDB_CLUSTER_FILE") else {
+            eprintln!("skipped: {test} needs FDB_CLUSTER_FILE naming a FoundationDB cluster");
+            return None;
+        };
+        let faults = std::env::var("SHORTLINE_FDB_CLIENT_FAULTS")
+            .ok()
+            .and_then(|n| n.parse::<i32>().ok());
+        NETWORK.get_or_init(|| match faults {
+            Some(percent) => {
+                eprintln!("FoundationDB client fault injection on: {percent} % of sections fire");
+                boot_with_client_faults(percent)
+            }
+            None => boot(),
+        });
+        Some((PathBuf::from(file), faults))
+    }
+
+    /// A backend on a fresh prefix, cleared when dropped.
+    struct Fresh(FdbBackend, String);
+
+    impl Fresh {
+        fn open(cluster_file: &Path, name: &str) -> Self {
+            let prefix = format!("{name}-{}", uuid::Uuid::new_v4());
+            Self(
+                FdbBackend::open(Some(cluster_file), &prefix).expect("cluster"),
+                prefix,
+            )
+        }
+    }
+
+    impl Drop for Fresh {
+        fn drop(&mut self) {
+            let root = Subspace::all().subspace(&("shortline", self.1.as_str()));
+            let (begin, end) = root.range();
+            let cleared = block_on(self.0.db.run(|trx, _| {
+                let (begin, end) = (begin.clone(), end.clone());
+                async move {
+                    trx.clear_range(&begin, &end);
+                    Ok(())
+                }
+            }));
+            if let Err(e) = cleared {
+                eprintln!("prefix {} left behind: {e}", self.1);
+            }
+        }
+    }
+
+    /// The shared store suite, against a real cluster. Each run uses a
+    /// fresh prefix and clears it afterwards. It expects every operation
+    /// to succeed, so it does not run under fault injection; the workload
+    /// below does.
     #[test]
     fn conformance_on_a_cluster() {
-        let Some(cluster_file) = std::env::var_os("FDB_CLUSTER_FILE") else {
-            eprintln!("FDB_CLUSTER_FILE is not set: the FoundationDB conformance suite is skipped");
+        let Some((cluster_file, faults)) = cluster("the FoundationDB conformance suite") else {
             return;
         };
-        let _network = boot();
-        let prefix = format!("conformance-{}", uuid::Uuid::new_v4());
-        {
-            let backend = std::sync::Arc::new(
-                FdbBackend::open(Some(Path::new(&cluster_file)), &prefix).expect("cluster"),
-            );
-            crate::db::conformance::run_all(&*backend);
-            crate::db::conformance::run_concurrent(std::sync::Arc::clone(&backend));
-            let trx = backend.transaction().expect("transaction");
-            let root = Subspace::all().subspace(&("shortline", prefix.as_str()));
-            let (begin, end) = root.range();
-            trx.clear_range(&begin, &end);
-            block_on(trx.commit()).expect("cleanup");
+        if faults.is_some() {
+            eprintln!("skipped under fault injection: the suite expects no failures");
+            return;
         }
+        let backend = std::sync::Arc::new(Fresh::open(&cluster_file, "conformance"));
+        crate::db::conformance::run_all(&backend.0);
+        crate::db::conformance::run_concurrent(std::sync::Arc::new(
+            FdbBackend::open(Some(&cluster_file), &backend.1).expect("cluster"),
+        ));
+    }
+
+    /// Concurrent writes, each setting its own key, adding one to a shared
+    /// counter and logging one change, with or without the client's fault
+    /// injection: every write is applied once or not at all (the counter
+    /// equals the keys present, and each present key has exactly one
+    /// change), and every acknowledged write is present.
+    #[test]
+    fn writes_are_applied_once_or_not_at_all() {
+        let Some((cluster_file, faults)) = cluster("the FoundationDB write workload") else {
+            return;
+        };
+        let fresh = Fresh::open(&cluster_file, "workload");
+        let backend: &dyn Backend = &fresh.0;
+        let start = read_until_it_works(backend, |txn| txn.last_seq());
+        let (threads, writes) = (4, 100);
+        type Outcome = (Vec<String>, std::collections::BTreeMap<String, usize>);
+        let acknowledged: Vec<Outcome> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut acked = Vec::new();
+                        let mut failed = std::collections::BTreeMap::<String, usize>::new();
+                        for i in 0..writes {
+                            let name = format!("w{t}-{i:03}");
+                            let written = backend.write(&mut |txn| {
+                                txn.set(Space::Meta, format!("fault/{name}").as_bytes(), b"1")?;
+                                txn.add(Space::Counters, b"fault/n", 1)?;
+                                txn.log_change(name.as_bytes())
+                            });
+                            match written {
+                                Ok(_) => acked.push(name),
+                                Err(e) => *failed.entry(e.chain()).or_default() += 1,
+                            }
+                        }
+                        (acked, failed)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let mut failures = std::collections::BTreeMap::<String, usize>::new();
+        let acknowledged: Vec<String> = acknowledged
+            .into_iter()
+            .flat_map(|(acked, failed)| {
+                for (error, n) in failed {
+                    *failures.entry(error).or_default() += n;
+                }
+                acked
+            })
+            .collect();
+        let present: Vec<String> = read_until_it_works(backend, |txn| {
+            Ok(txn
+                .range(Space::Meta, b"fault/", b"fault0", usize::MAX)?
+                .into_iter()
+                .map(|(k, _)| String::from_utf8_lossy(&k[6..]).into_owned())
+                .collect())
+        });
+        let counter = read_until_it_works(backend, |txn| {
+            Ok(txn
+                .get(Space::Counters, b"fault/n")?
+                .map_or(0, |v| keys::counter_value(&v)))
+        });
+        let logged: Vec<String> = read_until_it_works(backend, |txn| {
+            Ok(txn
+                .changes_after(start, usize::MAX)?
+                .into_iter()
+                .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+                .collect())
+        });
+        eprintln!(
+            "faults {faults:?}: {} of {} writes acknowledged, {} applied; failures: {failures:?}",
+            acknowledged.len(),
+            threads * writes,
+            present.len()
+        );
+        assert_eq!(
+            counter,
+            present.len() as i64,
+            "the counter counts each applied write once"
+        );
+        for name in &acknowledged {
+            assert!(present.contains(name), "acknowledged write {name} is lost");
+        }
+        let mut logged_sorted = logged.clone();
+        logged_sorted.sort();
+        let mut present_sorted = present.clone();
+        present_sorted.sort();
+        assert_eq!(
+            logged_sorted, present_sorted,
+            "exactly one change per applied write"
+        );
+        if faults.is_none() {
+            assert_eq!(
+                acknowledged.len(),
+                threads * writes,
+                "no faults, no failures"
+            );
+        }
+    }
+
+    /// Reads, retrying failures (fault injection fails reads too).
+    fn read_until_it_works<T>(
+        backend: &dyn Backend,
+        mut body: impl FnMut(&dyn View) -> StoreResult<T>,
+    ) -> T {
+        for _ in 0..1000 {
+            if let Ok(value) = backend.read(&mut body) {
+                return value;
+            }
+        }
+        panic!("a read kept failing");
     }
 
     #[test]

@@ -213,6 +213,11 @@ pub trait View: ReadTxn {
     fn changes_after(&self, after: Seq, limit: usize) -> StoreResult<Vec<(Seq, Vec<u8>)>>;
     /// The oldest change still in the log, if any.
     fn first_change(&self) -> StoreResult<Option<Seq>>;
+    /// The sequence of the change `back` changes before the newest one at
+    /// or below `seq` (`back` 0: that newest one), or `None` when the log
+    /// holds fewer. Sequences are not counts (FoundationDB's are commit
+    /// versions), so "keep the last N changes" is decided with this.
+    fn change_behind(&self, seq: Seq, back: u64) -> StoreResult<Option<Seq>>;
     /// Every change at or below this sequence has been pruned: a reader
     /// resuming from below it must load a snapshot first.
     fn pruned_through(&self) -> StoreResult<Seq>;
@@ -227,7 +232,9 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<Seq>;
 
     /// Runs `body` against a consistent read view; `dyn Backend`'s `read`,
-    /// which returns the body's value, is the way to call it.
+    /// which returns the body's value, is the way to call it. A backend
+    /// with optimistic concurrency may run `body` again on a new view
+    /// after a retryable failure.
     fn view(&self, body: &mut dyn FnMut(&dyn View) -> StoreResult<()>) -> StoreResult<()>;
 
     /// Removes changes with sequence at or below `through`.
@@ -253,11 +260,11 @@ pub trait Backend: Send + Sync + 'static {
 
 impl dyn Backend {
     /// Runs `body` against a consistent read view and returns its value.
-    pub fn read<T>(&self, body: impl FnOnce(&dyn View) -> StoreResult<T>) -> StoreResult<T> {
-        let mut body = Some(body);
+    /// A backend may run `body` again on a fresh view after a retryable
+    /// failure, so it must only read.
+    pub fn read<T>(&self, mut body: impl FnMut(&dyn View) -> StoreResult<T>) -> StoreResult<T> {
         let mut value = None;
         self.view(&mut |view| {
-            let body = body.take().expect("a read view runs its body once");
             value = Some(body(view)?);
             Ok(())
         })?;

@@ -224,6 +224,21 @@ impl View for RedbRead {
         }
     }
 
+    fn change_behind(&self, seq: Seq, back: u64) -> StoreResult<Option<Seq>> {
+        let table = self.table(Space::Changes)?;
+        let through = keys::change(seq.0);
+        let Some(found) = table
+            .range::<&[u8]>(..=&through[..])
+            .map_err(io)?
+            .rev()
+            .nth(usize::try_from(back).unwrap_or(usize::MAX))
+        else {
+            return Ok(None);
+        };
+        let (key, _) = found.map_err(io)?;
+        Ok(Some(Seq(decode_seq_key(key.value())?)))
+    }
+
     fn first_change(&self) -> StoreResult<Option<Seq>> {
         let table = self.table(Space::Changes)?;
         match table.first().map_err(io)? {

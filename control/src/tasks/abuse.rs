@@ -91,7 +91,7 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> anyhow::Result<(u64, u64)
         let from = after.clone();
         let page: Vec<LinkDoc> = tokio::task::spawn_blocking(move || {
             backend.read(|txn| {
-                let mut start = from;
+                let mut start = from.clone();
                 if !start.is_empty() {
                     start.push(0);
                 }

@@ -119,8 +119,12 @@ pub fn build_snapshot(state: &AppState, force: bool) -> anyhow::Result<Option<Se
             tracing::warn!(path = %old.display(), error = %e, "cannot remove old snapshot");
         }
     }
-    let prune_through = Seq(seq.0.saturating_sub(state.config.change_log_keep));
-    if prune_through.0 > 0 {
+    // Keep `change_log_keep` changes behind the snapshot, counted through
+    // the log: sequences are not counts (FoundationDB's are commit
+    // versions, a million a second).
+    let keep = state.config.change_log_keep;
+    let behind = state.backend.read(|txn| txn.change_behind(seq, keep))?;
+    if let Some(prune_through) = behind {
         let removed = state.backend.prune_changes(prune_through)?;
         metrics::counter!("control_changes_pruned_total").increment(removed);
     }

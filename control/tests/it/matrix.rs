@@ -163,8 +163,10 @@ fn every_operation_enforces_its_access_rule() {
             Rule::Public => unreachable!(),
         }
         let status = call(&control, method, template, &fresh(), Some(&admin));
+        // On FoundationDB the online backup is refused: fdbbackup does it.
+        let refused_backup = crate::fdb_cluster().is_some() && *template == "/api/v1/backup";
         assert!(
-            (200..300).contains(&status) || status == 404,
+            (200..300).contains(&status) || status == 404 || (refused_backup && status == 409),
             "{what} as an admin: {status}"
         );
     }
