@@ -10,6 +10,7 @@ mod answering;
 mod clicks;
 mod lifecycle;
 mod readme;
+mod sidecars;
 mod staying_current;
 mod up;
 
