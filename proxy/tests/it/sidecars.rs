@@ -13,6 +13,8 @@ use crate::{Control, Proxy, eventually, fdb_cluster, start_control, start_proxy}
 struct Host {
     proxy: Proxy,
     control: Control,
+    /// The store's key prefix, shared by every host of a test.
+    prefix: String,
     _dir: tempfile::TempDir,
 }
 
@@ -56,6 +58,7 @@ fn hosts(test: &str, n: usize) -> Option<Vec<Host>> {
                 Host {
                     proxy,
                     control,
+                    prefix: prefix.clone(),
                     _dir: dir,
                 }
             })
@@ -268,4 +271,115 @@ fn clicks_at_every_proxy_add_up_and_max_clicks_holds_everywhere() {
         .control
         .request("GET", &format!("/api/v1/links/{limited}"), None);
     assert_eq!(doc["status"], "exhausted", "{doc}");
+}
+
+/// Creates a link through the sidecar at `addr`; `None` when the request
+/// fails in any way (the sidecar may be dying).
+fn try_create(addr: std::net::SocketAddr, url: &str) -> Option<String> {
+    let mut response = crate::agent()
+        .post(&format!("http://{addr}/api/v1/links"))
+        .header("Authorization", &format!("Bearer {}", crate::ADMIN_TOKEN))
+        .send_json(json!({ "url": url }))
+        .ok()?;
+    if response.status().as_u16() != 201 {
+        return None;
+    }
+    let link: Value = response.body_mut().read_json().ok()?;
+    Some(link["code"].as_str()?.to_owned())
+}
+
+#[test]
+fn a_sidecar_killed_mid_load_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let Some(mut hosts) = hosts("the sidecar SIGKILL test", 3) else {
+        return;
+    };
+    let before = hosts[1]
+        .control
+        .create(json!({"url": "https://example.com/before-the-kill"}));
+    for host in &hosts {
+        eventually(60, "the first link at every proxy", || {
+            known(&host.proxy, &before)
+        });
+    }
+    let addrs: Vec<_> = hosts.iter().map(|h| h.control.addr).collect();
+    let stop = AtomicBool::new(false);
+    let counts: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+    let acknowledged: Vec<String> = std::thread::scope(|scope| {
+        let creators: Vec<_> = (0..3)
+            .map(|h| {
+                let (addr, stop, count) = (addrs[h], &stop, &counts[h]);
+                scope.spawn(move || {
+                    let mut acked = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        i += 1;
+                        match try_create(addr, &format!("https://example.com/kill/{h}/{i}")) {
+                            Some(code) => {
+                                acked.push(code);
+                                count.fetch_add(1, Ordering::SeqCst);
+                            }
+                            None if h == 1 => break,
+                            None => panic!("sidecar {h} refused a create"),
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        eventually(120, "30 creates acknowledged by the second sidecar", || {
+            counts[1].load(Ordering::SeqCst) >= 30
+        });
+        hosts[1].control.kill();
+        let at_kill = [0, 2].map(|h| counts[h].load(Ordering::SeqCst));
+        eventually(120, "50 more creates through each of the others", || {
+            [0, 2]
+                .iter()
+                .zip(at_kill)
+                .all(|(h, n)| counts[*h].load(Ordering::SeqCst) >= n + 50)
+        });
+        stop.store(true, Ordering::SeqCst);
+        creators
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    // The dead sidecar's proxy keeps serving what it had.
+    assert_eq!(
+        hosts[1]
+            .proxy
+            .request("HEAD", &format!("/{before}"), "")
+            .status,
+        302
+    );
+    // Every acknowledged link, whichever sidecar took it, is in the store
+    // and reaches the proxies of the live sidecars.
+    for code in &acknowledged {
+        let (status, _) = hosts[0]
+            .control
+            .request("GET", &format!("/api/v1/links/{code}"), None);
+        assert_eq!(status, 200, "acknowledged link {code} is lost");
+        for h in [0, 2] {
+            eventually(60, "every acknowledged link at the live proxies", || {
+                known(&hosts[h].proxy, code)
+            });
+        }
+    }
+    // The sidecar comes back on its address; its proxy catches up.
+    hosts[1].control = start_control(
+        hosts[1]._dir.path(),
+        &addrs[1].to_string(),
+        &[("SHORTLINE_FDB_PREFIX", &hosts[1].prefix)],
+    );
+    for code in &acknowledged {
+        eventually(
+            120,
+            "every acknowledged link at the restarted sidecar's proxy",
+            || known(&hosts[1].proxy, code),
+        );
+    }
+    eprintln!(
+        "{} creates acknowledged around the kill, all kept and served",
+        acknowledged.len()
+    );
 }
