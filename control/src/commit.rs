@@ -152,7 +152,7 @@ fn commit(backend: &dyn Backend, batch: &mut [Job]) -> StoreResult<Seq> {
     metrics::histogram!("control_store_commit_seconds").record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
         metrics::counter!("control_store_commit_errors_total").increment(1);
-        tracing::warn!(error = %e, jobs = batch.len(), "store commit failed");
+        tracing::warn!(error = %e.chain(), jobs = batch.len(), "store commit failed");
     }
     result
 }

@@ -9,6 +9,9 @@ use crate::db::StoreError;
 use crate::domain;
 use crate::state::RateLimited;
 
+/// The `Retry-After` of a 503, in seconds.
+const UNAVAILABLE_RETRY_SECONDS: u64 = 1;
+
 /// What a handler returns.
 pub type AppResult<T> = Result<T, ApiError>;
 
@@ -193,6 +196,14 @@ impl IntoResponse for ApiError {
                 retry_after_seconds,
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            // A full queue or an unreachable store passes: say when to
+            // try again, as for a rate limit.
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_SECONDS),
+                );
             }
             _ => {}
         }

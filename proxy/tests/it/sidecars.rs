@@ -21,6 +21,11 @@ struct Host {
 /// `n` hosts on one store (one prefix of the test cluster), or `None`
 /// after saying the test is skipped.
 fn hosts(test: &str, n: usize) -> Option<Vec<Host>> {
+    hosts_with(test, n, &[])
+}
+
+/// As [`hosts`], with extra settings for every sidecar.
+fn hosts_with(test: &str, n: usize, control_env: &[(&str, &str)]) -> Option<Vec<Host>> {
     if fdb_cluster().is_none() {
         eprintln!("skipped: {test} needs SHORTLINE_TEST_FDB_CLUSTER_FILE (a FoundationDB cluster)");
         return None;
@@ -37,14 +42,12 @@ fn hosts(test: &str, n: usize) -> Option<Vec<Host>> {
         (0..n)
             .map(|_| {
                 let dir = tempfile::tempdir().unwrap();
-                let control = start_control(
-                    dir.path(),
-                    "127.0.0.1:0",
-                    &[
-                        ("SHORTLINE_FDB_PREFIX", &prefix),
-                        ("SHORTLINE_ANALYTICS_FLUSH_MS", "50"),
-                    ],
-                );
+                let mut env = vec![
+                    ("SHORTLINE_FDB_PREFIX", prefix.as_str()),
+                    ("SHORTLINE_ANALYTICS_FLUSH_MS", "50"),
+                ];
+                env.extend_from_slice(control_env);
+                let control = start_control(dir.path(), "127.0.0.1:0", &env);
                 // The checks below poll for codes that are not there yet;
                 // the enumeration guard would take them for a walker.
                 let proxy = start_proxy(
@@ -380,6 +383,205 @@ fn a_sidecar_killed_mid_load_loses_nothing_acknowledged() {
     }
     eprintln!(
         "{} creates acknowledged around the kill, all kept and served",
+        acknowledged.len()
+    );
+}
+
+#[test]
+fn a_sidecar_back_after_the_log_was_pruned_sends_its_proxy_a_snapshot() {
+    // No change is kept behind a snapshot, and snapshots follow every change.
+    let Some(mut hosts) = hosts_with(
+        "the pruned-log restart test",
+        2,
+        &[
+            ("SHORTLINE_CHANGE_LOG_KEEP", "0"),
+            ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+            ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+        ],
+    ) else {
+        return;
+    };
+    let first = hosts[0]
+        .control
+        .create(json!({"url": "https://example.com/first"}));
+    for host in &hosts {
+        eventually(60, "the first link at both proxies", || {
+            known(&host.proxy, &first)
+        });
+    }
+    let addr = hosts[1].control.addr;
+    hosts[1].control.kill();
+    let later: Vec<String> = (0..20)
+        .map(|i| {
+            hosts[0]
+                .control
+                .create(json!({"url": format!("https://example.com/later/{i}")}))
+        })
+        .collect();
+    // The live sidecar snapshots and prunes the log past the dead one's proxy.
+    eventually(60, "the later links at the live proxy", || {
+        later.iter().all(|code| known(&hosts[0].proxy, code))
+    });
+    hosts[1].control = start_control(
+        hosts[1]._dir.path(),
+        &addr.to_string(),
+        &[
+            ("SHORTLINE_FDB_PREFIX", &hosts[1].prefix),
+            ("SHORTLINE_CHANGE_LOG_KEEP", "0"),
+        ],
+    );
+    eventually(
+        120,
+        "every later link at the restarted sidecar's proxy",
+        || later.iter().all(|code| known(&hosts[1].proxy, code)),
+    );
+    assert!(
+        hosts[1].proxy.metric("proxy_snapshot_sequence") > 0.0,
+        "the proxy caught up through a snapshot"
+    );
+}
+
+/// The folder of a FoundationDB build with `start-local.sh`, for the tests
+/// that stop a server of their own.
+fn fdb_build(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("SHORTLINE_TEST_FDB_BUILD").map(std::path::PathBuf::from);
+    match dir.filter(|d| d.join("start-local.sh").is_file()) {
+        Some(dir) if fdb_cluster().is_some() => Some(dir),
+        _ => {
+            eprintln!(
+                "skipped: {test} needs SHORTLINE_TEST_FDB_BUILD (a FoundationDB build with start-local.sh) and SHORTLINE_TEST_FDB_CLUSTER_FILE"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn a_store_outage_under_load_fails_no_redirect_and_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(build) = fdb_build("the store outage test") else {
+        return;
+    };
+    // A cluster of its own: stopping the shared one would fail other tests.
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let started = std::process::Command::new(build.join("start-local.sh"))
+        .arg(cluster_dir.path())
+        .output()
+        .expect("start-local.sh runs");
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let cluster = String::from_utf8_lossy(&started.stdout)
+        .lines()
+        .last()
+        .expect("a cluster file")
+        .to_owned();
+    let pid: i32 = std::fs::read_to_string(cluster_dir.path().join("fdbserver.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    struct Stop(std::path::PathBuf, String, i32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: a plain signal to the test's own fdbserver.
+            unsafe { libc::kill(self.2, libc::SIGCONT) };
+            let _ = std::process::Command::new(self.0.join("start-local.sh"))
+                .args(["--stop", &self.1])
+                .status();
+        }
+    }
+    let _stop = Stop(build.clone(), cluster.clone(), pid);
+    let dir = tempfile::tempdir().unwrap();
+    let control = start_control(
+        dir.path(),
+        "127.0.0.1:0",
+        &[("SHORTLINE_FDB_CLUSTER_FILE", &cluster)],
+    );
+    let proxy = start_proxy(dir.path(), control.addr, &[]);
+    let known_links: Vec<String> = (0..20)
+        .map(|i| control.create(json!({"url": format!("https://example.com/known/{i}")})))
+        .collect();
+    eventually(60, "the links at the proxy", || {
+        known_links.iter().all(|code| known(&proxy, code))
+    });
+    let outage = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let (acknowledged, refused, redirects) = std::thread::scope(|scope| {
+        // Redirects of known links all through, counted per answer.
+        let reader = scope.spawn(|| {
+            let mut answered = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                for code in &known_links {
+                    let status = proxy.request("HEAD", &format!("/{code}"), "").status;
+                    assert_eq!(
+                        status, 302,
+                        "the proxy failed a known link during the outage"
+                    );
+                    answered += 1;
+                }
+            }
+            answered
+        });
+        // Creates all through: acknowledged, or refused with 503 and Retry-After.
+        let writer = scope.spawn(|| {
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            let mut i = 0;
+            while !done.load(Ordering::SeqCst) {
+                i += 1;
+                let mut response = crate::agent()
+                    .post(&format!("http://{}/api/v1/links", control.addr))
+                    .header("Authorization", &format!("Bearer {}", crate::ADMIN_TOKEN))
+                    .send_json(json!({"url": format!("https://example.com/outage/{i}")}))
+                    .expect("control answers");
+                match response.status().as_u16() {
+                    201 => {
+                        let link: Value = response.body_mut().read_json().unwrap();
+                        acked.push(link["code"].as_str().unwrap().to_owned());
+                    }
+                    503 => {
+                        assert!(
+                            response.headers().contains_key("retry-after"),
+                            "a 503 says when to retry"
+                        );
+                        assert!(
+                            outage.load(Ordering::SeqCst) || refused > 0,
+                            "refused with the store up"
+                        );
+                        refused += 1;
+                    }
+                    other => panic!("create answered {other} during the outage"),
+                }
+            }
+            (acked, refused)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        outage.store(true, Ordering::SeqCst);
+        // SAFETY: a plain signal to the test's own fdbserver.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        std::thread::sleep(Duration::from_secs(6));
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        outage.store(false, Ordering::SeqCst);
+        // Writes succeed again.
+        eventually(120, "creates acknowledged again", || {
+            try_create(control.addr, "https://example.com/after-the-outage").is_some()
+        });
+        done.store(true, Ordering::SeqCst);
+        let (acked, refused) = writer.join().unwrap();
+        (acked, refused, reader.join().unwrap())
+    });
+    for code in &acknowledged {
+        let (status, _) = control.request("GET", &format!("/api/v1/links/{code}"), None);
+        assert_eq!(status, 200, "acknowledged link {code} is lost");
+        eventually(60, "every acknowledged link at the proxy", || {
+            known(&proxy, code)
+        });
+    }
+    assert!(refused > 0, "the outage refused no create");
+    eprintln!(
+        "outage of 6 s: {redirects} redirects all answered, {} creates acknowledged, {refused} refused with 503",
         acknowledged.len()
     );
 }
