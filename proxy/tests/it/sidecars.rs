@@ -562,6 +562,7 @@ fn a_store_outage_under_load_fails_no_redirect_and_loses_nothing() {
         // SAFETY: a plain signal to the test's own fdbserver.
         unsafe { libc::kill(pid, libc::SIGSTOP) };
         std::thread::sleep(Duration::from_secs(6));
+        // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGCONT) };
         outage.store(false, Ordering::SeqCst);
         // Writes succeed again.
