@@ -68,6 +68,7 @@ fn fdb(error: FdbError) -> StoreError {
 /// The subspaces of one deployment.
 #[derive(Debug, Clone)]
 struct Layout {
+    root: Subspace,
     spaces: Vec<(Space, Subspace)>,
     markers: Subspace,
 }
@@ -81,6 +82,7 @@ impl Layout {
                 .map(|&space| (space, root.subspace(&space.name())))
                 .collect(),
             markers: root.subspace(&"commit_markers"),
+            root,
         }
     }
 
@@ -165,6 +167,21 @@ impl FdbBackend {
         // Fail at start-up, with a clear message, when the cluster is unreachable.
         (&backend as &dyn Backend).read(|txn| txn.last_seq())?;
         Ok(backend)
+    }
+
+    /// Removes everything this deployment stored: every space, the change
+    /// log and the commit markers under its prefix. For tests and
+    /// benchmarks on a fresh prefix.
+    pub fn clear_prefix(&self) -> StoreResult<()> {
+        let (begin, end) = self.layout.root.range();
+        block_on(self.db.run(|trx, _| {
+            let (begin, end) = (begin.clone(), end.clone());
+            async move {
+                trx.clear_range(&begin, &end);
+                Ok(())
+            }
+        }))
+        .map_err(|e| StoreError::unavailable("clearing the prefix", e))
     }
 
     fn transaction(&self) -> StoreResult<Transaction> {
@@ -633,16 +650,7 @@ mod tests {
 
     impl Drop for Fresh {
         fn drop(&mut self) {
-            let root = Subspace::all().subspace(&("shortline", self.1.as_str()));
-            let (begin, end) = root.range();
-            let cleared = block_on(self.0.db.run(|trx, _| {
-                let (begin, end) = (begin.clone(), end.clone());
-                async move {
-                    trx.clear_range(&begin, &end);
-                    Ok(())
-                }
-            }));
-            if let Err(e) = cleared {
+            if let Err(e) = self.0.clear_prefix() {
                 eprintln!("prefix {} left behind: {e}", self.1);
             }
         }

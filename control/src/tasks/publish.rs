@@ -27,29 +27,32 @@ pub use shortline_store::stream::Message;
 
 pub use shortline_store::files::{file_name as snapshot_file_name, list as snapshot_files};
 
-/// Reads every link and the sequence they are current at, in one read view.
+/// Every link, as of the returned sequence or later: the sequence is read
+/// first, then the links page by page, each page in its own read
+/// transaction at a newer version, so a table of any size is read within
+/// FoundationDB's five-second transaction limit. A link changed while the
+/// pages are read may be in the snapshot in its newer state; that change is
+/// after the snapshot's sequence, so proxies apply it on top all the same,
+/// and applying a change twice is harmless.
 fn read_all_records(state: &AppState) -> StoreResult<(Seq, Vec<LinkRecord>)> {
-    let mut seq = Seq(0);
+    let seq = state.backend.read(|txn| txn.last_seq())?;
     let mut records = Vec::new();
-    state.backend.read(|txn| {
-        records.clear();
-        seq = txn.last_seq()?;
-        let mut start = Vec::new();
-        loop {
-            let page = txn.range(Space::Links, &start, &[0xff], SNAPSHOT_PAGE_LINKS)?;
-            for (_, value) in &page {
-                records.push(LinkDoc::decode(value)?.record());
-            }
-            match page.last() {
-                Some((key, _)) if page.len() == SNAPSHOT_PAGE_LINKS => {
-                    start.clone_from(key);
-                    start.push(0);
-                }
-                _ => return Ok(()),
-            }
+    let mut start = Vec::new();
+    loop {
+        let page = state
+            .backend
+            .read(|txn| txn.range(Space::Links, &start, &[0xff], SNAPSHOT_PAGE_LINKS))?;
+        for (_, value) in &page {
+            records.push(LinkDoc::decode(value)?.record());
         }
-    })?;
-    Ok((seq, records))
+        match page.last() {
+            Some((key, _)) if page.len() == SNAPSHOT_PAGE_LINKS => {
+                start.clone_from(key);
+                start.push(0);
+            }
+            _ => return Ok((seq, records)),
+        }
+    }
 }
 
 /// Whether the newest snapshot should be replaced: enough changes since it,
