@@ -597,32 +597,79 @@ fn apply(
     for (key, delta) in &flush.adds {
         txn.add(Space::Counters, key, *delta)?;
     }
+    add_bounded(txn, flush, known, top_n, applied)?;
+    for (hour, link) in &flush.hours {
+        txn.set(Space::StatsHours, &keys::hour_index(*hour, *link), b"")?;
+    }
+    // Only links with a limit can be exhausted: find them in one read.
+    let ids: Vec<Vec<u8>> = flush
+        .humans
+        .iter()
+        .map(|link| keys::link_id(*link).to_vec())
+        .collect();
+    let limited = txn.get_many(Space::Limited, &ids)?;
+    for (link, limit) in flush.humans.iter().zip(limited) {
+        if limit.is_some() && crate::domain::links::exhaust_if_due(txn, *link, now)? {
+            applied.exhausted += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the counts of bounded dimensions (referrers, countries): a value
+/// already stored is added to; a new one is admitted while the link's day
+/// has fewer than `top_n` distinct values, and counted as `other` after.
+/// Every read is made up front, in two batches (one round trip each on
+/// FoundationDB), and admissions within the flush are tracked here.
+fn add_bounded(
+    txn: &mut dyn Txn,
+    flush: &Flush,
+    known: &FastSet<Vec<u8>>,
+    top_n: i64,
+    applied: &mut Applied,
+) -> StoreResult<()> {
+    let unknown: Vec<Vec<u8>> = flush
+        .bounded
+        .iter()
+        .filter(|(key, _)| !known.contains(key))
+        .map(|(key, _)| key.clone())
+        .collect();
+    let stored: FastSet<Vec<u8>> = unknown
+        .iter()
+        .zip(txn.get_many(Space::Counters, &unknown)?)
+        .filter(|(_, value)| value.is_some())
+        .map(|(key, _)| key.clone())
+        .collect();
+    let mut distinct_keys: Vec<Vec<u8>> = unknown
+        .iter()
+        .filter(|key| !stored.contains(*key))
+        .map(|key| keys::distinct(key))
+        .collect();
+    distinct_keys.sort_unstable();
+    distinct_keys.dedup();
+    let mut distinct: FastMap<Vec<u8>, i64> = distinct_keys
+        .iter()
+        .cloned()
+        .zip(txn.get_many(Space::Counters, &distinct_keys)?)
+        .map(|(key, value)| (key, value.map_or(0, |v| counter_value(&v))))
+        .collect();
     for (key, delta) in &flush.bounded {
-        if known.contains(key) || txn.get(Space::Counters, key)?.is_some() {
+        if known.contains(key) || stored.contains(key) {
             txn.add(Space::Counters, key, *delta)?;
             applied.admitted.push(key.clone());
             continue;
         }
-        let distinct = keys::distinct(key);
-        let count = txn
-            .get(Space::Counters, &distinct)?
-            .map_or(0, |v| counter_value(&v));
-        if count < top_n {
-            txn.add(Space::Counters, &distinct, 1)?;
+        let distinct_key = keys::distinct(key);
+        let count = distinct.get_mut(&distinct_key).expect("read above");
+        if *count < top_n {
+            *count += 1;
+            txn.add(Space::Counters, &distinct_key, 1)?;
             txn.add(Space::Counters, key, *delta)?;
             applied.admitted.push(key.clone());
         } else {
             let mut other = key[..keys::SERIES_VALUE_AT].to_vec();
             other.extend_from_slice(OTHER.as_bytes());
             txn.add(Space::Counters, &other, *delta)?;
-        }
-    }
-    for (hour, link) in &flush.hours {
-        txn.set(Space::StatsHours, &keys::hour_index(*hour, *link), b"")?;
-    }
-    for link in &flush.humans {
-        if crate::domain::links::exhaust_if_due(txn, *link, now)? {
-            applied.exhausted += 1;
         }
     }
     Ok(())

@@ -40,9 +40,29 @@ fn reads_see_own_writes_and_commits(backend: &dyn Backend) {
             txn.set(Space::Links, b"conf/b", b"2")?;
             txn.clear(Space::Links, b"conf/b")?;
             assert_eq!(txn.get(Space::Links, b"conf/b")?, None, "own clear");
+            txn.add(Space::Counters, b"conf/many", 3)?;
+            let keys = [
+                b"conf/b".to_vec(),
+                b"conf/a".to_vec(),
+                b"conf/none".to_vec(),
+            ];
+            assert_eq!(
+                txn.get_many(Space::Links, &keys)?,
+                [None, Some(b"1".to_vec()), None],
+                "many reads, in order, own writes seen"
+            );
+            assert_eq!(
+                txn.get_many(Space::Counters, &[b"conf/many".to_vec()])?,
+                [Some(3i64.to_le_bytes().to_vec())],
+                "an atomic add is seen by a later read"
+            );
             Ok(())
         })
         .expect("write");
+    let many = backend
+        .read(|txn| txn.get_many(Space::Links, &[b"conf/a".to_vec(), b"conf/b".to_vec()]))
+        .expect("read");
+    assert_eq!(many, [Some(b"1".to_vec()), None], "many reads of a view");
     assert_eq!(
         get(backend, Space::Links, b"conf/a").as_deref(),
         Some(&b"1"[..]),

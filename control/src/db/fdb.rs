@@ -248,6 +248,30 @@ impl FdbTxn<'_> {
     }
 }
 
+/// Keys read at once by `get_many`: enough to hide the round trips, few
+/// enough to bound what is in flight.
+const GET_MANY_CHUNK: usize = 4_096;
+
+/// Reads many keys with every read of a chunk in flight at once.
+fn get_all(
+    trx: &Transaction,
+    layout: &Layout,
+    space: Space,
+    keys: &[Vec<u8>],
+    snapshot: bool,
+) -> Result<Vec<Option<Vec<u8>>>, FdbError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(GET_MANY_CHUNK) {
+        let reads = chunk
+            .iter()
+            .map(|key| trx.get(&layout.key(space, key), snapshot));
+        for value in block_on(futures::future::try_join_all(reads))? {
+            out.push(value.map(|v| v.to_vec()));
+        }
+    }
+    Ok(out)
+}
+
 fn range_pairs(
     trx: &Transaction,
     subspace: &Subspace,
@@ -285,6 +309,11 @@ impl ReadTxn for FdbTxn<'_> {
         let key = self.layout.key(space, key);
         let found = block_on(self.trx.get(&key, false));
         Ok(self.check(found)?.map(|v| v.to_vec()))
+    }
+
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        let found = get_all(self.trx, self.layout, space, keys, false);
+        self.check(found)
     }
 
     fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs> {
@@ -348,6 +377,10 @@ impl FdbRead<'_> {
 }
 
 impl ReadTxn for FdbRead<'_> {
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        get_all(&self.trx, &self.backend.layout, space, keys, true).map_err(|e| self.fail(e))
+    }
+
     fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         let key = self.backend.layout.key(space, key);
         Ok(block_on(self.trx.get(&key, true))

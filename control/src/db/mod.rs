@@ -186,6 +186,12 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// transaction's reads see its own writes.
 pub trait ReadTxn {
     fn get(&self, space: Space, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    /// The values of many keys, in the order of `keys`. A backend where
+    /// each read is a network round trip (FoundationDB) issues them all at
+    /// once; the default reads one after another.
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(space, key)).collect()
+    }
     /// Up to `limit` pairs with `start <= key < end`, in key order.
     fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> StoreResult<Pairs>;
 }
