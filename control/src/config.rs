@@ -14,6 +14,10 @@ use shortline_common::settings::{self, Kind, range};
 
 use crate::model::Strategy;
 
+/// The most pending counters a click flush starts at on FoundationDB,
+/// leaving room under its 10 MB transaction limit for one more proxy batch.
+pub const FDB_FLUSH_KEYS_MAX: usize = 20_000;
+
 /// The control plane's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -465,6 +469,17 @@ impl Config {
             bail!("bad configuration: admin_token must be at least 16 characters");
         }
         Ok(())
+    }
+
+    /// Pending counters that start a click flush: `analytics_flush_keys_max`,
+    /// at most [`FDB_FLUSH_KEYS_MAX`] on FoundationDB, where one transaction
+    /// holds at most 10 MB and a counter costs about 130 bytes of it.
+    #[must_use]
+    pub fn flush_keys_max(&self) -> usize {
+        match self.store_backend {
+            StoreBackend::Fdb => self.analytics_flush_keys_max.min(FDB_FLUSH_KEYS_MAX),
+            StoreBackend::Redb => self.analytics_flush_keys_max,
+        }
     }
 
     /// The data directory's layout.

@@ -157,6 +157,8 @@ fn settings(args: &Args) -> Settings {
 }
 
 fn main() -> Result<()> {
+    // Warnings (a failed flush, say) on stderr; RUST_LOG sets the level.
+    shortline_common::settings::init_logging(shortline_common::settings::LogFormat::Text);
     let args = Args::parse();
     let total = args.clicks;
     let per_producer = total / args.producers as u64;

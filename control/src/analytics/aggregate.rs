@@ -21,7 +21,7 @@ use super::classify::{Class, Classifier, referrer_host};
 use super::export::Exporter;
 use super::geo::GeoIp;
 use super::wal::{Wal, WalError};
-use crate::commit::Committer;
+use crate::commit::{CommitError, Committer};
 use crate::db::keys::{self, Granularity, OTHER, counter_value, dim};
 use crate::db::{Space, StoreResult, Txn};
 
@@ -241,7 +241,10 @@ struct Inner {
     /// Highest batch sequence accepted per proxy.
     seen: HashMap<String, u64>,
     /// Flushes whose transaction failed; retried with the next one.
-    retry: Vec<Arc<Flush>>,
+    /// Flushes sealed and not yet committed (full ones, and ones that
+    /// failed), oldest first, each with the last click log segment it
+    /// covers: committed one at a time, in order.
+    retry: Vec<(u64, Arc<Flush>)>,
     /// Bounded keys and hour-index entries known to be stored already.
     known: FastSet<Vec<u8>>,
     known_hours: FastSet<(u32, u64)>,
@@ -268,6 +271,10 @@ pub struct Analytics {
     export: Option<Mutex<Exporter>>,
     inner: Mutex<Inner>,
     wake: Notify,
+    /// Told when a full flush is sealed: it is committed without waiting.
+    sealed: Notify,
+    /// Held while flushes commit.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -308,6 +315,8 @@ impl Analytics {
                 known_hours: FastSet::default(),
             }),
             wake: Notify::new(),
+            sealed: Notify::new(),
+            flushing: tokio::sync::Mutex::new(()),
         };
         let mut replayed = 0;
         {
@@ -360,7 +369,7 @@ impl Analytics {
             + inner
                 .retry
                 .iter()
-                .map(|f| f.adds.len() + f.bounded.len())
+                .map(|(_, f)| f.adds.len() + f.bounded.len())
                 .sum::<usize>();
         if waiting >= self.settings.flush_keys_max.saturating_mul(4) {
             return Accepted::Busy;
@@ -373,6 +382,11 @@ impl Analytics {
         inner
             .seen
             .insert(batch.proxy_id().to_owned(), batch.batch_seq());
+        // A full flush is sealed at once, so none grows past the limit by
+        // more than one batch while an earlier one commits.
+        if inner.pending.counts.len() >= self.settings.flush_keys_max && seal(&mut inner) {
+            self.sealed.notify_one();
+        }
         metrics::gauge!("control_clicks_pending").set(inner.pending.clicks as f64);
         drop(inner);
         self.wake.notify_one();
@@ -484,95 +498,131 @@ impl Analytics {
     pub async fn run(self: Arc<Self>, committer: Committer) {
         loop {
             self.wake.notified().await;
-            let full = lock(&self.inner).pending.counts.len() >= self.settings.flush_keys_max;
-            if !full {
-                tokio::time::sleep(self.settings.flush_interval).await;
+            // Wait out the interval, unless a full flush is sealed first.
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.flush_interval) => {}
+                () = self.sealed.notified() => {}
             }
             self.flush(&committer).await;
         }
     }
 
-    /// Commits the pending counts (and any earlier flush that failed).
+    /// Commits the pending counts, after any earlier flush that failed.
+    /// Each flush is one transaction that also records the last click log
+    /// segment it covers, so after a crash the log is replayed from there and
+    /// every click is counted once; flushes that failed are committed one by
+    /// one, in order, never merged (a merged retry would only grow).
     pub async fn flush(&self, committer: &Committer) {
-        let taken = {
+        // One flusher at a time: flushes commit in the order of their log
+        // segments, and a caller's flush returns only once every flush
+        // sealed before it is committed (or queued again after a failure).
+        let _one_at_a_time = self.flushing.lock().await;
+        let queue = {
             let mut inner = lock(&self.inner);
-            if inner.pending.clicks == 0 && inner.retry.is_empty() {
+            if inner.pending.clicks > 0 && !seal(&mut inner) {
                 return;
             }
-            let segment = match inner.wal.rotate() {
-                Ok(segment) => segment,
-                Err(e) => {
-                    metrics::counter!("control_analytics_flush_errors_total").increment(1);
-                    tracing::warn!(error = %e, "cannot start a new click log segment");
-                    return;
-                }
-            };
-            let pending = std::mem::take(&mut inner.pending);
-            let flush = Arc::new(pending.into_flush(&inner.known_hours));
-            let mut flushes = std::mem::take(&mut inner.retry);
-            flushes.push(flush);
-            let known: Arc<FastSet<Vec<u8>>> = Arc::new(
-                flushes
-                    .iter()
-                    .flat_map(|f| f.bounded.iter())
-                    .filter(|(k, _)| inner.known.contains(k))
-                    .map(|(k, _)| k.clone())
-                    .collect(),
-            );
-            (segment, flushes, known)
+            std::mem::take(&mut inner.retry)
         };
+        if queue.is_empty() {
+            return;
+        }
         metrics::gauge!("control_clicks_pending").set(0.0);
-        let (segment, flushes, known) = taken;
         if let Some(export) = &self.export
             && let Err(e) = export.lock().unwrap_or_else(|e| e.into_inner()).sync()
         {
             tracing::warn!(error = %e, "click export could not be synced");
         }
+        let mut queue = queue.into_iter();
+        while let Some((segment, flush)) = queue.next() {
+            if let Err(e) = self.commit_flush(committer, segment, &flush).await {
+                metrics::counter!("control_analytics_flush_errors_total").increment(1);
+                tracing::warn!(error = %e, "click flush failed; it is retried with the next one");
+                let mut inner = lock(&self.inner);
+                inner.retry = std::iter::once((segment, flush)).chain(queue).collect();
+                drop(inner);
+                self.wake.notify_one();
+                return;
+            }
+        }
+    }
+
+    /// Commits one flush and, once it is durable, forgets the log segments
+    /// it covers.
+    async fn commit_flush(
+        &self,
+        committer: &Committer,
+        segment: u64,
+        flush: &Arc<Flush>,
+    ) -> Result<(), CommitError> {
+        let known: Arc<FastSet<Vec<u8>>> = {
+            let inner = lock(&self.inner);
+            Arc::new(
+                flush
+                    .bounded
+                    .iter()
+                    .filter(|(k, _)| inner.known.contains(k))
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+            )
+        };
+        tracing::debug!(
+            segment,
+            counters = flush.adds.len() + flush.bounded.len(),
+            hours = flush.hours.len(),
+            humans = flush.humans.len(),
+            "click flush"
+        );
         let top_n = self.settings.top_n;
         let started = Instant::now();
-        let body = flushes.clone();
+        let body = Arc::clone(flush);
         let now = crate::model::now_unix();
-        let result = committer
+        let done = committer
             .write(move |txn| {
                 let mut applied = Applied::default();
-                for flush in &body {
-                    apply(txn, flush, &known, top_n, now, &mut applied)?;
-                }
+                apply(txn, &body, &known, top_n, now, &mut applied)?;
                 txn.set(Space::Meta, keys::WAL_THROUGH, &segment.to_le_bytes())?;
                 Ok(applied)
             })
             .await;
         metrics::histogram!("control_analytics_flush_seconds")
             .record(started.elapsed().as_secs_f64());
+        let done = done?;
         let mut inner = lock(&self.inner);
-        match result {
-            Ok(done) => {
-                let clicks: u64 = flushes.iter().map(|f| f.clicks).sum();
-                metrics::counter!("control_clicks_counted_total").increment(clicks);
-                metrics::counter!("control_links_exhausted_total").increment(done.exhausted);
-                if inner.known.len() + done.admitted.len() > KNOWN_KEYS_MAX {
-                    inner.known.clear();
-                }
-                inner.known.extend(done.admitted);
-                for flush in &flushes {
-                    if inner.known_hours.len() + flush.hours.len() > KNOWN_KEYS_MAX {
-                        inner.known_hours.clear();
-                    }
-                    inner.known_hours.extend(flush.hours.iter().copied());
-                }
-                if let Err(e) = inner.wal.prune(segment) {
-                    tracing::warn!(error = %e, "cannot delete counted click log segments");
-                }
-            }
-            Err(e) => {
-                metrics::counter!("control_analytics_flush_errors_total").increment(1);
-                tracing::warn!(error = %e, "click flush failed; it is retried with the next one");
-                inner.retry = flushes;
-                drop(inner);
-                self.wake.notify_one();
-            }
+        metrics::counter!("control_clicks_counted_total").increment(flush.clicks);
+        metrics::counter!("control_links_exhausted_total").increment(done.exhausted);
+        if inner.known.len() + done.admitted.len() > KNOWN_KEYS_MAX {
+            inner.known.clear();
         }
+        inner.known.extend(done.admitted);
+        if inner.known_hours.len() + flush.hours.len() > KNOWN_KEYS_MAX {
+            inner.known_hours.clear();
+        }
+        inner.known_hours.extend(flush.hours.iter().copied());
+        if let Err(e) = inner.wal.prune(segment) {
+            tracing::warn!(error = %e, "cannot delete counted click log segments");
+        }
+        Ok(())
     }
+}
+
+/// Ends the pending flush: starts a new click log segment and queues the
+/// pending counts, with the last segment they cover, for the flusher.
+/// False (logged) when the log cannot start a segment; the counts then
+/// stay pending.
+fn seal(inner: &mut Inner) -> bool {
+    let segment = match inner.wal.rotate() {
+        Ok(segment) => segment,
+        Err(e) => {
+            metrics::counter!("control_analytics_flush_errors_total").increment(1);
+            tracing::warn!(error = %e, "cannot start a new click log segment");
+            return false;
+        }
+    };
+    let pending = std::mem::take(&mut inner.pending);
+    let flush = Arc::new(pending.into_flush(&inner.known_hours));
+    inner.retry.push((segment, flush));
+    true
 }
 
 /// What flush transactions did.
@@ -594,8 +644,14 @@ fn apply(
     for (proxy, seq) in &flush.batches {
         crate::domain::ingest::record_batch(txn, proxy, *seq, now)?;
     }
+    // Only the human-click counters decide anything (max_clicks); the rest
+    // are statistics, added without conflicting with readers.
     for (key, delta) in &flush.adds {
-        txn.add(Space::Counters, key, *delta)?;
+        if key.starts_with(keys::HUMANS_PREFIX) {
+            txn.add(Space::Counters, key, *delta)?;
+        } else {
+            txn.add_statistic(Space::Counters, key, *delta)?;
+        }
     }
     add_bounded(txn, flush, known, top_n, applied)?;
     for (hour, link) in &flush.hours {
@@ -655,7 +711,7 @@ fn add_bounded(
         .collect();
     for (key, delta) in &flush.bounded {
         if known.contains(key) || stored.contains(key) {
-            txn.add(Space::Counters, key, *delta)?;
+            txn.add_statistic(Space::Counters, key, *delta)?;
             applied.admitted.push(key.clone());
             continue;
         }
@@ -664,12 +720,12 @@ fn add_bounded(
         if *count < top_n {
             *count += 1;
             txn.add(Space::Counters, &distinct_key, 1)?;
-            txn.add(Space::Counters, key, *delta)?;
+            txn.add_statistic(Space::Counters, key, *delta)?;
             applied.admitted.push(key.clone());
         } else {
             let mut other = key[..keys::SERIES_VALUE_AT].to_vec();
             other.extend_from_slice(OTHER.as_bytes());
-            txn.add(Space::Counters, &other, *delta)?;
+            txn.add_statistic(Space::Counters, &other, *delta)?;
         }
     }
     Ok(())
@@ -873,5 +929,62 @@ mod tests {
         assert_eq!(pruned, 1);
         assert!(counters(&*backend, &series_prefix(7, Granularity::Hour)).is_empty());
         assert!(!counters(&*backend, &series_prefix(7, Granularity::Day)).is_empty());
+    }
+
+    #[test]
+    fn a_full_flush_is_sealed_at_once_and_every_click_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(dir.path()).unwrap());
+        let (committed, _) = tokio::sync::watch::channel(crate::commit::Committed {
+            seq: shortline_store::Seq(0),
+            at: Instant::now(),
+        });
+        let committer =
+            Committer::start(Arc::clone(&backend), 16, 16, Arc::new(committed)).unwrap();
+        let settings = Settings {
+            flush_interval: Duration::from_secs(3600),
+            flush_keys_max: 200,
+            top_n: 10,
+            hourly_retention_days: 90,
+        };
+        let analytics = Analytics::open(settings, None, None, &dir.path().join("wal"), 0).unwrap();
+        let day0 = 20_000u64 * 86_400 * 1000;
+        // Eight batches of ten links each; a batch adds at most ten counters
+        // per link.
+        for seq in 1..=8u64 {
+            let mut encoder = Encoder::new();
+            for link in 0..10 {
+                encoder.push(seq * 100 + link, day0, false, None, CHROME, b"");
+            }
+            let raw = encoder.finish("p", seq);
+            assert!(matches!(
+                analytics.accept(&decode(&raw).unwrap(), &raw, 0),
+                Accepted::Taken
+            ));
+        }
+        let sealed: Vec<usize> = lock(&analytics.inner)
+            .retry
+            .iter()
+            .map(|(_, f)| f.adds.len() + f.bounded.len())
+            .collect();
+        assert!(
+            sealed.len() >= 2,
+            "full flushes are sealed as they fill: {sealed:?}"
+        );
+        assert!(
+            sealed.iter().all(|n| (200..300).contains(n)),
+            "sealed once full, never past the limit by more than a batch: {sealed:?}"
+        );
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(analytics.flush(&committer));
+        assert!(lock(&analytics.inner).retry.is_empty());
+        let clicks: i64 = counters(&*backend, b"clicks/").iter().map(|(_, v)| v).sum();
+        assert_eq!(
+            clicks, 80,
+            "each click counted once across the sealed flushes"
+        );
     }
 }

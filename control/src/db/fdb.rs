@@ -312,7 +312,7 @@ impl ReadTxn for FdbTxn<'_> {
     }
 
     fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> StoreResult<Vec<Option<Vec<u8>>>> {
-        let found = get_all(self.trx, self.layout, space, keys, false);
+        let found = get_all(self.trx, self.layout, space, keys, true);
         self.check(found)
     }
 
@@ -339,6 +339,14 @@ impl Txn for FdbTxn<'_> {
     fn clear(&mut self, space: Space, key: &[u8]) -> StoreResult<()> {
         self.trx.clear(&self.layout.key(space, key));
         Ok(())
+    }
+
+    fn add_statistic(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()> {
+        let skipped = self
+            .trx
+            .set_option(TransactionOption::NextWriteNoWriteConflictRange);
+        self.check(skipped)?;
+        self.add(space, key, delta)
     }
 
     fn add(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()> {

@@ -119,10 +119,13 @@ pub fn clicks(link_id: u64) -> Vec<u8> {
     counter(b"clicks/", link_id)
 }
 
+/// The prefix of the human-click counters.
+pub const HUMANS_PREFIX: &[u8] = b"humans/";
+
 /// Counter of a link's human clicks.
 #[must_use]
 pub fn humans(link_id: u64) -> Vec<u8> {
-    counter(b"humans/", link_id)
+    counter(HUMANS_PREFIX, link_id)
 }
 
 /// Counter of a link's HEAD requests, kept apart from clicks.

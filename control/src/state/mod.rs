@@ -364,7 +364,7 @@ fn analytics_from(config: &Config, through: u64) -> Result<crate::analytics::Ana
     crate::analytics::Analytics::open(
         Settings {
             flush_interval: std::time::Duration::from_millis(config.analytics_flush_ms),
-            flush_keys_max: config.analytics_flush_keys_max,
+            flush_keys_max: config.flush_keys_max(),
             top_n: i64::from(config.analytics_top_n),
             hourly_retention_days: config.analytics_hourly_retention_days,
         },
