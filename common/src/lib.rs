@@ -26,3 +26,5 @@
 pub mod layout;
 pub mod listen;
 pub mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -843,6 +843,19 @@ mod tests {
     use crate::db::keys::series_prefix;
     use crate::db::redb::RedbBackend;
 
+    /// The embedded store in a fresh directory, with its committer.
+    fn store() -> (tempfile::TempDir, Arc<dyn Backend>, Committer) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(dir.path()).unwrap());
+        let (committed, _) = tokio::sync::watch::channel(crate::commit::Committed {
+            seq: shortline_store::Seq(0),
+            at: Instant::now(),
+        });
+        let committer =
+            Committer::start(Arc::clone(&backend), 16, 16, Arc::new(committed)).unwrap();
+        (dir, backend, committer)
+    }
+
     const CHROME: &[u8] = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
     fn counters(backend: &dyn Backend, prefix: &[u8]) -> Vec<(Vec<u8>, i64)> {
@@ -867,14 +880,7 @@ mod tests {
 
     #[test]
     fn referrers_beyond_top_n_count_as_other_and_old_hours_are_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(dir.path()).unwrap());
-        let (committed, _) = tokio::sync::watch::channel(crate::commit::Committed {
-            seq: shortline_store::Seq(0),
-            at: Instant::now(),
-        });
-        let committer =
-            Committer::start(Arc::clone(&backend), 16, 16, Arc::new(committed)).unwrap();
+        let (dir, backend, committer) = store();
         let settings = Settings {
             flush_interval: Duration::from_secs(60),
             flush_keys_max: 1000,
@@ -933,14 +939,7 @@ mod tests {
 
     #[test]
     fn a_full_flush_is_sealed_at_once_and_every_click_counted_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(dir.path()).unwrap());
-        let (committed, _) = tokio::sync::watch::channel(crate::commit::Committed {
-            seq: shortline_store::Seq(0),
-            at: Instant::now(),
-        });
-        let committer =
-            Committer::start(Arc::clone(&backend), 16, 16, Arc::new(committed)).unwrap();
+        let (dir, backend, committer) = store();
         let settings = Settings {
             flush_interval: Duration::from_secs(3600),
             flush_keys_max: 200,
