@@ -2,7 +2,6 @@
 //! (anyone) and the moderation queue (admin).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,12 +10,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::extract::require_admin;
-use super::extract::{ApiJson, Auth, Shared};
+use super::extract::{ApiJson, Auth, Shared, read, require_admin};
 use super::problem::{ApiError, AppResult, Problem};
 use crate::domain::blocklist::{self, BlockEntry};
 use crate::domain::reports::{self, Action, Category, Filter, Report, ReportState};
-use crate::state::{AppState, Unauthenticated};
+use crate::state::Unauthenticated;
 use crate::tasks::abuse::sweep_domain;
 
 /// Longest report comment, in characters.
@@ -29,24 +27,6 @@ const PAGE_DEFAULT: usize = 100;
 fn now() -> (i64, String) {
     let unix = crate::model::now_unix();
     (unix, super::wire::rfc3339(unix))
-}
-
-async fn read<T: Send + 'static>(
-    state: &Arc<AppState>,
-    mut body: impl FnMut(&dyn crate::db::ReadTxn) -> crate::db::StoreResult<T> + Send + 'static,
-) -> AppResult<T> {
-    let backend = Arc::clone(&state.backend);
-    tokio::task::spawn_blocking(move || {
-        let mut out = None;
-        backend.read(|txn| {
-            out = Some(body(txn)?);
-            Ok(())
-        })?;
-        Ok::<_, crate::db::StoreError>(out.expect("read ran"))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(ApiError::from)
 }
 
 fn page_limit(limit: Option<usize>) -> AppResult<usize> {

@@ -8,8 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::extract::Auth;
-use super::extract::{Shared, require_admin};
+use super::extract::{Auth, Shared, read, require_admin};
 use super::problem::AppResult;
 use super::problem::{ApiError, Problem};
 
@@ -63,6 +62,8 @@ pub(super) async fn backup(State(state): Shared, Auth(principal): Auth) -> AppRe
             buffer: Vec::with_capacity(ChunkWriter::CHUNK),
             tx: tx.clone(),
         };
+        // Streams as it reads, so the body must run once: the embedded
+        // store (the only one backed up here) never runs a read again.
         let result = backend.read(|txn| {
             let records = crate::db::backup::export(txn, &key, &mut out)?;
             tracing::info!(records, "backup streamed");
@@ -119,10 +120,12 @@ pub(super) async fn healthz() -> &'static str {
 
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "the store answers"), (status = 503, body = Problem)))]
 pub(super) async fn readyz(State(state): Shared) -> AppResult<&'static str> {
-    let backend = Arc::clone(&state.backend);
-    tokio::task::spawn_blocking(move || backend.read(|txn| txn.last_seq().map(|_| ())))
+    // Any failure is "not ready"; what failed is logged, not sent.
+    read(&state, |txn| txn.last_seq().map(|_| ()))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| {
+            tracing::warn!(error = ?e, "readiness check failed");
+            ApiError::Unavailable("the store does not answer".into())
+        })?;
     Ok("ready\n")
 }

@@ -57,8 +57,7 @@ pub(super) async fn ingest(
             .read(|txn| crate::domain::ingest::stored_batch(txn, batch.proxy_id()))?;
         Ok::<_, crate::db::StoreError>(worker.analytics.accept(&batch, &body, stored))
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .await??;
     let duplicate = match outcome {
         Accepted::Taken => {
             metrics::counter!("control_clicks_ingested_total").increment(accepted as u64);

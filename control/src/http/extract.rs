@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::problem::{ApiError, AppResult};
+use crate::db::{StoreResult, View};
 use crate::domain::auth::{self, Principal};
 use crate::state::AppState;
 
@@ -155,4 +156,14 @@ pub fn require_admin(principal: &Principal) -> AppResult<()> {
             "this endpoint needs an admin key".into(),
         ))
     }
+}
+
+/// Runs `body` against a read view of the store on a blocking thread: the
+/// way a handler reads. Store failures map to problems as everywhere.
+pub async fn read<T: Send + 'static>(
+    state: &AppState,
+    body: impl FnMut(&dyn View) -> StoreResult<T> + Send + 'static,
+) -> AppResult<T> {
+    let backend = Arc::clone(&state.backend);
+    Ok(tokio::task::spawn_blocking(move || backend.read(body)).await??)
 }

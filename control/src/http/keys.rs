@@ -1,15 +1,13 @@
 //! `/api/v1/keys`: API keys, created by admins.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, Auth};
-use super::extract::{Shared, require_admin};
+use super::extract::{ApiJson, Auth, Shared, read, require_admin};
 use super::problem::AppResult;
 use super::problem::{ApiError, Problem};
 use super::wire::rfc3339;
@@ -109,13 +107,7 @@ pub(super) async fn list_keys(
     Auth(principal): Auth,
 ) -> AppResult<Json<Vec<KeyOut>>> {
     require_admin(&principal)?;
-    let backend = Arc::clone(&state.backend);
-    let keys = tokio::task::spawn_blocking(move || {
-        let keys = backend.read(|txn| auth::list_keys(txn, 10_000))?;
-        Ok::<_, crate::db::StoreError>(keys)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let keys = read(&state, |txn| auth::list_keys(txn, 10_000)).await?;
     Ok(Json(
         keys.into_iter()
             .map(|k| KeyOut {

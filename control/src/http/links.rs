@@ -12,8 +12,7 @@ use shortline_store::{Code, LinkId, LinkStatus, RedirectStatus, Target};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::extract::Shared;
-use super::extract::{ApiJson, Auth, MaybeAuth};
+use super::extract::{ApiJson, Auth, MaybeAuth, Shared, read};
 use super::problem::AppResult;
 use super::problem::{ApiError, Problem};
 use super::wire::{nullable, rfc3339};
@@ -459,23 +458,16 @@ async fn read_link(
     code: String,
     principal: &Principal,
 ) -> AppResult<(LinkDoc, u64)> {
-    let backend = Arc::clone(&state.backend);
-    let found = tokio::task::spawn_blocking(move || {
-        let mut found = None;
-        backend.read(|txn| {
-            found = match links::get(txn, &code)? {
-                Some(link) => {
-                    let clicks = links::clicks(txn, link.id.0)?;
-                    Some((link, clicks))
-                }
-                None => None,
-            };
-            Ok(())
-        })?;
-        Ok::<_, crate::db::StoreError>(found)
+    let found = read(state, move |txn| {
+        Ok(match links::get(txn, &code)? {
+            Some(link) => {
+                let clicks = links::clicks(txn, link.id.0)?;
+                Some((link, clicks))
+            }
+            None => None,
+        })
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .await?;
     match found {
         Some((link, clicks)) if principal.may_access(&link.owner) => Ok((link, clicks)),
         _ => Err(ApiError::NotFound),
@@ -534,23 +526,16 @@ pub(super) async fn list_links(
         after: params.cursor,
         limit,
     };
-    let backend = Arc::clone(&state.backend);
-    let (page, next) = tokio::task::spawn_blocking(move || {
-        let mut out = None;
-        backend.read(|txn| {
-            let (page, next) = links::list(txn, &query)?;
-            let mut with_clicks = Vec::with_capacity(page.len());
-            for link in page {
-                let clicks = links::clicks(txn, link.id.0)?;
-                with_clicks.push((link, clicks));
-            }
-            out = Some((with_clicks, next));
-            Ok(())
-        })?;
-        Ok::<_, crate::db::StoreError>(out.expect("read ran"))
+    let (page, next) = read(&state, move |txn| {
+        let (page, next) = links::list(txn, &query)?;
+        let mut with_clicks = Vec::with_capacity(page.len());
+        for link in page {
+            let clicks = links::clicks(txn, link.id.0)?;
+            with_clicks.push((link, clicks));
+        }
+        Ok((with_clicks, next))
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .await?;
     Ok(Json(LinkPage {
         items: page
             .into_iter()

@@ -9,11 +9,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::Auth;
+use super::extract::{Auth, read};
 use super::problem::ApiError;
 use crate::analytics::Granularity;
 use crate::analytics::stats::{self, Stats};
-use crate::db::StoreError;
 use crate::domain::links;
 use crate::state::AppState;
 
@@ -94,15 +93,6 @@ fn period(from: Option<&str>, to: Option<&str>, default_span: i64) -> Result<(i6
     Ok((from, to))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
-}
-
 #[utoipa::path(get, path = "/api/v1/links/{code}/stats", security(("bearer" = [])),
     params(("code" = String, Path), StatsParams),
     responses((status = 200, body = Stats), (status = 404, body = crate::http::problem::Problem),
@@ -129,25 +119,19 @@ pub(super) async fn link_stats(
             ),
         ));
     }
-    let backend = Arc::clone(&state.backend);
-    let found = blocking(move || {
-        let mut found = None;
-        backend.read(|txn| {
-            found = match links::get(txn, &code)? {
-                Some(link) if principal.may_access(&link.owner) => Some(stats::link_stats(
-                    txn,
-                    &link.code,
-                    link.id.0,
-                    from,
-                    to,
-                    granularity,
-                    BREAKDOWN_MAX,
-                )?),
-                _ => None,
-            };
-            Ok(())
-        })?;
-        Ok(found)
+    let found = read(&state, move |txn| {
+        Ok(match links::get(txn, &code)? {
+            Some(link) if principal.may_access(&link.owner) => Some(stats::link_stats(
+                txn,
+                &link.code,
+                link.id.0,
+                from,
+                to,
+                granularity,
+                BREAKDOWN_MAX,
+            )?),
+            _ => None,
+        })
     })
     .await?;
     found.map(Json).ok_or(ApiError::NotFound)
@@ -183,18 +167,13 @@ pub(super) async fn top_links(
             format!("the report covers at most {TOP_DAYS_MAX} days"),
         ));
     }
-    let backend = Arc::clone(&state.backend);
-    let items = blocking(move || {
+    let items = read(&state, move |txn| {
         let mut items = Vec::new();
-        backend.read(|txn| {
-            items.clear();
-            for (id, human_clicks) in stats::top_links(txn, first, last, limit)? {
-                if let Some(code) = links::code_of(txn, id)? {
-                    items.push(TopLink { code, human_clicks });
-                }
+        for (id, human_clicks) in stats::top_links(txn, first, last, limit)? {
+            if let Some(code) = links::code_of(txn, id)? {
+                items.push(TopLink { code, human_clicks });
             }
-            Ok(())
-        })?;
+        }
         Ok(items)
     })
     .await?;
