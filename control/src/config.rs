@@ -473,7 +473,8 @@ impl Config {
 
     /// Pending counters that start a click flush: `analytics_flush_keys_max`,
     /// at most [`FDB_FLUSH_KEYS_MAX`] on FoundationDB, where one transaction
-    /// holds at most 10 MB and a counter costs about 130 bytes of it.
+    /// holds at most 10 MB and a counter costs 126 to 152 bytes of it (the
+    /// `statistics_counters_cost_only_their_mutation` test measures it).
     #[must_use]
     pub fn flush_keys_max(&self) -> usize {
         match self.store_backend {

@@ -816,6 +816,57 @@ mod tests {
         }
     }
 
+    /// What a click counter costs of the 10 MB a transaction holds, as
+    /// FoundationDB counts it: a statistics counter (no write conflict range)
+    /// less than half of a counter readers conflict on. `--nocapture` prints
+    /// the bytes per counter that docs/FOUNDATIONDB.md quotes.
+    #[test]
+    fn statistics_counters_cost_only_their_mutation() {
+        let Some((cluster_file, faults)) = cluster("the counter size test") else {
+            return;
+        };
+        if faults.is_some() {
+            eprintln!("skipped under fault injection: it measures one transaction");
+            return;
+        }
+        let fresh = Fresh::open(&cluster_file, "sizes");
+        let per_counter = |statistic: bool| {
+            let trx = fresh.0.transaction().expect("transaction");
+            let mut txn = FdbTxn {
+                trx: &trx,
+                layout: &fresh.0.layout,
+                changes: Vec::new(),
+                error: Cell::new(None),
+            };
+            let n = 10_000u64;
+            for link in 0..n {
+                let key = keys::series(
+                    100_000 + link,
+                    keys::Granularity::Day,
+                    20_000,
+                    keys::dim::REFERRER,
+                    "example.com",
+                );
+                let added = if statistic {
+                    txn.add_statistic(Space::Counters, &key, 1)
+                } else {
+                    txn.add(Space::Counters, &key, 1)
+                };
+                added.expect("add");
+            }
+            let size = block_on(trx.get_approximate_size()).expect("size");
+            size as f64 / n as f64
+        };
+        let (statistic, conflicting) = (per_counter(true), per_counter(false));
+        eprintln!(
+            "bytes per counter: {statistic:.0} as a statistic, {conflicting:.0} with a write conflict range"
+        );
+        assert!(
+            statistic * 2.0 < conflicting,
+            "{statistic} bytes per statistic counter, {conflicting} per conflicting one"
+        );
+    }
+
     /// Reads, retrying failures (fault injection fails reads too).
     fn read_until_it_works<T>(
         backend: &dyn Backend,
