@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, Auth, Shared, read, require_admin};
+use super::extract::{ApiJson, ApiPath, Auth, Shared, read, require_admin};
 use super::problem::{ApiError, AppResult, Problem};
 use crate::domain::blocklist::{self, BlockEntry};
 use crate::domain::reports::{self, Action, Category, Filter, Report, ReportState};
@@ -86,7 +86,7 @@ pub(super) async fn list_blocklist(
 pub(super) async fn get_block(
     State(state): Shared,
     Auth(principal): Auth,
-    Path(domain): Path<String>,
+    ApiPath(domain): ApiPath<String>,
 ) -> AppResult<Json<BlockEntry>> {
     require_admin(&principal)?;
     let domain = blocklist::normalise(&domain)?;
@@ -121,7 +121,7 @@ pub(super) async fn put_block(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
-    Path(domain): Path<String>,
+    ApiPath(domain): ApiPath<String>,
     body: Bytes,
 ) -> AppResult<Response> {
     require_admin(&principal)?;
@@ -175,7 +175,7 @@ pub(super) async fn delete_block(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
-    Path(domain): Path<String>,
+    ApiPath(domain): ApiPath<String>,
 ) -> AppResult<StatusCode> {
     require_admin(&principal)?;
     state.limit_write(&principal, client.ip())?;
@@ -215,7 +215,7 @@ pub struct ReportReceipt {
 pub(super) async fn report_link(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
     ApiJson(body): ApiJson<NewReport>,
 ) -> AppResult<(StatusCode, Json<ReportReceipt>)> {
     state.limit_unauthenticated(Unauthenticated::Report, client.ip())?;
@@ -337,7 +337,7 @@ pub(super) async fn resolve_report(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Resolve>,
 ) -> AppResult<Json<ResolvedOut>> {
     require_admin(&principal)?;

@@ -58,14 +58,24 @@ pub(super) async fn ingest(
         Ok::<_, crate::db::StoreError>(worker.analytics.accept(&batch, &body, stored))
     })
     .await??;
-    let duplicate = match outcome {
-        Accepted::Taken => {
-            metrics::counter!("control_clicks_ingested_total").increment(accepted as u64);
-            false
-        }
+    let duplicate = counted(outcome, accepted)?;
+    Ok((
+        StatusCode::OK,
+        Json(Ingested {
+            accepted,
+            duplicate,
+        }),
+    ))
+}
+
+/// Whether a batch was a duplicate, or why it was refused. The click log's
+/// own error is for the operator's log, never for the client.
+fn counted(outcome: Accepted, accepted: usize) -> Result<bool, ApiError> {
+    match outcome {
+        Accepted::Taken => {}
         Accepted::Duplicate => {
             metrics::counter!("control_click_batches_duplicate_total").increment(1);
-            true
+            return Ok(true);
         }
         Accepted::Busy => {
             metrics::counter!("control_click_batches_rejected_total", "reason" => "busy")
@@ -77,14 +87,33 @@ pub(super) async fn ingest(
         Accepted::Failed(e) => {
             metrics::counter!("control_click_batches_rejected_total", "reason" => "log")
                 .increment(1);
-            return Err(ApiError::Unavailable(format!("clicks not logged: {e}")));
+            tracing::error!(error = %e, "click batch not logged");
+            return Err(ApiError::Unavailable(
+                "clicks could not be logged; retry shortly".into(),
+            ));
         }
-    };
-    Ok((
-        StatusCode::OK,
-        Json(Ingested {
-            accepted,
-            duplicate,
-        }),
-    ))
+    }
+    metrics::counter!("control_clicks_ingested_total").increment(accepted as u64);
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_click_log_failure_is_logged_not_sent() {
+        let error = counted(
+            Accepted::Failed(
+                "No space left on device (os error 28) at /srv/secret/clicks/000042.log".into(),
+            ),
+            1,
+        )
+        .unwrap_err();
+        let detail = error.problem().detail;
+        assert_eq!(detail, "clicks could not be logged; retry shortly");
+        assert_eq!(error.problem().status, 503);
+        assert!(!counted(Accepted::Taken, 3).unwrap());
+        assert!(counted(Accepted::Duplicate, 3).unwrap());
+    }
 }

@@ -86,13 +86,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+        let token = bearer_token(&parts.headers)
             .ok_or(ApiError::Unauthorized)?
             .to_owned();
         if let Some(principal) = state.keys.cached(&token) {
@@ -104,6 +98,35 @@ impl FromRequestParts<Arc<AppState>> for Auth {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         principal.map(Self).ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// matched without regard to case (RFC 9110, section 11.1).
+#[must_use]
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A path parameter, with a malformed one (invalid percent-encoding, not
+/// UTF-8) answered as a problem document like every other error.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "the request path is not valid: {}",
+                e.body_text()
+            ))),
+        }
     }
 }
 
@@ -131,11 +154,7 @@ impl FromRequestParts<Arc<AppState>> for MaybeAuth {
 
 /// Checks the internal token of a proxy's request.
 pub fn check_internal(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized)?;
+    let given = bearer_token(headers).ok_or(ApiError::Unauthorized)?;
     // Compare hashes, so the comparison's time says nothing about the token.
     if auth::token_hash(given) == auth::token_hash(&state.internal_token) {
         Ok(())
@@ -166,4 +185,26 @@ pub async fn read<T: Send + 'static>(
 ) -> AppResult<T> {
     let backend = Arc::clone(&state.backend);
     Ok(tokio::task::spawn_blocking(move || backend.read(body)).await??)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc ", "bEaReR abc"] {
+            assert_eq!(bearer_token(&with(value)), Some("abc"), "{value}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "abc"] {
+            assert_eq!(bearer_token(&with(value)), None, "{value}");
+        }
+        assert_eq!(bearer_token(&axum::http::HeaderMap::new()), None);
+    }
 }

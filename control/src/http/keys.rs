@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, Auth, Shared, read, require_admin};
+use super::extract::{ApiJson, ApiPath, Auth, Shared, read, require_admin};
 use super::problem::AppResult;
 use super::problem::{ApiError, Problem};
 use super::wire::rfc3339;
@@ -127,7 +127,7 @@ pub(super) async fn list_keys(
 pub(super) async fn delete_key(
     State(state): Shared,
     Auth(principal): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> AppResult<StatusCode> {
     require_admin(&principal)?;
     if id == principal.key_id {

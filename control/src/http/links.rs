@@ -4,15 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shortline_store::{Code, LinkId, LinkStatus, RedirectStatus, Target};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use super::extract::{ApiJson, Auth, MaybeAuth, Shared, read};
+use super::extract::{ApiJson, ApiPath, Auth, MaybeAuth, Shared, read};
 use super::problem::AppResult;
 use super::problem::{ApiError, Problem};
 use super::wire::{nullable, rfc3339};
@@ -188,9 +186,7 @@ fn parse_redirect(code: u16) -> AppResult<RedirectStatus> {
 }
 
 fn parse_time(field: &str, text: &str, now: i64) -> AppResult<i64> {
-    let at = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| ApiError::invalid(field, format!("{text:?} is not an RFC 3339 time: {e}")))?
-        .unix_timestamp();
+    let at = super::wire::parse_rfc3339(field, text)?;
     if at <= now {
         return Err(ApiError::invalid(field, "must be in the future"));
     }
@@ -479,7 +475,7 @@ async fn read_link(
 pub(super) async fn get_link(
     State(state): Shared,
     Auth(principal): Auth,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
 ) -> AppResult<Json<LinkOut>> {
     let (link, clicks) = read_link(&state, code, &principal).await?;
     Ok(Json(LinkOut::new(&state, link, clicks)))
@@ -590,7 +586,7 @@ pub(super) async fn patch_link(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
     ApiJson(body): ApiJson<PatchLink>,
 ) -> AppResult<Json<LinkOut>> {
     state.limit_write(&principal, client.ip())?;
@@ -614,7 +610,7 @@ pub(super) async fn delete_link(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
 ) -> AppResult<StatusCode> {
     state.limit_write(&principal, client.ip())?;
     state

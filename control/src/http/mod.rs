@@ -82,6 +82,8 @@ pub fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
         .route("/internal/v1/changes", get(stream::changes))
         .route("/internal/v1/snapshots/{seq}", get(stream::snapshot_file))
         .route("/internal/v1/clicks", post(clicks::ingest))
+        .fallback(|| async { problem::ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(axum::middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(body_limit))

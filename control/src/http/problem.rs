@@ -28,6 +28,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("not found")]
     NotFound,
+    #[error("no such route; see /api/v1/openapi.json")]
+    NoRoute,
+    #[error("this route does not take that method; see the Allow header")]
+    MethodNotAllowed,
     #[error("{field}: {reason}")]
     Conflict { field: String, reason: String },
     #[error("request body is larger than {limit} bytes")]
@@ -60,7 +64,8 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -76,7 +81,8 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
-            Self::NotFound => "not-found",
+            Self::NotFound | Self::NoRoute => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict { .. } => "conflict",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::TooManyRequests { .. } => "rate-limited",

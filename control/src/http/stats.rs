@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Auth, read};
+use super::extract::{ApiPath, Auth, read};
 use super::problem::ApiError;
 use crate::analytics::Granularity;
 use crate::analytics::stats::{self, Stats};
@@ -72,11 +71,7 @@ pub struct TopLinks {
 fn time_param(field: &str, text: Option<&str>, default: i64) -> Result<i64, ApiError> {
     match text {
         None => Ok(default),
-        Some(text) => Ok(OffsetDateTime::parse(text, &Rfc3339)
-            .map_err(|e| {
-                ApiError::invalid(field, format!("{text:?} is not an RFC 3339 time: {e}"))
-            })?
-            .unix_timestamp()),
+        Some(text) => super::wire::parse_rfc3339(field, text),
     }
 }
 
@@ -100,7 +95,7 @@ fn period(from: Option<&str>, to: Option<&str>, default_span: i64) -> Result<(i6
 pub(super) async fn link_stats(
     State(state): State<Arc<AppState>>,
     Auth(principal): Auth,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
     params: Result<Query<StatsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Stats>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;

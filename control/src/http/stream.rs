@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::problem::ApiError;
 use crate::state::AppState;
 
-use super::extract::check_internal;
+use super::extract::{ApiPath, check_internal};
 use crate::tasks::publish::{
     STREAM_BUFFER_MESSAGES, snapshot_file_name, snapshot_files, stream_changes,
 };
@@ -49,7 +49,7 @@ pub(super) async fn changes(
 pub(super) async fn snapshot_file(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    axum::extract::Path(seq): axum::extract::Path<String>,
+    ApiPath(seq): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     check_internal(&state, &headers)?;
     let dir = state.config.snapshot_dir();

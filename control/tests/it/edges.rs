@@ -207,3 +207,95 @@ fn logs_written_to_a_file_carry_no_colour_codes() {
         "colour codes in a log file: {text:?}"
     );
 }
+
+#[test]
+fn times_past_year_9999_in_utc_are_refused() {
+    let control = start();
+    // Year 9999 in its own offset, year 10000 in UTC: the API could not show it.
+    let late = "9999-12-31T23:59:59-23:59";
+    assert_problem(
+        &control.post(
+            "/api/v1/links",
+            json!({"url": "https://e.com/", "expires_at": late}),
+        ),
+        422,
+        Some("expires_at"),
+    );
+    let link = control.create(json!({"url": "https://e.com/"}));
+    let code = link["code"].as_str().unwrap();
+    assert_problem(
+        &control.get(&format!("/api/v1/links/{code}/stats?to={late}")),
+        422,
+        Some("to"),
+    );
+    assert_problem(
+        &control.get(&format!(
+            "/api/v1/links/{code}/stats?from=1969-12-31T23:00:00Z"
+        )),
+        422,
+        Some("from"),
+    );
+    // The last second the API can show is still taken.
+    let last =
+        control.create(json!({"url": "https://e.com/", "expires_at": "9999-12-31T23:59:59Z"}));
+    assert_eq!(last["expires_at"], "9999-12-31T23:59:59Z");
+}
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let control = start();
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let answer = ureq_get(
+            &control.url("/api/v1/links"),
+            &format!("{scheme} {}", control.token),
+        );
+        assert_eq!(answer, 200, "{scheme}");
+    }
+    assert_eq!(
+        ureq_get(
+            &control.url("/api/v1/links"),
+            &format!("Basic {}", control.token)
+        ),
+        401
+    );
+}
+
+fn ureq_get(url: &str, authorization: &str) -> u16 {
+    crate::agent()
+        .get(url)
+        .header("Authorization", authorization)
+        .call()
+        .expect("transport")
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn a_malformed_path_is_a_problem_document() {
+    let control = start();
+    // `%ff` decodes to a byte that is not UTF-8; `%zz` is not an escape at all.
+    for path in [
+        "/api/v1/links/%ff",
+        "/api/v1/links/%ff/stats",
+        "/api/v1/blocklist/%c3%28",
+    ] {
+        let answer = control.get(path);
+        assert_problem(&answer, 400, None);
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("the request path is not valid"),
+            "{path}: {answer:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_routes_and_methods_are_problem_documents() {
+    let control = start();
+    assert_problem(&control.get("/api/v1/nothing-here"), 404, None);
+    let answer = control.get("/api/v1/keys/abc");
+    assert_problem(&answer, 405, None);
+    assert_eq!(answer.header("allow"), Some("DELETE"), "{answer:?}");
+}
