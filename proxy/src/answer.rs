@@ -149,7 +149,7 @@ fn redirect<'a>(
         return plain(410, BODY_GONE, Outcome::Gone);
     }
     let location: &[u8] = match query {
-        Some(query) if link.forward_query && path::header_safe(query) => {
+        Some(query) if link.forward_query => {
             path::forward_query(target, query, location_buffer);
             location_buffer
         }

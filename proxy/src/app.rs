@@ -225,6 +225,16 @@ impl RedirectApp {
         }
     }
 
+    /// Drops the empty lines a client may send between requests (RFC 9112,
+    /// 2.2), so a stray CRLF is not taken for the start of a request that
+    /// then times out.
+    fn skip_empty_lines(buf: &mut Vec<u8>) {
+        let empty = crate::codec::empty_lines(buf);
+        if empty > 0 {
+            buf.drain(..empty);
+        }
+    }
+
     /// Waits for the first bytes of the next request, unless pipelined bytes
     /// are already here. False when the connection is done.
     async fn await_request(
@@ -234,25 +244,40 @@ impl RedirectApp {
         first: bool,
         shutdown: &mut ShutdownWatch,
     ) -> bool {
+        Self::skip_empty_lines(buf);
         if !buf.is_empty() {
             return true;
         }
-        let read = if first {
-            // A new connection's request is answered even while shutting
-            // down: the client was accepted and is waiting.
-            tokio::time::timeout(self.limits.read_timeout, read_more(stream, buf)).await
+        // Empty lines do not extend the wait: it ends at one deadline.
+        let wait = if first {
+            self.limits.read_timeout
         } else {
-            // An idle keep-alive connection is closed at shutdown.
-            if *shutdown.borrow() {
+            Duration::from_secs(self.limits.keepalive_timeout_seconds)
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let read = if first {
+                // A new connection's request is answered even while shutting
+                // down: the client was accepted and is waiting.
+                tokio::time::timeout_at(deadline, read_more(stream, buf)).await
+            } else {
+                // An idle keep-alive connection is closed at shutdown.
+                if *shutdown.borrow() {
+                    return false;
+                }
+                tokio::select! {
+                    read = tokio::time::timeout_at(deadline, read_more(stream, buf)) => read,
+                    _ = shutdown.changed() => return false,
+                }
+            };
+            if !matches!(read, Ok(Ok(n)) if n > 0) {
                 return false;
             }
-            let idle = Duration::from_secs(self.limits.keepalive_timeout_seconds);
-            tokio::select! {
-                read = tokio::time::timeout(idle, read_more(stream, buf)) => read,
-                _ = shutdown.changed() => return false,
+            Self::skip_empty_lines(buf);
+            if !buf.is_empty() {
+                return true;
             }
-        };
-        matches!(read, Ok(Ok(n)) if n > 0)
+        }
     }
 
     /// Reads the rest of one request head and answers it into `out`.
@@ -289,7 +314,13 @@ impl RedirectApp {
                     self.metrics
                         .record(outcome, started.elapsed().as_nanos() as u64);
                     if next == Next::Close {
-                        let _ = self.send(stream, out).await;
+                        // Bytes the client sent that were not read (a body,
+                        // requests after this one) would turn the close
+                        // into a reset that can destroy the answer.
+                        let unread = request.has_body || buf.len() > consumed;
+                        if self.send(stream, out).await.is_ok() && unread {
+                            linger(stream).await;
+                        }
                         return None;
                     }
                     return Some(consumed);
@@ -331,7 +362,10 @@ impl RedirectApp {
         write_response(out, &reply, false, Next::Close, false, SystemTime::now());
         self.metrics
             .record(reply.outcome, started.elapsed().as_nanos() as u64);
-        let _ = self.send(stream, out).await;
+        if self.send(stream, out).await.is_ok() {
+            // The rest of a refused request is never read.
+            linger(stream).await;
+        }
     }
 
     async fn send(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
@@ -342,6 +376,32 @@ impl RedirectApp {
         match tokio::time::timeout(self.limits.write_timeout, write).await {
             Ok(result) => result,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+/// Longest a connection is held after its last answer to drain what the
+/// client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and discarded while lingering.
+const LINGER_BYTES_MAX: usize = 256 << 10;
+
+/// Closes gracefully after a last answer when the client may have sent
+/// bytes that were not read: shuts down writing (the client sees the end
+/// of the answer), then reads and discards for a short while. Closing a
+/// socket with unread bytes sends a reset, and a reset can reach the
+/// client before it has read the answer.
+async fn linger(stream: &mut Stream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_BYTES_MAX {
+        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
         }
     }
 }

@@ -171,10 +171,25 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
         user_agent: b"",
         forwarded_for: b"",
     };
+    let mut hosts = 0u32;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
     for header in request.headers.iter() {
         parsed.headers_bytes += header.name.len() + header.value.len() + 4;
         let name = header.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"connection") {
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // One length, or a list of the same one (RFC 9112, 6.3); any
+            // other value leaves the message's framing unknown.
+            match (content_length_value(header.value), content_length) {
+                (Some(length), None) => content_length = Some(length),
+                (Some(length), Some(seen)) if length == seen => {}
+                _ => return Parsed::Refuse(400, BODY_BAD_REQUEST),
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
             for token in header.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -189,14 +204,51 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
             parsed.user_agent = header.value;
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             parsed.forwarded_for = header.value;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || (name.eq_ignore_ascii_case(b"content-length") && header.value.trim_ascii() != b"0")
-        {
-            // Redirects take no body; rather than read one, close after answering.
-            parsed.has_body = true;
         }
     }
+    // HTTP/1.1 needs exactly one Host (RFC 9112, 3.2); none at all is
+    // allowed only in HTTP/1.0.
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Parsed::Refuse(400, BODY_BAD_REQUEST);
+    }
+    // Both framings at once is how requests are smuggled (RFC 9112, 6.1).
+    if chunked && content_length.is_some() {
+        return Parsed::Refuse(400, BODY_BAD_REQUEST);
+    }
+    // Redirects take no body; rather than read one, close after answering.
+    parsed.has_body = chunked || content_length.is_some_and(|n| n > 0);
     Parsed::Request(parsed, consumed)
+}
+
+/// A `Content-Length` value: digits, or a comma-separated list of one
+/// repeated length.
+fn content_length_value(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        if length.is_some_and(|seen| seen != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
+}
+
+/// How many bytes at the start of `bytes` are empty lines, which a server
+/// ignores before a request line (RFC 9112, 2.2).
+pub(crate) fn empty_lines(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match &bytes[at..] {
+            [b'\r', b'\n', ..] => at += 2,
+            [b'\n', ..] => at += 1,
+            _ => return at,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,17 +286,19 @@ mod tests {
         assert_eq!(http10.next, Next::Close);
         let (kept, _) = request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
         assert_eq!(kept.next, Next::KeepAlive);
-        let (closed, _) = request(b"GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n");
+        let (closed, _) = request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n");
         assert_eq!(closed.next, Next::Close);
     }
 
     #[test]
     fn a_body_is_noticed_and_garbage_refused() {
-        let (with_body, _) = request(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        let (with_body, _) =
+            request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
         assert!(with_body.has_body);
-        let (empty_body, _) = request(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        let (empty_body, _) = request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         assert!(!empty_body.has_body);
-        let (chunked, _) = request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let (chunked, _) =
+            request(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert!(chunked.has_body);
         assert!(matches!(
             parse(b"\0\x01garbage\r\n\r\n"),
@@ -253,8 +307,47 @@ mod tests {
         let many: String = (0..HEADERS_MAX + 1)
             .map(|i| format!("X-{i}: y\r\n"))
             .collect();
-        let too_many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let too_many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
         assert!(matches!(parse(too_many.as_bytes()), Parsed::Refuse(431, _)));
+    }
+
+    fn refused(bytes: &[u8]) -> bool {
+        matches!(parse(bytes), Parsed::Refuse(400, _))
+    }
+
+    #[test]
+    fn framing_and_host_are_checked() {
+        // HTTP/1.1 needs one Host; HTTP/1.0 may go without.
+        assert!(refused(b"GET /a HTTP/1.1\r\n\r\n"));
+        assert!(refused(b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"));
+        assert!(refused(b"GET /a HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"));
+        request(b"GET /a HTTP/1.0\r\n\r\n");
+        // Both framings, or a length that is not one number, is refused.
+        assert!(refused(
+            b"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        for bad in ["-1", "1x", "", "+5", "5, 6", "0x10", "99999999999999999999"] {
+            let head = format!("GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(refused(head.as_bytes()), "{bad:?}");
+        }
+        assert!(refused(
+            b"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        ));
+        let (same, _) = request(
+            b"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nab",
+        );
+        assert!(same.has_body);
+        let (zero, _) = request(b"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 00\r\n\r\n");
+        assert!(!zero.has_body);
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_are_counted() {
+        assert_eq!(empty_lines(b""), 0);
+        assert_eq!(empty_lines(b"\r\n"), 2);
+        assert_eq!(empty_lines(b"\r\n\nGET"), 3);
+        assert_eq!(empty_lines(b"\r"), 0, "half a line waits for the rest");
+        assert_eq!(empty_lines(b"GET /\r\n"), 0);
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct ProxyConfig {
     pub enumeration_window_seconds: u64,
     /// How long a client that walked codes is refused.
     pub enumeration_block_seconds: u64,
+    /// Clients the enumeration guard tracks at once, in a table of fixed
+    /// size; past it, the least recently active are forgotten.
+    pub enumeration_clients_max: usize,
+    /// IPv6 clients are counted by this many leading bits (a /64 is one host).
+    pub enumeration_ipv6_prefix_bits: u8,
     /// Click events held between the redirect path and the batcher.
     pub click_ring_capacity: usize,
     /// Most click events per batch sent to control.
@@ -95,6 +100,8 @@ impl Default for ProxyConfig {
             enumeration_misses_max: 100,
             enumeration_window_seconds: 10,
             enumeration_block_seconds: 60,
+            enumeration_clients_max: 65_536,
+            enumeration_ipv6_prefix_bits: 64,
             trust_forwarded_for: false,
             click_ring_capacity: 1 << 16,
             click_batch_max: 16_384,
@@ -128,6 +135,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("enumeration_misses_max", Kind::Integer),
     ("enumeration_window_seconds", Kind::Integer),
     ("enumeration_block_seconds", Kind::Integer),
+    ("enumeration_clients_max", Kind::Integer),
+    ("enumeration_ipv6_prefix_bits", Kind::Integer),
     ("trust_forwarded_for", Kind::Bool),
     ("click_ring_capacity", Kind::Integer),
     ("click_batch_max", Kind::Integer),
@@ -196,6 +205,18 @@ impl ProxyConfig {
             self.enumeration_block_seconds,
             1,
             86_400,
+        )?;
+        range(
+            "enumeration_clients_max",
+            self.enumeration_clients_max as u64,
+            16,
+            1 << 24,
+        )?;
+        range(
+            "enumeration_ipv6_prefix_bits",
+            u64::from(self.enumeration_ipv6_prefix_bits),
+            16,
+            128,
         )?;
         range(
             "click_flush_interval_ms",

@@ -147,6 +147,8 @@ fn run(cli: &Cli) -> Result<()> {
         misses_max: config.enumeration_misses_max,
         window_seconds: config.enumeration_window_seconds,
         block_seconds: config.enumeration_block_seconds,
+        clients_max: config.enumeration_clients_max,
+        ipv6_prefix_bits: config.enumeration_ipv6_prefix_bits,
     };
     let drain = Arc::new(Drain::default());
     let app = RedirectApp::new(

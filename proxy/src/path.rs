@@ -26,12 +26,36 @@ pub enum Route<'a> {
 /// Longest request target considered at all; longer ones are invalid.
 pub const TARGET_LEN_MAX: usize = 8192;
 
-/// Parses an origin-form request target such as `/abc?x=1`.
+/// The path and query of an absolute-form target (`http://host/abc?x=1`,
+/// which RFC 9112 section 3.2.2 says a server must accept), or `None` for
+/// any other form. The authority is skipped: every host serves one table.
+fn strip_absolute(target: &[u8]) -> Option<&[u8]> {
+    let scheme_end = target.windows(3).position(|w| w == b"://")?;
+    let scheme = &target[..scheme_end];
+    if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let authority_end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    Some(&rest[authority_end..])
+}
+
+/// Parses a request target: origin-form such as `/abc?x=1`, or the same
+/// in absolute-form.
 #[must_use]
 pub fn parse(target: &[u8]) -> Route<'_> {
     if target.len() > TARGET_LEN_MAX {
         return Route::Invalid;
     }
+    let target = match strip_absolute(target) {
+        // `http://host` and `http://host?x` ask for the root.
+        Some(rest) if rest.is_empty() || rest[0] == b'?' => return Route::Root,
+        Some(rest) => rest,
+        None => target,
+    };
     let (path, query) = match target.iter().position(|&b| b == b'?') {
         Some(at) => (&target[..at], Some(&target[at + 1..])),
         None => (target, None),
@@ -68,8 +92,38 @@ pub fn header_safe(bytes: &[u8]) -> bool {
     !bytes.iter().any(|&b| b < 0x20 || b == 0x7f)
 }
 
+/// Whether `byte` may appear as it is in a URI's query (RFC 3986, 3.4:
+/// unreserved, sub-delims, `:`, `@`, `/`, `?`).
+fn query_byte_allowed(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&byte)
+}
+
+/// Appends `query` to `out`, percent-encoding every byte a URI's query may
+/// not hold as it is: raw non-ASCII, controls, space, `"`, `<`, `>`, `#`,
+/// and a `%` that does not start an escape. What is already encoded is
+/// kept, so `Location` is always a valid URI reference.
+fn push_query(query: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for (at, &byte) in query.iter().enumerate() {
+        let escape = byte == b'%'
+            && query.len() > at + 2
+            && query[at + 1].is_ascii_hexdigit()
+            && query[at + 2].is_ascii_hexdigit();
+        if escape || query_byte_allowed(byte) {
+            out.push(byte);
+        } else {
+            out.extend_from_slice(&[
+                b'%',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 15)],
+            ]);
+        }
+    }
+}
+
 /// Appends `target`, then the forwarded query, into `out`: joined with `?`
-/// or `&`, and placed before any `#fragment` of the target.
+/// or `&`, percent-encoded where needed, and placed before any `#fragment`
+/// of the target.
 pub fn forward_query(target: &[u8], query: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let (base, fragment) = match target.iter().position(|&b| b == b'#') {
@@ -87,7 +141,7 @@ pub fn forward_query(target: &[u8], query: &[u8], out: &mut Vec<u8>) {
         b"?"
     };
     out.extend_from_slice(joiner);
-    out.extend_from_slice(query);
+    push_query(query, out);
     out.extend_from_slice(fragment);
 }
 
@@ -122,7 +176,7 @@ mod tests {
         assert_eq!(parse(b"/abc+?x"), Route::Preview { code: b"abc" });
         assert_eq!(parse(b"/"), Route::Root);
         assert_eq!(parse(b"/healthz"), Route::Health);
-        for bad in [&b""[..], b"abc", b"*", b"http://x/abc"] {
+        for bad in [&b""[..], b"abc", b"*", b"ftp://x/abc", b"x:/abc"] {
             assert_eq!(parse(bad), Route::Invalid, "{bad:?}");
         }
         for not_a_code in [
@@ -142,6 +196,39 @@ mod tests {
             Route::NotACode
         );
         assert_eq!(parse(&vec![b'/'; TARGET_LEN_MAX + 1]), Route::Invalid);
+    }
+
+    #[test]
+    fn absolute_form_targets_are_served_like_origin_form() {
+        assert_eq!(
+            parse(b"http://s.example/abc?x=1"),
+            Route::Code {
+                code: b"abc",
+                query: Some(b"x=1")
+            }
+        );
+        assert_eq!(
+            parse(b"HTTPS://s.example:8443/abc+"),
+            Route::Preview { code: b"abc" }
+        );
+        assert_eq!(parse(b"http://s.example"), Route::Root);
+        assert_eq!(parse(b"http://s.example?x"), Route::Root);
+        assert_eq!(parse(b"http://s.example/healthz"), Route::Health);
+        assert_eq!(parse(b"http://s.example/a/b"), Route::NotACode);
+    }
+
+    #[test]
+    fn a_forwarded_query_is_percent_encoded_where_a_uri_needs_it() {
+        let mut out = Vec::new();
+        forward_query(b"https://e.com/p", "q=\"<a>\" ü#x".as_bytes(), &mut out);
+        assert_eq!(out, b"https://e.com/p?q=%22%3Ca%3E%22%20%C3%BC%23x");
+        forward_query(b"https://e.com/p", b"a=%20b&c=%zz&d=%4", &mut out);
+        assert_eq!(out, b"https://e.com/p?a=%20b&c=%25zz&d=%254");
+        forward_query(b"https://e.com/p", b"x=\r\n\x7f\xff", &mut out);
+        assert_eq!(out, b"https://e.com/p?x=%0D%0A%7F%FF");
+        forward_query(b"https://e.com/p", b"a=1&b=/?:@!$'()*+,;=-._~", &mut out);
+        assert_eq!(out, b"https://e.com/p?a=1&b=/?:@!$'()*+,;=-._~");
+        assert!(header_safe(&out));
     }
 
     #[test]

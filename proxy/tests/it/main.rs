@@ -8,6 +8,7 @@ mod alloc;
 mod analytics;
 mod answering;
 mod clicks;
+mod http_edges;
 mod lifecycle;
 mod readme;
 mod sidecars;
