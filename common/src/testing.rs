@@ -2,8 +2,10 @@
 //! the store the control planes they start keep their data in. With
 //! `SHORTLINE_TEST_FDB_CLUSTER_FILE` naming a FoundationDB cluster, every one
 //! uses that cluster under a prefix of its own; otherwise the embedded store.
+//! And [`eventually`]: every wait for a condition, with a generous deadline.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The cluster file of the FoundationDB cluster the tests run against,
 /// when `SHORTLINE_TEST_FDB_CLUSTER_FILE` names one (and the binaries are
@@ -42,4 +44,47 @@ pub fn embedded_only(test: &str) -> bool {
         return true;
     }
     false
+}
+
+/// The shortest wait for any condition: a busy two-core machine can be many
+/// times slower than a developer's, and a test must not fail for that.
+const EVENTUALLY_SECONDS_MIN: u64 = 60;
+
+/// Polls `check` until it holds or `seconds` (at least a minute) pass.
+pub fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds.max(EVENTUALLY_SECONDS_MIN));
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {:.1} s waiting for {what}",
+            started.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `value` until it equals `expected`; a timeout prints the last value seen.
+pub fn eventually_eq<T: PartialEq + std::fmt::Debug>(
+    seconds: u64,
+    what: &str,
+    mut value: impl FnMut() -> T,
+    expected: T,
+) {
+    let mut last = None;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds.max(EVENTUALLY_SECONDS_MIN));
+    loop {
+        let seen = value();
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {:.1} s waiting for {what}: expected {expected:?}, last saw {seen:?} (before that {last:?})",
+            started.elapsed().as_secs_f64()
+        );
+        last = Some(seen);
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -54,6 +54,15 @@ pub struct Config {
     pub batch_links_max: usize,
     /// Largest accepted request body, in bytes.
     pub request_body_bytes_max: usize,
+    /// Longest a connection may take to send a request head, from accept or
+    /// from its first byte after an idle spell.
+    pub control_header_timeout_ms: u64,
+    /// Longest a request body may take to arrive after its head (else 408).
+    pub control_body_timeout_ms: u64,
+    /// Longest a keep-alive connection may sit idle between requests.
+    pub control_idle_timeout_ms: u64,
+    /// Most connections open at once; past it new ones get 503 and are closed.
+    pub control_connections_max: usize,
     /// Largest page of a list.
     pub list_limit_max: usize,
     /// Most tags on one link.
@@ -164,6 +173,10 @@ impl Default for Config {
             blocked_domains: Vec::new(),
             batch_links_max: 1000,
             request_body_bytes_max: 4 << 20,
+            control_header_timeout_ms: 10_000,
+            control_body_timeout_ms: 30_000,
+            control_idle_timeout_ms: 60_000,
+            control_connections_max: 4096,
             list_limit_max: 1000,
             tags_max: 20,
             tag_length_max: 64,
@@ -222,6 +235,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("blocked_domains", Kind::List),
     ("batch_links_max", Kind::Integer),
     ("request_body_bytes_max", Kind::Integer),
+    ("control_header_timeout_ms", Kind::Integer),
+    ("control_body_timeout_ms", Kind::Integer),
+    ("control_idle_timeout_ms", Kind::Integer),
+    ("control_connections_max", Kind::Integer),
     ("list_limit_max", Kind::Integer),
     ("tags_max", Kind::Integer),
     ("tag_length_max", Kind::Integer),
@@ -343,6 +360,30 @@ impl Config {
                 n(self.request_body_bytes_max),
                 1024,
                 64 << 20,
+            ),
+            (
+                "control_header_timeout_ms",
+                self.control_header_timeout_ms,
+                100,
+                600_000,
+            ),
+            (
+                "control_body_timeout_ms",
+                self.control_body_timeout_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "control_idle_timeout_ms",
+                self.control_idle_timeout_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "control_connections_max",
+                n(self.control_connections_max),
+                1,
+                1_000_000,
             ),
             ("list_limit_max", n(self.list_limit_max), 1, 10_000),
             ("tags_max", n(self.tags_max), 0, 100),

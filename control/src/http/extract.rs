@@ -50,6 +50,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             {
                 Err(ApiError::BadRequest("request body is too large".into()))
             }
+            Err(e) if super::conn::is_body_timeout(&e) => Err(ApiError::RequestTimeout),
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }

@@ -5,6 +5,7 @@
 pub mod abuse;
 pub mod admin;
 pub mod clicks;
+pub mod conn;
 pub mod extract;
 pub mod keys;
 pub mod links;
@@ -14,9 +15,8 @@ pub mod stats;
 pub mod stream;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -27,17 +27,62 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::state::AppState;
 
-/// Serves the whole API on `listener` until `stop` resolves, then drains.
+/// Serves the whole API on `listener` until `stop` resolves, then drains;
+/// every connection bounded as [`conn`] says.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     metrics: PrometheusHandle,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state, metrics).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+    let config = &state.config;
+    let limits = conn::Limits {
+        header_timeout: Duration::from_millis(config.control_header_timeout_ms),
+        body_timeout: Duration::from_millis(config.control_body_timeout_ms),
+        idle_timeout: Duration::from_millis(config.control_idle_timeout_ms),
+        connections_max: connections_max(config.control_connections_max),
+    };
+    conn::serve(listener, router(state, metrics), limits, stop).await
+}
+
+/// Descriptors kept free of connections: the store, logs, snapshots.
+const DESCRIPTORS_RESERVED: u64 = 256;
+
+/// The connection cap, lowered (with a warning) to what the process's
+/// descriptor limit allows once raised to its hard limit, so the cap and
+/// not `accept` failing is what refuses the excess.
+fn connections_max(configured: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return configured;
+    }
+    // As servers do, take the whole limit the system allows (the hard one).
+    let wanted = limit.rlim_max.min(1 << 20);
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            limit.rlim_cur = wanted;
+        }
+    }
+    let allowed = limit.rlim_cur.saturating_sub(DESCRIPTORS_RESERVED).max(1);
+    if configured as u64 > allowed {
+        tracing::warn!(
+            control_connections_max = configured,
+            open_files_limit = limit.rlim_cur,
+            using = allowed,
+            "control_connections_max is above what the open-files limit allows; raise the limit (ulimit -n, LimitNOFILE=)"
+        );
+        return allowed as usize;
+    }
+    configured
 }
 
 /// Every route, by resource; each handler lives in its resource's module.

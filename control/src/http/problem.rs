@@ -34,6 +34,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{field}: {reason}")]
     Conflict { field: String, reason: String },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("rate limit exceeded; retry in {retry_after_seconds} s")]
@@ -67,6 +69,7 @@ impl ApiError {
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -84,6 +87,7 @@ impl ApiError {
             Self::NotFound | Self::NoRoute => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict { .. } => "conflict",
+            Self::RequestTimeout => "request-timeout",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::TooManyRequests { .. } => "rate-limited",
             Self::UnsupportedMedia(_) => "unsupported-media-type",

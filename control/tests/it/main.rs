@@ -8,6 +8,7 @@ mod backup;
 mod durability;
 mod edges;
 mod layers;
+mod limits;
 mod matrix;
 mod startup;
 mod stats;
@@ -204,6 +205,23 @@ impl Control {
         answer.body["token"].as_str().expect("token").to_owned()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The value of one sample in `/metrics` (`name` with its labels), or 0
+    /// when it is not there yet.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = self.request("GET", "/metrics", None, None);
+        text.body
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Sends SIGKILL and waits.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -255,4 +273,4 @@ pub fn assert_problem(answer: &Answer, status: u16, field: Option<&str>) {
     }
 }
 
-pub use shortline_common::testing::{embedded_only, fdb_cluster, fdb_env};
+pub use shortline_common::testing::{embedded_only, eventually, fdb_cluster, fdb_env};

@@ -367,49 +367,6 @@ impl Drop for Proxy {
     }
 }
 
-/// The shortest wait for any condition: a busy two-core machine can be many
-/// times slower than a developer's, and a test must not fail for that.
-const EVENTUALLY_SECONDS_MIN: u64 = 60;
-
-/// Polls `check` until it holds or `seconds` (at least a minute) pass.
-pub fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds.max(EVENTUALLY_SECONDS_MIN));
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {:.1} s waiting for {what}",
-            started.elapsed().as_secs_f64()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Polls `value` until it equals `expected`; a timeout prints the last value seen.
-pub fn eventually_eq<T: PartialEq + std::fmt::Debug>(
-    seconds: u64,
-    what: &str,
-    mut value: impl FnMut() -> T,
-    expected: T,
-) {
-    let mut last = None;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds.max(EVENTUALLY_SECONDS_MIN));
-    loop {
-        let seen = value();
-        if seen == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {:.1} s waiting for {what}: expected {expected:?}, last saw {seen:?} (before that {last:?})",
-            started.elapsed().as_secs_f64()
-        );
-        last = Some(seen);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A control plane and a proxy sharing a fresh data directory.
 #[allow(missing_debug_implementations)]
 pub struct System {
@@ -445,4 +402,6 @@ pub fn link(url: &str) -> Value {
     json!({ "url": url })
 }
 
-pub use shortline_common::testing::{embedded_only, fdb_cluster, fdb_env};
+pub use shortline_common::testing::{
+    embedded_only, eventually, eventually_eq, fdb_cluster, fdb_env,
+};
