@@ -71,8 +71,10 @@ pub struct ProxyConfig {
     pub reconnect_backoff_max_ms: u64,
     /// A stream silent for this long is considered dead (control heartbeats every second).
     pub stream_idle_timeout_ms: u64,
-    /// How often the live view is persisted when it holds changes newer than any snapshot file.
-    pub persist_interval_ms: u64,
+    /// Journal size past which the proxy writes its view as a snapshot of
+    /// its own and empties the journal (control's snapshots normally keep
+    /// it far smaller).
+    pub journal_bytes_max: u64,
     /// Snapshot files kept in `proxy-cache/`.
     pub snapshot_keep: usize,
     /// Seconds to finish in-flight requests after SIGTERM or an upgrade.
@@ -110,7 +112,7 @@ impl Default for ProxyConfig {
             click_shutdown_flush_ms: 3000,
             reconnect_backoff_max_ms: 2000,
             stream_idle_timeout_ms: 5000,
-            persist_interval_ms: 2000,
+            journal_bytes_max: 64 << 20,
             snapshot_keep: 2,
             grace_period_seconds: 5,
             log_format: LogFormat::Text,
@@ -145,7 +147,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("click_shutdown_flush_ms", Kind::Integer),
     ("reconnect_backoff_max_ms", Kind::Integer),
     ("stream_idle_timeout_ms", Kind::Integer),
-    ("persist_interval_ms", Kind::Integer),
+    ("journal_bytes_max", Kind::Integer),
     ("snapshot_keep", Kind::Integer),
     ("grace_period_seconds", Kind::Integer),
     ("log_format", Kind::Text),
@@ -249,10 +251,10 @@ impl ProxyConfig {
             600_000,
         )?;
         range(
-            "persist_interval_ms",
-            self.persist_interval_ms,
-            10,
-            3_600_000,
+            "journal_bytes_max",
+            self.journal_bytes_max,
+            1 << 16,
+            1 << 36,
         )?;
         range("snapshot_keep", self.snapshot_keep as u64, 1, 100)?;
         range("grace_period_seconds", self.grace_period_seconds, 0, 3600)?;

@@ -3,7 +3,7 @@
 //! nothing is left to finish. [`Drain`] counts what must finish first: open
 //! client connections (their requests are answered and their clicks
 //! captured) and the background tasks that write out state (the click
-//! batcher's last shipment, the last persist of the live view). [`Exit`] ends
+//! batcher's last shipment). [`Exit`] ends
 //! the process as soon as all of them are done, so an idle proxy stops in
 //! milliseconds and a busy one as soon as it has drained; the grace period
 //! stays the upper bound.
@@ -114,15 +114,16 @@ impl BackgroundService for Exit {
         self.drain.all_done().await;
         tracing::info!("drained; exiting");
         // Everything that must outlive the process is written: the last
-        // click batch is acknowledged and the live view persisted.
+        // click batch is acknowledged, and every change applied is in the
+        // journal.
         std::process::exit(0);
     }
 }
 
 /// Pingora's signals, but SIGINT drains like SIGTERM instead of dropping
 /// what is queued. SIGQUIT stays the graceful upgrade, after
-/// `before_upgrade` has run: the proxy persists its live view there, so the
-/// new process, which loads its table once it has the sockets, starts from
+/// `before_upgrade` has run: the proxy closes its journal there, so the new
+/// process, which opens and replays it once it has the sockets, starts from
 /// every link this one serves.
 pub struct Signals {
     pub before_upgrade: Option<Box<dyn Fn() + Send + Sync>>,

@@ -21,6 +21,7 @@ mod codec;
 pub mod config;
 pub mod drain;
 pub mod guard;
+pub mod journal;
 pub mod metrics;
 mod pages;
 pub mod path;

@@ -19,10 +19,11 @@ use shortline_proxy::app::{Limits, RedirectApp};
 use shortline_proxy::clicks::ClickRing;
 use shortline_proxy::config::ProxyConfig;
 use shortline_proxy::drain::{Drain, Exit, Signals};
+use shortline_proxy::journal::Journal;
 use shortline_proxy::metrics::Metrics;
 use shortline_proxy::shipper::Shipper;
 use shortline_proxy::snapshots;
-use shortline_proxy::sync::{Persister, Subscriber};
+use shortline_proxy::sync::{Applier, Subscriber};
 use shortline_store::{LiveTable, Snapshot};
 
 #[global_allocator]
@@ -111,7 +112,7 @@ fn run(cli: &Cli) -> Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, cli)?);
     // In an upgrade this waits for the old process's sockets, which it sends
-    // after persisting its live view: the view loaded below is the newest.
+    // after closing its journal: the table loaded below is the newest.
     server.bootstrap();
     let metrics = Arc::new(Metrics::default());
     let snapshot = snapshots::newest_valid(
@@ -129,6 +130,15 @@ fn run(cli: &Cli) -> Result<()> {
         "loaded snapshot"
     );
     let table = Arc::new(LiveTable::new(snapshot));
+    // In an upgrade the old process closes its journal before it hands the
+    // sockets over; wait a little in case it is still finishing a write.
+    let wait = if cli.upgrade {
+        Duration::from_secs(30)
+    } else {
+        Duration::ZERO
+    };
+    let (journal, replay) = Journal::open(&config.cache_dir(), wait)?;
+    replay_journal(&table, &metrics, replay);
     let ring = Arc::new(ClickRing::new(
         config.click_ring_capacity,
         Arc::clone(&metrics),
@@ -174,20 +184,19 @@ fn run(cli: &Cli) -> Result<()> {
     metrics_service.threads = Some(1);
     server.add_service(metrics_service);
 
+    let applier = Arc::new(Applier::new(
+        config.clone(),
+        Arc::clone(&table),
+        Arc::clone(&metrics),
+        journal,
+    ));
     server.add_service(background_service(
         "subscriber",
         Subscriber {
             config: config.clone(),
             table: Arc::clone(&table),
             metrics: Arc::clone(&metrics),
-        },
-    ));
-    server.add_service(background_service(
-        "persister",
-        Persister {
-            config: config.clone(),
-            table: Arc::clone(&table),
-            finished: std::sync::Mutex::new(Some(drain.task())),
+            applier: Arc::clone(&applier),
         },
     ));
     server.add_service(background_service(
@@ -203,22 +212,41 @@ fn run(cli: &Cli) -> Result<()> {
     ));
     server.add_service(background_service("exit", Exit { drain }));
     println!("proxy listening on http://{}", config.proxy_listen);
-    let persister = Persister {
-        config: config.clone(),
-        table: Arc::clone(&table),
-        finished: std::sync::Mutex::new(None),
-    };
-    let before_upgrade = move || {
-        if let Err(e) = persister.persist(shortline_store::Seq(0)) {
-            tracing::error!(error = %e, "cannot persist the live view before the upgrade");
-        }
-    };
+    // Everything applied is in the journal already: closing it stops this
+    // process applying more and lets the new one open it.
+    let before_upgrade = move || applier.close();
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
             before_upgrade: Some(Box::new(before_upgrade)),
         }),
     });
     Ok(())
+}
+
+/// Applies what the journal held over the loaded snapshot.
+fn replay_journal(table: &LiveTable, metrics: &Metrics, replay: shortline_proxy::journal::Replay) {
+    if replay.dropped_bytes > 0 {
+        tracing::warn!(
+            bytes = replay.dropped_bytes,
+            "the journal ended in an unfinished or damaged write; cut off (it was never applied)"
+        );
+    }
+    let loaded = table.load().snapshot().sequence();
+    if loaded < replay.base {
+        tracing::error!(
+            journal_starts_after = replay.base.0,
+            snapshot = loaded.0,
+            "no snapshot as new as the journal's start was found; links changed in between are served as of the older snapshot until control answers"
+        );
+    }
+    let count = replay.changes.len();
+    metrics
+        .journal_replayed
+        .store(count as u64, std::sync::atomic::Ordering::Relaxed);
+    if count > 0 {
+        let seq = table.apply(replay.changes);
+        tracing::info!(changes = count, seq = seq.0, "replayed the journal");
+    }
 }
 
 /// A process-unique id from the clock and the pid.

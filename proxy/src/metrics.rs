@@ -65,6 +65,10 @@ pub struct Metrics {
     pub view_sequence: AtomicU64,
     pub overlay_entries: AtomicU64,
     pub changes_applied: AtomicU64,
+    pub journal_bytes: AtomicU64,
+    pub journal_syncs: AtomicU64,
+    pub journal_errors: AtomicU64,
+    pub journal_replayed: AtomicU64,
     pub stream_connected: AtomicI64,
     pub stream_reconnects: AtomicU64,
 }
@@ -126,7 +130,7 @@ impl Metrics {
         } else {
             now_ms.saturating_sub(created) as f64 / 1e3
         };
-        let gauges: [(&str, &str, &str, f64); 16] = [
+        let gauges: [(&str, &str, &str, f64); 20] = [
             (
                 "proxy_clicks_queued",
                 "gauge",
@@ -204,6 +208,30 @@ impl Metrics {
                 "counter",
                 "Changes received from control.",
                 self.changes_applied.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_journal_bytes",
+                "gauge",
+                "Size of the journal of changes not yet in a snapshot.",
+                self.journal_bytes.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_journal_syncs_total",
+                "counter",
+                "Batches of changes written and synced before being applied.",
+                self.journal_syncs.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_journal_errors_total",
+                "counter",
+                "Batches that could not be written to the journal (and were not applied).",
+                self.journal_errors.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_journal_replayed_changes",
+                "gauge",
+                "Changes replayed from the journal at start-up.",
+                self.journal_replayed.load(Relaxed) as f64,
             ),
             (
                 "proxy_stream_connected",

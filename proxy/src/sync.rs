@@ -1,5 +1,6 @@
-//! Staying current: the change-stream subscription, snapshot downloads, and
-//! persisting the live view so a restart with control down serves every link
+//! Staying current: the change-stream subscription and snapshot downloads,
+//! with every change made durable in the journal ([`crate::journal`])
+//! before it is applied, so a restart with control down serves every link
 //! served before it.
 
 use std::sync::Arc;
@@ -14,10 +15,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use shortline_store::{LiveTable, Seq};
+use shortline_store::{Change, LiveTable, Seq};
 
 use crate::clicks::backoff;
 use crate::config::ProxyConfig;
+use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::snapshots;
 
@@ -40,6 +42,133 @@ pub struct Subscriber {
     pub config: ProxyConfig,
     pub table: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
+    pub applier: Arc<Applier>,
+}
+
+/// Applies changes to the table only once the journal holds them, and keeps
+/// the journal short as snapshots cover it.
+#[derive(Debug)]
+pub struct Applier {
+    config: ProxyConfig,
+    table: Arc<LiveTable>,
+    metrics: Arc<Metrics>,
+    /// `None` once closed (before an upgrade hands the sockets over): from
+    /// then on nothing more is applied by this process.
+    journal: std::sync::Mutex<Option<Journal>>,
+}
+
+/// Why a batch was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("cannot write the journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("the journal is closed: this process is handing over to a new one")]
+    Closed,
+}
+
+impl Applier {
+    #[must_use]
+    pub fn new(
+        config: ProxyConfig,
+        table: Arc<LiveTable>,
+        metrics: Arc<Metrics>,
+        journal: Journal,
+    ) -> Self {
+        metrics.journal_bytes.store(journal.bytes(), Relaxed);
+        Self {
+            config,
+            table,
+            metrics,
+            journal: std::sync::Mutex::new(Some(journal)),
+        }
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, Option<Journal>> {
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `changes` durable, then applies them. Blocks on the sync.
+    pub fn commit(&self, changes: &[Change]) -> Result<(), ApplyError> {
+        let mut slot = self.journal();
+        let journal = slot.as_mut().ok_or(ApplyError::Closed)?;
+        if let Err(e) = journal.append(changes) {
+            self.metrics.journal_errors.fetch_add(1, Relaxed);
+            return Err(e.into());
+        }
+        self.metrics.journal_syncs.fetch_add(1, Relaxed);
+        self.metrics
+            .changes_applied
+            .fetch_add(changes.len() as u64, Relaxed);
+        self.table.apply(changes.iter().cloned());
+        if journal.bytes() > self.config.journal_bytes_max {
+            // Control's snapshots have not covered it for a long while:
+            // write the view as a snapshot of this proxy's own.
+            if let Err(e) = self.persist_view(journal) {
+                tracing::error!(error = %e, "cannot compact the journal; it keeps growing");
+            }
+        }
+        self.metrics.journal_bytes.store(journal.bytes(), Relaxed);
+        Ok(())
+    }
+
+    /// After the snapshot at `seq` (in `file`) is installed: keeps a copy in
+    /// `proxy-cache/` and rewrites the journal to hold only what the
+    /// snapshot does not.
+    pub fn covered(&self, seq: Seq, file: &std::path::Path) -> anyhow::Result<()> {
+        let mut slot = self.journal();
+        let Some(journal) = slot.as_mut() else {
+            return Ok(());
+        };
+        let view = self.table.load_full();
+        if view.snapshot().sequence() != seq {
+            // A newer one was installed meanwhile; it is handled on its own.
+            return Ok(());
+        }
+        let dir = self.config.cache_dir();
+        let cached = dir.join(snapshots::file_name(seq));
+        if !cached.exists() {
+            // A hard link shares the file with control's folder (where
+            // control may prune it); a copy where that is not possible.
+            if std::fs::hard_link(file, &cached).is_err() {
+                let aside = cached.with_extension("copy");
+                std::fs::copy(file, &aside)?;
+                std::fs::File::open(&aside)?.sync_all()?;
+                std::fs::rename(&aside, &cached)?;
+            }
+            crate::journal::sync_dir(&dir)?;
+        }
+        journal.rewrite(seq, &view.overlay_changes())?;
+        self.metrics.journal_bytes.store(journal.bytes(), Relaxed);
+        snapshots::prune(&dir, self.config.snapshot_keep);
+        Ok(())
+    }
+
+    /// Writes the whole view as a snapshot in `proxy-cache/` and empties
+    /// the journal it covers.
+    fn persist_view(&self, journal: &mut Journal) -> anyhow::Result<Seq> {
+        let view = self.table.load_full();
+        let seq = view.sequence();
+        let dir = self.config.cache_dir();
+        let records = view.to_records();
+        shortline_store::write_snapshot(&dir.join(snapshots::file_name(seq)), seq, &records)?;
+        crate::journal::sync_dir(&dir)?;
+        journal.rewrite(seq, &[])?;
+        snapshots::prune(&dir, self.config.snapshot_keep);
+        tracing::info!(
+            seq = seq.0,
+            links = records.len(),
+            "wrote the live view as a snapshot; journal emptied"
+        );
+        Ok(seq)
+    }
+
+    /// Closes the journal: nothing more is applied here, and another
+    /// process may open it.
+    pub fn close(&self) {
+        drop(self.journal().take());
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +187,8 @@ enum SyncError {
     Snapshot(u64),
     #[error("no internal token: set internal_token or share the control plane's data_dir")]
     NoToken,
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
 }
 
 impl Subscriber {
@@ -109,9 +240,11 @@ impl Subscriber {
             cache
         };
         let metrics = Arc::clone(&self.metrics);
-        let opened = tokio::task::spawn_blocking(move || snapshots::open_checked(&path, &metrics))
-            .await
-            .map_err(|e| SyncError::Http(e.to_string()))?;
+        let opening = path.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || snapshots::open_checked(&opening, &metrics))
+                .await
+                .map_err(|e| SyncError::Http(e.to_string()))?;
         let Some(snapshot) = opened else {
             return Err(SyncError::Snapshot(seq.0));
         };
@@ -130,25 +263,33 @@ impl Subscriber {
             Err(e) => tracing::debug!(error = %e, "snapshot not installed"),
         }
         self.update_view_metrics();
+        let applier = Arc::clone(&self.applier);
+        match tokio::task::spawn_blocking(move || applier.covered(seq, &path)).await {
+            Ok(Ok(())) => {}
+            // The journal still holds every change; it is only longer.
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot shorten the journal"),
+            Err(e) => tracing::warn!(error = %e, "journal task failed"),
+        }
         Ok(())
     }
 
-    fn handle(&self, message: Message) -> Option<(Seq, bool)> {
-        match message {
-            Message::Changes { changes } => {
-                self.metrics
-                    .changes_applied
-                    .fetch_add(changes.len() as u64, Relaxed);
-                self.table.apply(changes);
-                self.update_view_metrics();
-                None
-            }
-            Message::Snapshot { seq, required } => Some((seq, required)),
-            Message::Heartbeat { seq } => {
-                tracing::trace!(seq = seq.0, "heartbeat");
-                None
-            }
+    /// Makes a batch durable and applies it; empties `batch`.
+    async fn commit(&self, batch: &mut Vec<Change>) -> Result<(), ApplyError> {
+        if batch.is_empty() {
+            return Ok(());
         }
+        let changes = std::mem::take(batch);
+        let applier = Arc::clone(&self.applier);
+        let committed = tokio::task::spawn_blocking(move || applier.commit(&changes))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ApplyError::Journal(JournalError::Io {
+                    path: "journal".into(),
+                    source: std::io::Error::other(e.to_string()),
+                }))
+            });
+        self.update_view_metrics();
+        committed
     }
 
     /// One connection: streams until it fails or shutdown.
@@ -186,18 +327,28 @@ impl Subscriber {
                 continue;
             };
             lines.push(&data);
+            // Every change that has arrived goes to the journal in one
+            // write and one sync (group commit): while a sync runs, the
+            // next changes gather in the stream.
+            let mut batch = Vec::new();
             while let Some(message) = lines
                 .next_message()
                 .map_err(|e| SyncError::Message(e.to_string()))?
             {
-                if let Some((seq, required)) = self.handle(message) {
-                    match self.load_snapshot(client, &token, seq).await {
-                        Ok(()) => {}
-                        Err(e) if required => return Err(e),
-                        Err(e) => tracing::warn!(error = %e, "optional snapshot not loaded"),
+                match message {
+                    Message::Changes { changes } => batch.extend(changes),
+                    Message::Snapshot { seq, required } => {
+                        self.commit(&mut batch).await?;
+                        match self.load_snapshot(client, &token, seq).await {
+                            Ok(()) => {}
+                            Err(e) if required => return Err(e),
+                            Err(e) => tracing::warn!(error = %e, "optional snapshot not loaded"),
+                        }
                     }
+                    Message::Heartbeat { seq } => tracing::trace!(seq = seq.0, "heartbeat"),
                 }
             }
+            self.commit(&mut batch).await?;
         }
     }
 }
@@ -248,7 +399,7 @@ impl BackgroundService for Subscriber {
                 attempt = 0;
             }
             match result {
-                Ok(()) => return,
+                Ok(()) | Err(SyncError::Apply(ApplyError::Closed)) => return,
                 Err(e) => {
                     if attempt.is_multiple_of(20) {
                         tracing::warn!(error = %e, "change stream unavailable; serving the current table and retrying");
@@ -261,68 +412,6 @@ impl BackgroundService for Subscriber {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
-            }
-        }
-    }
-}
-
-/// Writes the live view to `proxy-cache/` whenever it holds changes newer
-/// than every snapshot file, so a restart with control down loses nothing.
-#[derive(Debug)]
-pub struct Persister {
-    pub config: ProxyConfig,
-    pub table: Arc<LiveTable>,
-    /// Held until the last persist at shutdown is written (taken with
-    /// [`crate::drain::Drain::task`] before the server runs).
-    pub finished: std::sync::Mutex<Option<crate::drain::DrainGuard>>,
-}
-
-impl Persister {
-    /// Persists now if needed; returns the sequence written.
-    pub fn persist(&self, last: Seq) -> anyhow::Result<Option<Seq>> {
-        let view = self.table.load_full();
-        let seq = view.sequence();
-        if view.overlay_len() == 0 || seq <= last {
-            return Ok(None);
-        }
-        let dir = self.config.cache_dir();
-        std::fs::create_dir_all(&dir)?;
-        let records = view.to_records();
-        shortline_store::write_snapshot(&dir.join(snapshots::file_name(seq)), seq, &records)?;
-        snapshots::prune(&dir, self.config.snapshot_keep);
-        tracing::debug!(
-            seq = seq.0,
-            links = records.len(),
-            "persisted the live view"
-        );
-        Ok(Some(seq))
-    }
-}
-
-#[async_trait]
-impl BackgroundService for Persister {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let interval = Duration::from_millis(self.config.persist_interval_ms);
-        let mut last = Seq(0);
-        loop {
-            let stop = tokio::select! {
-                () = tokio::time::sleep(interval) => false,
-                _ = shutdown.changed() => true,
-            };
-            let me = Persister {
-                config: self.config.clone(),
-                table: Arc::clone(&self.table),
-                finished: std::sync::Mutex::new(None),
-            };
-            match tokio::task::spawn_blocking(move || me.persist(last)).await {
-                Ok(Ok(Some(seq))) => last = seq,
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the live view"),
-                Err(e) => tracing::error!(error = %e, "persist task failed"),
-            }
-            if stop {
-                drop(self.finished.lock().map(|mut held| held.take()));
-                return;
             }
         }
     }

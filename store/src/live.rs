@@ -90,6 +90,25 @@ impl View {
         records
     }
 
+    /// The overlay as changes, oldest first: what this view holds beyond
+    /// its snapshot, for a journal that must outlive the process.
+    #[must_use]
+    pub fn overlay_changes(&self) -> Vec<Change> {
+        let mut changes: Vec<Change> = self
+            .overlay
+            .iter()
+            .filter_map(|(code, entry)| {
+                Some(Change {
+                    seq: entry.seq,
+                    code: crate::Code::parse(code).ok()?,
+                    record: entry.record.as_deref().cloned(),
+                })
+            })
+            .collect();
+        changes.sort_by_key(|change| change.seq);
+        changes
+    }
+
     /// Number of codes whose newest state is in the overlay.
     #[must_use]
     pub fn overlay_len(&self) -> usize {
@@ -258,6 +277,15 @@ mod tests {
         );
         assert_eq!(view.get(b"b"), None);
         assert_eq!(view.get(b"a").unwrap().target(), b"https://two/");
+        assert_eq!(
+            view.overlay_changes(),
+            [Change {
+                seq: Seq(4),
+                code: Code::parse("b").unwrap(),
+                record: None,
+            }],
+            "the overlay as changes: what a journal keeps past the snapshot"
+        );
         let mut merged = view.to_records();
         merged.sort_by(|x, y| x.code.cmp(&y.code));
         assert_eq!(

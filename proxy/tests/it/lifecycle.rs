@@ -10,7 +10,7 @@ use crate::{eventually, link, start_control, start_proxy};
 fn restart_with_control_down_serves_every_link_served_before() {
     let dir = tempfile::tempdir().unwrap();
     // Control builds no snapshot after start-up: new links live only in the
-    // proxy's overlay until the proxy persists its view.
+    // proxy's overlay and its journal.
     let mut control = start_control(
         dir.path(),
         "127.0.0.1:0",
@@ -25,15 +25,8 @@ fn restart_with_control_down_serves_every_link_served_before() {
             proxy.request("HEAD", &format!("/{code}"), "").status == 302
         });
     }
+    // Both die at once, with no time to write anything more.
     control.kill();
-    // Wait for the persister to write a view that holds every link.
-    let cache = dir.path().join("proxy-cache");
-    eventually(60, "the proxy to persist a view with every link", || {
-        shortline_proxy::snapshots::list(&cache)
-            .first()
-            .and_then(|(_, path)| shortline_store::Snapshot::open(path).ok())
-            .is_some_and(|view| codes.iter().all(|c| view.get(c.as_bytes()).is_some()))
-    });
     proxy.kill();
     let proxy = start_proxy(dir.path(), control.addr, &[]);
     for (i, code) in codes.iter().enumerate() {
@@ -44,6 +37,100 @@ fn restart_with_control_down_serves_every_link_served_before() {
             Some(format!("https://example.com/{i}").as_str())
         );
     }
+    assert_eq!(proxy.metric("proxy_journal_replayed_changes"), 20.0);
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_link_the_proxy_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    // Snapshots as often as control allows, so kills also land around
+    // snapshot installs and journal rewrites.
+    let control_env = [
+        ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+        ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "5"),
+    ];
+    let mut answered: Vec<(String, String)> = Vec::new();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut random = u64::from(seed) | 1;
+    let mut next = move || {
+        // xorshift: the kills land at different moments on every run.
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random
+    };
+    for round in 0..5 {
+        let mut control = start_control(dir.path(), "127.0.0.1:0", &control_env);
+        let mut proxy = start_proxy(dir.path(), control.addr, &[]);
+        // Creates run on while the proxy is watched; the kill comes after a
+        // random number of links have been answered.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (created, learnt) = std::sync::mpsc::channel();
+        let creator = {
+            let stop = Arc::clone(&stop);
+            let control_addr = control.addr;
+            std::thread::spawn(move || {
+                let agent = crate::agent();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) && i < 100_000 {
+                    let url = format!("https://example.com/r{round}/{i}");
+                    let answer = agent
+                        .post(format!("http://{control_addr}/api/v1/links"))
+                        .header("Authorization", format!("Bearer {}", crate::ADMIN_TOKEN))
+                        .send_json(serde_json::json!({ "url": url }));
+                    if let Ok(mut answer) = answer
+                        && answer.status() == 201
+                    {
+                        let body: serde_json::Value = answer.body_mut().read_json().unwrap();
+                        let code = body["code"].as_str().unwrap().to_owned();
+                        if created.send((code, url)).is_err() {
+                            return;
+                        }
+                    }
+                    i += 1;
+                }
+            })
+        };
+        let wanted = 1 + (next() % 40) as usize;
+        let mut seen_this_round = 0;
+        let mut pending: Vec<(String, String)> = Vec::new();
+        eventually(120, "links to be answered", || {
+            pending.extend(learnt.try_iter());
+            pending.retain(|(code, url)| {
+                let answer = proxy.request("HEAD", &format!("/{code}"), "");
+                if answer.status == 302 {
+                    assert_eq!(answer.header("location"), Some(url.as_str()));
+                    answered.push((code.clone(), url.clone()));
+                    seen_this_round += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            seen_this_round >= wanted
+        });
+        // Both die at once, right after the last answer.
+        proxy.kill();
+        control.kill();
+        stop.store(true, Ordering::Relaxed);
+        drop(learnt);
+        let _ = creator.join();
+        // The proxy alone, control down: every link it answered is served.
+        let alone = start_proxy(dir.path(), control.addr, &[]);
+        for (code, url) in &answered {
+            let answer = alone.request("HEAD", &format!("/{code}"), "");
+            assert_eq!(
+                (answer.status, answer.header("location")),
+                (302, Some(url.as_str())),
+                "round {round}: {code} was answered before the kill"
+            );
+        }
+        drop(alone);
+    }
+    assert!(answered.len() >= 5, "{}", answered.len());
 }
 
 #[test]

@@ -193,7 +193,6 @@ pub fn start_proxy(dir: &Path, control: SocketAddr, env: &[(&str, &str)]) -> Pro
             "SHORTLINE_PROXY_METRICS_LISTEN".into(),
             format!("127.0.0.1:{metrics_port}"),
         ),
-        ("SHORTLINE_PERSIST_INTERVAL_MS".into(), "100".into()),
         ("SHORTLINE_CLICK_FLUSH_INTERVAL_MS".into(), "50".into()),
         ("SHORTLINE_GRACE_PERIOD_SECONDS".into(), "1".into()),
         ("SHORTLINE_RECONNECT_BACKOFF_MAX_MS".into(), "200".into()),
