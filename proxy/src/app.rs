@@ -60,6 +60,8 @@ pub struct RedirectApp {
     limits: Limits,
     guard: EnumerationGuard,
     drain: Arc<Drain>,
+    caught_up: Arc<crate::sync::CaughtUp>,
+    catch_up_wait: Duration,
 }
 
 /// The address a trusted load balancer appended last to `X-Forwarded-For`.
@@ -84,7 +86,18 @@ impl RedirectApp {
             limits,
             guard: EnumerationGuard::new(guard),
             drain: Arc::default(),
+            caught_up: Arc::new(crate::sync::CaughtUp::already()),
+            catch_up_wait: Duration::ZERO,
         }
+    }
+
+    /// Answers nothing until `caught_up` says the table is current, or
+    /// `wait` has passed (control may be down: the table then stands).
+    #[must_use]
+    pub fn with_catch_up(mut self, caught_up: Arc<crate::sync::CaughtUp>, wait: Duration) -> Self {
+        self.caught_up = caught_up;
+        self.catch_up_wait = wait;
+        self
     }
 
     /// Counts this listener's open connections in `drain`, so a stop waits
@@ -194,6 +207,9 @@ impl RedirectApp {
     /// bounded heads, per-request read deadlines and an idle timeout.
     async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
         let _open = self.drain.connection();
+        if !self.caught_up.is_set() {
+            self.caught_up.wait(self.catch_up_wait).await;
+        }
         let peer: Option<IpAddr> = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -261,13 +277,15 @@ impl RedirectApp {
                 // down: the client was accepted and is waiting.
                 tokio::time::timeout_at(deadline, read_more(stream, buf)).await
             } else {
-                // An idle keep-alive connection is closed at shutdown.
-                if *shutdown.borrow() {
+                // An idle keep-alive connection is closed at shutdown, and
+                // when an upgrade hands the sockets to a new process.
+                if *shutdown.borrow() || self.drain.handing_over() {
                     return false;
                 }
                 tokio::select! {
                     read = tokio::time::timeout_at(deadline, read_more(stream, buf)) => read,
                     _ = shutdown.changed() => return false,
+                    () = self.drain.handed_over() => return false,
                 }
             };
             if !matches!(read, Ok(Ok(n)) if n > 0) {
@@ -306,6 +324,7 @@ impl RedirectApp {
                     if request.has_body
                         || *served >= self.limits.keepalive_requests_max
                         || *shutdown.borrow()
+                        || self.drain.handing_over()
                     {
                         next = Next::Close;
                     }

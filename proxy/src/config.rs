@@ -71,6 +71,9 @@ pub struct ProxyConfig {
     pub reconnect_backoff_max_ms: u64,
     /// A stream silent for this long is considered dead (control heartbeats every second).
     pub stream_idle_timeout_ms: u64,
+    /// At start-up, longest the proxy waits for control to bring its table
+    /// up to date before it answers from the table as it stands.
+    pub catch_up_wait_ms: u64,
     /// Journal size past which the proxy writes its view as a snapshot of
     /// its own and empties the journal (control's snapshots normally keep
     /// it far smaller).
@@ -112,6 +115,7 @@ impl Default for ProxyConfig {
             click_shutdown_flush_ms: 3000,
             reconnect_backoff_max_ms: 2000,
             stream_idle_timeout_ms: 5000,
+            catch_up_wait_ms: 2000,
             journal_bytes_max: 64 << 20,
             snapshot_keep: 2,
             grace_period_seconds: 5,
@@ -147,6 +151,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("click_shutdown_flush_ms", Kind::Integer),
     ("reconnect_backoff_max_ms", Kind::Integer),
     ("stream_idle_timeout_ms", Kind::Integer),
+    ("catch_up_wait_ms", Kind::Integer),
     ("journal_bytes_max", Kind::Integer),
     ("snapshot_keep", Kind::Integer),
     ("grace_period_seconds", Kind::Integer),
@@ -256,6 +261,7 @@ impl ProxyConfig {
             1 << 16,
             1 << 36,
         )?;
+        range("catch_up_wait_ms", self.catch_up_wait_ms, 0, 600_000)?;
         range("snapshot_keep", self.snapshot_keep as u64, 1, 100)?;
         range("grace_period_seconds", self.grace_period_seconds, 0, 3600)?;
         if self

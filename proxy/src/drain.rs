@@ -12,7 +12,7 @@
 //! terminal drains and ships its clicks instead of dropping them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +28,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 pub struct Drain {
     connections: AtomicUsize,
     tasks: AtomicUsize,
+    /// Set when an upgrade hands the sockets over: keep-alive connections
+    /// close after their current request.
+    handing_over: AtomicBool,
+    handed_over: tokio::sync::Notify,
 }
 
 /// Held while a connection is open or a stop task is unfinished.
@@ -80,6 +84,28 @@ impl Drain {
     #[must_use]
     pub fn tasks(&self) -> usize {
         self.tasks.load(Ordering::Acquire)
+    }
+
+    /// The sockets go to a new process: from now on this one answers the
+    /// requests it has and closes each connection after its answer.
+    pub fn hand_over(&self) {
+        self.handing_over.store(true, Ordering::Release);
+        self.handed_over.notify_waiters();
+    }
+
+    /// Whether [`Drain::hand_over`] has been called.
+    #[must_use]
+    pub fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`Drain::hand_over`] has been called.
+    pub async fn handed_over(&self) {
+        let notified = self.handed_over.notified();
+        if self.handing_over() {
+            return;
+        }
+        notified.await;
     }
 
     /// Resolves once no client connection is open.

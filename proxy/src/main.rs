@@ -19,7 +19,7 @@ use shortline_proxy::app::{Limits, RedirectApp};
 use shortline_proxy::clicks::ClickRing;
 use shortline_proxy::config::ProxyConfig;
 use shortline_proxy::drain::{Drain, Exit, Signals};
-use shortline_proxy::journal::Journal;
+use shortline_proxy::journal::{self, Journal};
 use shortline_proxy::metrics::Metrics;
 use shortline_proxy::shipper::Shipper;
 use shortline_proxy::snapshots;
@@ -130,15 +130,24 @@ fn run(cli: &Cli) -> Result<()> {
         "loaded snapshot"
     );
     let table = Arc::new(LiveTable::new(snapshot));
-    // In an upgrade the old process closes its journal before it hands the
-    // sockets over; wait a little in case it is still finishing a write.
-    let wait = if cli.upgrade {
-        Duration::from_secs(30)
-    } else {
-        Duration::ZERO
-    };
-    let (journal, replay) = Journal::open(&config.cache_dir(), wait)?;
-    replay_journal(&table, &metrics, replay);
+    // Every journal in the cache: of ended processes, and in an upgrade the
+    // old process's as it stands (it goes on journaling while it drains).
+    let replay = journal::recover(&config.cache_dir())?;
+    if replay.running > 0 && !cli.upgrade {
+        anyhow::bail!(
+            "another shortline-proxy is running on data_dir {} (its journal in proxy-cache/ is locked); stop it, or give this one a data_dir of its own",
+            config.data_dir.display()
+        );
+    }
+    replay_journal(&table, &metrics, &replay);
+    let view = table.load_full();
+    let journal = Journal::create(
+        &config.cache_dir(),
+        view.snapshot().sequence(),
+        &view.overlay_changes(),
+    )?;
+    drop(view);
+    replay.retire()?;
     let ring = Arc::new(ClickRing::new(
         config.click_ring_capacity,
         Arc::clone(&metrics),
@@ -161,6 +170,7 @@ fn run(cli: &Cli) -> Result<()> {
         ipv6_prefix_bits: config.enumeration_ipv6_prefix_bits,
     };
     let drain = Arc::new(Drain::default());
+    let caught_up = Arc::new(shortline_proxy::sync::CaughtUp::default());
     let app = RedirectApp::new(
         Arc::clone(&table),
         Arc::clone(&ring),
@@ -168,7 +178,11 @@ fn run(cli: &Cli) -> Result<()> {
         limits,
         guard,
     )
-    .with_drain(Arc::clone(&drain));
+    .with_drain(Arc::clone(&drain))
+    .with_catch_up(
+        Arc::clone(&caught_up),
+        Duration::from_millis(config.catch_up_wait_ms),
+    );
     let mut redirects = Service::new("redirects".to_owned(), app);
     redirects.add_tcp(&config.proxy_listen.to_string());
     redirects.threads = Some(config.proxy_threads);
@@ -197,6 +211,7 @@ fn run(cli: &Cli) -> Result<()> {
             table: Arc::clone(&table),
             metrics: Arc::clone(&metrics),
             applier: Arc::clone(&applier),
+            caught_up,
         },
     ));
     server.add_service(background_service(
@@ -210,11 +225,13 @@ fn run(cli: &Cli) -> Result<()> {
             finished: std::sync::Mutex::new(Some(drain.task())),
         },
     ));
+    let handing_over = Arc::clone(&drain);
     server.add_service(background_service("exit", Exit { drain }));
     println!("proxy listening on http://{}", config.proxy_listen);
-    // Everything applied is in the journal already: closing it stops this
-    // process applying more and lets the new one open it.
-    let before_upgrade = move || applier.close();
+    // Keep-alive connections close now instead of when Pingora broadcasts
+    // the shutdown seconds later: the new process answers what follows.
+    // This one goes on applying and journaling changes while it drains.
+    let before_upgrade = move || handing_over.hand_over();
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
             before_upgrade: Some(Box::new(before_upgrade)),
@@ -224,11 +241,11 @@ fn run(cli: &Cli) -> Result<()> {
 }
 
 /// Applies what the journal held over the loaded snapshot.
-fn replay_journal(table: &LiveTable, metrics: &Metrics, replay: shortline_proxy::journal::Replay) {
+fn replay_journal(table: &LiveTable, metrics: &Metrics, replay: &journal::Replay) {
     if replay.dropped_bytes > 0 {
         tracing::warn!(
             bytes = replay.dropped_bytes,
-            "the journal ended in an unfinished or damaged write; cut off (it was never applied)"
+            "a journal ended in an unfinished or damaged write, which was never applied; ignored"
         );
     }
     let loaded = table.load().snapshot().sequence();
@@ -244,7 +261,7 @@ fn replay_journal(table: &LiveTable, metrics: &Metrics, replay: shortline_proxy:
         .journal_replayed
         .store(count as u64, std::sync::atomic::Ordering::Relaxed);
     if count > 0 {
-        let seq = table.apply(replay.changes);
+        let seq = table.apply(replay.changes.iter().cloned());
         tracing::info!(changes = count, seq = seq.0, "replayed the journal");
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +37,55 @@ pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
+/// Whether the table has caught up with control since start-up: the
+/// redirect listener answers nothing before, so a restarted or upgraded
+/// proxy never answers older than what was answered before it.
+#[derive(Debug, Default)]
+pub struct CaughtUp {
+    done: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl CaughtUp {
+    /// One that is set from the start.
+    #[must_use]
+    pub fn already() -> Self {
+        Self {
+            done: AtomicBool::new(true),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn set(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    #[must_use]
+    pub fn is_set(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Waits until set, or `longest`; after that it counts as set, and the
+    /// table is served as it stands.
+    pub async fn wait(&self, longest: Duration) {
+        let notified = self.notify.notified();
+        if self.is_set() {
+            return;
+        }
+        if tokio::time::timeout(longest, notified).await.is_err()
+            && !self.done.swap(true, Ordering::AcqRel)
+        {
+            tracing::warn!(
+                waited_ms = longest.as_millis() as u64,
+                "control has not brought the table up to date; answering from it as it stands"
+            );
+            self.notify.notify_waiters();
+        }
+    }
+}
+
 /// The subscription and snapshot loading, as a Pingora background service.
 #[derive(Debug)]
 pub struct Subscriber {
@@ -43,6 +93,7 @@ pub struct Subscriber {
     pub table: Arc<LiveTable>,
     pub metrics: Arc<Metrics>,
     pub applier: Arc<Applier>,
+    pub caught_up: Arc<CaughtUp>,
 }
 
 /// Applies changes to the table only once the journal holds them, and keeps
@@ -52,18 +103,7 @@ pub struct Applier {
     config: ProxyConfig,
     table: Arc<LiveTable>,
     metrics: Arc<Metrics>,
-    /// `None` once closed (before an upgrade hands the sockets over): from
-    /// then on nothing more is applied by this process.
-    journal: std::sync::Mutex<Option<Journal>>,
-}
-
-/// Why a batch was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("cannot write the journal: {0}")]
-    Journal(#[from] JournalError),
-    #[error("the journal is closed: this process is handing over to a new one")]
-    Closed,
+    journal: std::sync::Mutex<Journal>,
 }
 
 impl Applier {
@@ -79,23 +119,22 @@ impl Applier {
             config,
             table,
             metrics,
-            journal: std::sync::Mutex::new(Some(journal)),
+            journal: std::sync::Mutex::new(journal),
         }
     }
 
-    fn journal(&self) -> std::sync::MutexGuard<'_, Option<Journal>> {
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
         self.journal
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes `changes` durable, then applies them. Blocks on the sync.
-    pub fn commit(&self, changes: &[Change]) -> Result<(), ApplyError> {
-        let mut slot = self.journal();
-        let journal = slot.as_mut().ok_or(ApplyError::Closed)?;
+    pub fn commit(&self, changes: &[Change]) -> Result<(), JournalError> {
+        let mut journal = self.journal();
         if let Err(e) = journal.append(changes) {
             self.metrics.journal_errors.fetch_add(1, Relaxed);
-            return Err(e.into());
+            return Err(e);
         }
         self.metrics.journal_syncs.fetch_add(1, Relaxed);
         self.metrics
@@ -105,7 +144,7 @@ impl Applier {
         if journal.bytes() > self.config.journal_bytes_max {
             // Control's snapshots have not covered it for a long while:
             // write the view as a snapshot of this proxy's own.
-            if let Err(e) = self.persist_view(journal) {
+            if let Err(e) = self.persist_view(&mut journal) {
                 tracing::error!(error = %e, "cannot compact the journal; it keeps growing");
             }
         }
@@ -114,13 +153,15 @@ impl Applier {
     }
 
     /// After the snapshot at `seq` (in `file`) is installed: keeps a copy in
-    /// `proxy-cache/` and rewrites the journal to hold only what the
-    /// snapshot does not.
+    /// `proxy-cache/`, rewrites the journal to hold only what the snapshot
+    /// does not, and adopts the journals of processes that have ended
+    /// since (the old process of an upgrade).
     pub fn covered(&self, seq: Seq, file: &std::path::Path) -> anyhow::Result<()> {
-        let mut slot = self.journal();
-        let Some(journal) = slot.as_mut() else {
-            return Ok(());
-        };
+        let mut journal = self.journal();
+        let adopted = journal.adopt_ended()?;
+        if !adopted.is_empty() {
+            self.table.apply(adopted);
+        }
         let view = self.table.load_full();
         if view.snapshot().sequence() != seq {
             // A newer one was installed meanwhile; it is handled on its own.
@@ -163,12 +204,6 @@ impl Applier {
         );
         Ok(seq)
     }
-
-    /// Closes the journal: nothing more is applied here, and another
-    /// process may open it.
-    pub fn close(&self) {
-        drop(self.journal().take());
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,8 +222,8 @@ enum SyncError {
     Snapshot(u64),
     #[error("no internal token: set internal_token or share the control plane's data_dir")]
     NoToken,
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
+    #[error("cannot write the journal; changes are not applied until it can be: {0}")]
+    Journal(#[from] JournalError),
 }
 
 impl Subscriber {
@@ -274,7 +309,7 @@ impl Subscriber {
     }
 
     /// Makes a batch durable and applies it; empties `batch`.
-    async fn commit(&self, batch: &mut Vec<Change>) -> Result<(), ApplyError> {
+    async fn commit(&self, batch: &mut Vec<Change>) -> Result<(), JournalError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -283,10 +318,10 @@ impl Subscriber {
         let committed = tokio::task::spawn_blocking(move || applier.commit(&changes))
             .await
             .unwrap_or_else(|e| {
-                Err(ApplyError::Journal(JournalError::Io {
+                Err(JournalError::Io {
                     path: "journal".into(),
                     source: std::io::Error::other(e.to_string()),
-                }))
+                })
             });
         self.update_view_metrics();
         committed
@@ -331,6 +366,7 @@ impl Subscriber {
             // write and one sync (group commit): while a sync runs, the
             // next changes gather in the stream.
             let mut batch = Vec::new();
+            let mut heartbeat = None;
             while let Some(message) = lines
                 .next_message()
                 .map_err(|e| SyncError::Message(e.to_string()))?
@@ -345,10 +381,16 @@ impl Subscriber {
                             Err(e) => tracing::warn!(error = %e, "optional snapshot not loaded"),
                         }
                     }
-                    Message::Heartbeat { seq } => tracing::trace!(seq = seq.0, "heartbeat"),
+                    Message::Heartbeat { seq } => heartbeat = Some(seq),
                 }
             }
             self.commit(&mut batch).await?;
+            // Control says it has sent everything up to `seq`.
+            if let Some(seq) = heartbeat
+                && self.table.load().sequence() >= seq
+            {
+                self.caught_up.set();
+            }
         }
     }
 }
@@ -399,7 +441,7 @@ impl BackgroundService for Subscriber {
                 attempt = 0;
             }
             match result {
-                Ok(()) | Err(SyncError::Apply(ApplyError::Closed)) => return,
+                Ok(()) => return,
                 Err(e) => {
                     if attempt.is_multiple_of(20) {
                         tracing::warn!(error = %e, "change stream unavailable; serving the current table and retrying");

@@ -262,6 +262,11 @@ pub async fn stream_changes(
     {
         return;
     }
+    // The first time the subscriber is caught up it is told so at once: a
+    // proxy starting up answers only once it is current (or has waited out
+    // its `catch_up_wait_ms`), and under steady writes no idle heartbeat
+    // would ever come.
+    let mut told_caught_up = false;
     loop {
         let worker = Arc::clone(&state);
         let limit = state.config.stream_batch_max;
@@ -311,6 +316,16 @@ pub async fn stream_changes(
         // Caught up: wait for a commit, a snapshot, the heartbeat or shutdown.
         if *shutdown.borrow() {
             return;
+        }
+        if !told_caught_up {
+            told_caught_up = true;
+            if tx
+                .send(Ok(Message::Heartbeat { seq: after }.to_line()))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
         tokio::select! {
             _ = shutdown.changed() => return,
