@@ -22,4 +22,5 @@ pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod seed;
+pub mod soak;
 pub mod worker;
