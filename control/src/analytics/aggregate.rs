@@ -326,6 +326,11 @@ impl Analytics {
                     WalError::Corrupt(wal_dir.join(format!("segment {segment}: {e}")), 0)
                 })?;
                 analytics.fold(&mut inner, &batch);
+                // A proxy whose batch was logged but not acknowledged (the
+                // process died in between) sends it again: it must be
+                // known as taken, or its clicks count twice.
+                let seen = inner.seen.entry(batch.proxy_id().to_owned()).or_default();
+                *seen = (*seen).max(batch.batch_seq());
                 replayed += batch.clicks().len();
             }
         }
@@ -935,6 +940,38 @@ mod tests {
         assert_eq!(pruned, 1);
         assert!(counters(&*backend, &series_prefix(7, Granularity::Hour)).is_empty());
         assert!(!counters(&*backend, &series_prefix(7, Granularity::Day)).is_empty());
+    }
+
+    #[test]
+    fn a_batch_logged_before_a_crash_and_sent_again_counts_once() {
+        let (dir, _backend, _committer) = store();
+        let settings = Settings {
+            flush_interval: Duration::from_secs(3600),
+            flush_keys_max: 1000,
+            top_n: 10,
+            hourly_retention_days: 90,
+        };
+        let wal = dir.path().join("wal");
+        let mut encoder = Encoder::new();
+        encoder.push(7, 20_000u64 * 86_400 * 1000, false, None, CHROME, b"");
+        let raw = encoder.finish("p", 1);
+        let analytics = Analytics::open(settings.clone(), None, None, &wal, 0).unwrap();
+        assert!(matches!(
+            analytics.accept(&decode(&raw).unwrap(), &raw, 0),
+            Accepted::Taken
+        ));
+        // The process dies before the proxy hears back, and before a flush.
+        drop(analytics);
+        let analytics = Analytics::open(settings, None, None, &wal, 0).unwrap();
+        assert_eq!(lock(&analytics.inner).pending.clicks, 1, "replayed");
+        assert!(
+            matches!(
+                analytics.accept(&decode(&raw).unwrap(), &raw, 0),
+                Accepted::Duplicate
+            ),
+            "the proxy's retry is the same batch"
+        );
+        assert_eq!(lock(&analytics.inner).pending.clicks, 1);
     }
 
     #[test]
