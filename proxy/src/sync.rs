@@ -34,7 +34,13 @@ pub fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
+    // Idle connections are dropped well before control's idle timeout
+    // (control_idle_timeout_ms, 60 s by default) closes them, so a request
+    // is never sent on a connection control is closing.
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(20))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
 }
 
 /// Whether the table has caught up with control since start-up: the

@@ -146,20 +146,22 @@ impl Cluster {
         Ok(())
     }
 
-    /// A proxy metric, if the proxy answers.
-    pub fn proxy_metric(&self, name: &str) -> Option<f64> {
-        let (_, text) = self.get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))?;
+    /// One sample of the metrics a listener serves, if it answers.
+    fn metric(&self, port: u16, name: &str) -> Option<f64> {
+        let (_, text) = self.get(&format!("http://127.0.0.1:{port}/metrics"))?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
     }
 
+    /// A proxy metric, if the proxy answers.
+    pub fn proxy_metric(&self, name: &str) -> Option<f64> {
+        self.metric(self.metrics_port, name)
+    }
+
     /// A control metric, if control answers.
     pub fn control_metric(&self, name: &str) -> Option<f64> {
-        let (_, text) = self.get(&format!("http://127.0.0.1:{}/metrics", self.control_port))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
+        self.metric(self.control_port, name)
     }
 
     /// Waits until the proxy answers and has (re)connected to the change
