@@ -7,10 +7,10 @@
 //! blocked, and one uncontended lock of one small set while someone is.
 //!
 //! Memory and time are bounded whatever clients do: the table is a fixed
-//! array of sets of [`WAYS`] slots, allocated once, and a client's set is
+//! array of sets of four slots, allocated once, and a client's set is
 //! found by a keyed hash. A new client takes a free or stale slot of its
 //! set, else the slot of the client whose window started longest ago, so
-//! every request touches [`WAYS`] slots at most and nothing is ever scanned.
+//! every request touches four slots at most and nothing is ever scanned.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
