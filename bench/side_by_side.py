@@ -10,9 +10,16 @@ One run, on this machine, loopback only:
 * alternating the order every round, drives each server with wrk (Debian's
   package) and with shortline-loadtest, same connections, same duration, the
   servers on one core and the load generator on the other when there are two;
-* reads each server's CPU seconds (utime + stime from /proc) and RSS, and
-  reports RPS, p50/p99/p99.9, requests per server CPU-second, and the ratios to
-  nginx and to the bare server; writes results.json, results.md and SVG charts.
+* reads the CPU seconds (utime + stime from /proc) and RSS of every process
+  of each server (the whole host's cost): Shortline's proxy and its control
+  plane (which counts the clicks), nginx's master and workers; Shortline's
+  proxy alone is a column of its own;
+* compares against nginx twice: without a log, and with a buffered access log
+  carrying the referrer and user agent of every request (what an operator
+  turns on to get click analytics from nginx);
+* reports RPS, p50/p99/p99.9, requests per CPU-second of the whole host and
+  of the proxy alone, and the ratios to both nginx rows and to the bare
+  server; writes results.json, results.md and SVG charts.
 
     python3 bench/side_by_side.py --links 100000,1000000 --seconds 10 --rounds 2
 """
@@ -36,7 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 TOKEN = "side-by-side-admin-token-0123456789"
 TICKS = os.sysconf("SC_CLK_TCK")
-SERVERS = ("shortline", "shortline-nocapture", "nginx", "bare")
+SERVERS = ("shortline", "shortline-nocapture", "nginx", "nginx-log", "bare")
 
 WRK_SCRIPT = r"""
 local paths = {}
@@ -196,20 +203,39 @@ class Servers:
         # Every link must be served before measuring.
         wait_http(f"{self.proxy_url}/{self.links[-1][0]}", timeout=300, want=302)
         wait_http(f"{self.plain_url}/{self.links[-1][0]}", timeout=300, want=302)
-        # nginx with the same links in a map.
-        nginx_port = free_port()
-        conf = os.path.join(work, "nginx.conf")
+        # nginx with the same links in a map, without a log and with one.
         with open(os.path.join(work, "links.map"), "w") as f:
             f.writelines(f"/{c} {u};\n" for c, u in self.links)
+        self.nginx, self.nginx_url = self.start_nginx(threads, None)
+        self.access_log = os.path.join(work, "access.log")
+        self.nginx_log, self.nginx_log_url = self.start_nginx(threads, self.access_log)
+        self.settle()
+        bare_port = free_port()
+        self.bare = self.spawn([os.path.join(BIN, "bench-bare"), "--listen", f"127.0.0.1:{bare_port}",
+                                "--threads", str(threads), "--location", "https://example.com/side-by-side/0"],
+                               dict(os.environ))
+        self.bare_url = f"http://127.0.0.1:{bare_port}"
+        wait_http(self.bare_url + "/")
+
+    def start_nginx(self, threads, access_log):
+        """nginx answering the links from a map; with `access_log`, a buffered
+        log line per request with its referrer and user agent."""
+        work = self.work
+        name = "nginx-log" if access_log else "nginx"
+        port = free_port()
+        conf = os.path.join(work, f"{name}.conf")
+        logging = (f'log_format clicks \'$time_iso8601 $remote_addr "$request" $status "$http_referer" '
+                   f'"$http_user_agent"\';\n    access_log {access_log} clicks buffer=64k flush=1s;'
+                   if access_log else "access_log off;")
         with open(conf, "w") as f:
             f.write(f"""
 worker_processes {threads};
 daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {logging}
     map_hash_max_size {max(2 * len(self.links), 1024)};
     map_hash_bucket_size 128;
     map $uri $target {{
@@ -217,7 +243,7 @@ http {{
         include {work}/links.map;
     }}
     server {{
-        listen 127.0.0.1:{nginx_port} reuseport;
+        listen 127.0.0.1:{port} reuseport;
         keepalive_requests 10000;
         location / {{
             if ($target = "") {{ return 404; }}
@@ -226,17 +252,16 @@ http {{
     }}
 }}
 """)
-        self.nginx = self.spawn(["nginx", "-c", conf, "-p", work], dict(os.environ))
-        self.nginx_url = f"http://127.0.0.1:{nginx_port}"
+        proc = self.spawn(["nginx", "-c", conf, "-p", work], dict(os.environ))
+        url = f"http://127.0.0.1:{port}"
         # A million-entry map takes nginx a while to hash at start.
-        wait_http(f"{self.nginx_url}/{self.links[-1][0]}", timeout=900, want=302)
-        self.settle()
-        bare_port = free_port()
-        self.bare = self.spawn([os.path.join(BIN, "bench-bare"), "--listen", f"127.0.0.1:{bare_port}",
-                                "--threads", str(threads), "--location", "https://example.com/side-by-side/0"],
-                               dict(os.environ))
-        self.bare_url = f"http://127.0.0.1:{bare_port}"
-        wait_http(self.bare_url + "/")
+        wait_http(f"{url}/{self.links[-1][0]}", timeout=900, want=302)
+        return proc, url
+
+    def truncate_log(self):
+        """Empties nginx's access log between runs (millions of lines each)."""
+        with open(self.access_log, "w"):
+            pass
 
     def settle(self, timeout=600):
         """Waits until the control plane and both proxies are idle (snapshot
@@ -257,11 +282,17 @@ http {{
         return proc
 
     def targets(self):
+        """Each server: its URL, every process of it (the whole host's cost),
+        and its redirect process alone."""
+        control = self.control_proc.pid
         return {
-            "shortline": (self.proxy_url, lambda: [self.proxy.pid]),
-            "shortline-nocapture": (self.plain_url, lambda: [self.plain.pid]),
-            "nginx": (self.nginx_url, lambda: [self.nginx.pid] + child_pids(self.nginx.pid)),
-            "bare": (self.bare_url, lambda: [self.bare.pid]),
+            "shortline": (self.proxy_url, lambda: [self.proxy.pid, control], lambda: [self.proxy.pid]),
+            "shortline-nocapture": (self.plain_url, lambda: [self.plain.pid, control], lambda: [self.plain.pid]),
+            "nginx": (self.nginx_url, lambda: [self.nginx.pid] + child_pids(self.nginx.pid),
+                      lambda: child_pids(self.nginx.pid)),
+            "nginx-log": (self.nginx_log_url, lambda: [self.nginx_log.pid] + child_pids(self.nginx_log.pid),
+                          lambda: child_pids(self.nginx_log.pid)),
+            "bare": (self.bare_url, lambda: [self.bare.pid], lambda: [self.bare.pid]),
         }
 
     def stop(self):
@@ -313,7 +344,8 @@ def run_loadtest(url, args, work, verify):
 
 def bar_chart(path, title, groups, unit):
     """Grouped horizontal bars: groups = [(label, [(series, value)])]."""
-    colours = {"shortline": "#1f77b4", "shortline-nocapture": "#aec7e8", "nginx": "#2ca02c", "bare": "#7f7f7f"}
+    colours = {"shortline": "#1f77b4", "shortline-nocapture": "#aec7e8", "nginx": "#2ca02c", "nginx-log": "#98df8a",
+               "bare": "#7f7f7f"}
     rows = sum(len(s) for _, s in groups) + len(groups)
     height = 60 + rows * 22
     top = max((v for _, s in groups for _, v in s), default=1) or 1
@@ -372,22 +404,33 @@ def main():
             for round_ in range(args.rounds):
                 random.Random(round_).shuffle(order)
                 for tool in ("wrk", "loadtest"):
-                    for name, (url, pids) in order:
-                        control_before = cpu_seconds([servers.control_proc.pid])
+                    for name, (url, pids, redirect_pids) in order:
+                        if name == "nginx-log":
+                            servers.truncate_log()
+                        # The clicks of the previous run are counted before
+                        # this one starts, so they are not charged to it.
+                        servers.settle(timeout=60)
                         before = cpu_seconds(pids())
+                        before_redirect = cpu_seconds(redirect_pids())
                         if tool == "wrk":
                             r = run_wrk(url, args, work)
                         else:
                             r = run_loadtest(url, args, work, verify=name != "bare")
+                        if name == "shortline":
+                            # Clicks still queued at the end are part of the
+                            # run's cost: wait for control to count them.
+                            servers.settle(timeout=60)
                         cpu = cpu_seconds(pids()) - before
+                        redirect_cpu = cpu_seconds(redirect_pids()) - before_redirect
                         r.update(links=n, round=round_, tool=tool, server=name, cpu_seconds=cpu,
+                                 redirect_cpu_seconds=redirect_cpu,
                                  rss_mib=rss_mib(pids()), rps=r["requests"] / args.seconds,
                                  per_cpu_second=r["requests"] / cpu if cpu > 0 else 0,
-                                 control_cpu_seconds=(cpu_seconds([servers.control_proc.pid]) - control_before)
-                                 if name == "shortline" else 0)
+                                 redirect_per_cpu_second=r["requests"] / redirect_cpu if redirect_cpu > 0 else 0)
                         results["runs"].append(r)
-                        print(f"  {tool:8} {name:9} {r['rps']:>9,.0f} req/s  p99 {r['p99']:.3f} ms  "
-                              f"cpu {cpu:.2f} s  {r['per_cpu_second']:,.0f} req/cpu-s  errors {r['errors']}",
+                        print(f"  {tool:8} {name:19} {r['rps']:>9,.0f} req/s  p99 {r['p99']:.3f} ms  "
+                              f"host cpu {cpu:.2f} s  {r['per_cpu_second']:,.0f} req/cpu-s  "
+                              f"redirect process {r['redirect_per_cpu_second']:,.0f} req/cpu-s  errors {r['errors']}",
                               flush=True)
         finally:
             servers.stop()
@@ -420,27 +463,36 @@ def report(results, args):
             for name in SERVERS:
                 rs = [r for r in runs if r["server"] == name]
                 med[name] = {k: statistics.median(r[k] for r in rs) for k in
-                             ("rps", "p50", "p99", "p999", "cpu_seconds", "rss_mib", "per_cpu_second",
-                              "control_cpu_seconds")}
+                             ("rps", "p50", "p99", "p999", "cpu_seconds", "redirect_cpu_seconds", "rss_mib",
+                              "per_cpu_second", "redirect_per_cpu_second")}
                 med[name]["errors"] = sum(r["errors"] for r in rs)
             lines += [f"### {n:,} links, {tool}", "",
-                      "| server | req/s | p50 ms | p99 ms | p99.9 ms | server CPU s | RSS MiB | req per CPU-s | vs nginx | vs bare | errors |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "| server | req/s | p50 ms | p99 ms | p99.9 ms | host CPU s | RSS MiB | req per host CPU-s "
+                      "| vs nginx-log | vs nginx | redirect process: req per CPU-s | vs nginx | vs bare | errors |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for name in SERVERS:
                 m = med[name]
                 lines.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.3f} | {m['p99']:.3f} | {m['p999']:.3f} | "
                              f"{m['cpu_seconds']:.2f} | {m['rss_mib']:.0f} | {m['per_cpu_second']:,.0f} | "
+                             f"{m['per_cpu_second'] / med['nginx-log']['per_cpu_second']:.2f}x | "
                              f"{m['per_cpu_second'] / med['nginx']['per_cpu_second']:.2f}x | "
-                             f"{m['per_cpu_second'] / med['bare']['per_cpu_second']:.2f}x | {m['errors']} |")
-            lines += ["", f"Control plane CPU during Shortline's runs (click ingest): "
-                          f"{med['shortline']['control_cpu_seconds']:.2f} s per run.", ""]
+                             f"{m['redirect_per_cpu_second']:,.0f} | "
+                             f"{m['redirect_per_cpu_second'] / med['nginx']['redirect_per_cpu_second']:.2f}x | "
+                             f"{m['redirect_per_cpu_second'] / med['bare']['redirect_per_cpu_second']:.2f}x | "
+                             f"{m['errors']} |")
+            control = med["shortline"]["cpu_seconds"] - med["shortline"]["redirect_cpu_seconds"]
+            requests = med["shortline"]["rps"] * args.seconds
+            lines += ["", f"Host CPU is every process of the server: Shortline's proxy and control plane "
+                          f"(control counted {control:.2f} s of CPU per run with capture on, "
+                          f"{1e6 * control / requests if requests else 0:.2f} us per click), nginx's master "
+                          f"and workers. The redirect process is Shortline's proxy, nginx's workers.", ""]
             label = f"{n:,} links, {tool}"
             groups_eff.append((label, [(k, med[k]["per_cpu_second"]) for k in SERVERS]))
             groups_rps.append((label, [(k, med[k]["rps"]) for k in SERVERS]))
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     bar_chart(os.path.join(args.out, "requests-per-cpu-second.svg"),
-              "Requests per server CPU-second (higher is better)", groups_eff, "req/CPU-s")
+              "Requests per CPU-second of the whole host (higher is better)", groups_eff, "req/CPU-s")
     bar_chart(os.path.join(args.out, "requests-per-second.svg"), "Requests per second", groups_rps, "req/s")
     print("\n".join(lines))
 

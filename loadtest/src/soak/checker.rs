@@ -55,6 +55,9 @@ struct Code {
     acked_version: u64,
     attempted_version: u64,
     ended: Option<(End, Instant)>,
+    /// A disable or delete sent but not yet acknowledged: it may have
+    /// happened already.
+    ending: Option<End>,
     /// The highest version answered, and when that answer arrived.
     newest_seen: Option<(u64, Instant)>,
     /// When a 404 or 410 after the end was first received.
@@ -212,6 +215,13 @@ impl Checker {
         }
     }
 
+    /// A disable or delete is about to be sent.
+    pub fn ending(&mut self, code: &str, end: End) {
+        if let Some(entry) = self.codes.get_mut(code) {
+            entry.ending = Some(end);
+        }
+    }
+
     pub fn ended(&mut self, code: &str, end: End, at: Instant) {
         if let Some(entry) = self.codes.get_mut(code) {
             entry.ended = Some((end, at));
@@ -279,10 +289,17 @@ impl Checker {
                 found.push(format!("{code} redirected to a foreign target {location}"));
             }
             Answer::Status(status @ (404 | 410)) => {
+                let ending = match entry.ending {
+                    Some(End::Disabled) => status == 410,
+                    Some(End::Deleted) => status == 404,
+                    None => false,
+                };
                 if let Some((_, at)) = ended {
                     if sent > at {
                         entry.end_seen.get_or_insert(received);
                     }
+                } else if ending {
+                    // The end in flight has landed before its answer came.
                 } else if deadline_created.is_some_and(|d| sent > d) {
                     found.push(format!(
                         "{code} answered {status} though its create was acknowledged and the visibility bound passed"
@@ -452,6 +469,20 @@ mod tests {
         c.observe("c", at(t, 750), at(t, 751), &Answer::Status(404));
         c.observe("c", at(t, 801), at(t, 802), &Answer::Status(404));
         assert_eq!(c.violations().len(), 2, "{:?}", c.violations());
+    }
+
+    #[test]
+    fn an_end_in_flight_may_show_before_it_is_acknowledged() {
+        let t = Instant::now();
+        let mut c = Checker::new(Duration::from_millis(100));
+        c.created("a", 1, at(t, 0));
+        c.ending("a", End::Disabled);
+        // Control committed the disable, then died before answering.
+        c.observe("a", at(t, 500), at(t, 501), &Answer::Status(410));
+        assert_eq!(c.violations(), &[] as &[String]);
+        // Not a delete, though.
+        c.observe("a", at(t, 502), at(t, 503), &Answer::Status(404));
+        assert_eq!(c.violations().len(), 1, "{:?}", c.violations());
     }
 
     #[test]

@@ -268,6 +268,11 @@ fn change(run: &Run, agent: &ureq::Agent, rng: &mut SmallRng, change: Change) {
             }
         }
         Change::Disable | Change::Delete => {
+            let end = match change {
+                Change::Disable => End::Disabled,
+                _ => End::Deleted,
+            };
+            run.checker().ending(&code, end);
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
                 let answer = match change {
