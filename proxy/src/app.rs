@@ -180,11 +180,16 @@ impl RedirectApp {
             };
             if reply.outcome == Outcome::NotFound
                 && let Some(ip) = client
-                && self.guard.record_miss(ip, now_secs)
             {
+                if self.guard.record_miss(ip, now_secs) {
+                    self.metrics
+                        .clients_throttled
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                // Misses only: the redirect path never reads the guard's count.
                 self.metrics
-                    .clients_throttled
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .enumeration_evictions
+                    .store(self.guard.evicted(), std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(link_id) = reply.click
                 && self.limits.click_capture

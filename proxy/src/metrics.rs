@@ -57,6 +57,8 @@ pub struct Metrics {
     pub click_batches_failed: AtomicU64,
     /// Clients blocked by the enumeration guard.
     pub clients_throttled: AtomicU64,
+    /// Clients the guard forgot to make room for others.
+    pub enumeration_evictions: AtomicU64,
     pub snapshot_sequence: AtomicU64,
     pub snapshot_created_unix_ms: AtomicU64,
     pub snapshot_links: AtomicU64,
@@ -130,7 +132,7 @@ impl Metrics {
         } else {
             now_ms.saturating_sub(created) as f64 / 1e3
         };
-        let gauges: [(&str, &str, &str, f64); 20] = [
+        let gauges: [(&str, &str, &str, f64); 21] = [
             (
                 "proxy_clicks_queued",
                 "gauge",
@@ -160,6 +162,12 @@ impl Metrics {
                 "counter",
                 "Clients refused for a while for asking for too many unknown codes.",
                 self.clients_throttled.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_enumeration_evictions_total",
+                "counter",
+                "Clients the enumeration guard forgot to make room for others (its table is full: many clients are missing at once).",
+                self.enumeration_evictions.load(Relaxed) as f64,
             ),
             (
                 "proxy_snapshot_sequence",

@@ -199,3 +199,23 @@ fn a_walk_from_one_ipv6_64_is_one_client() {
         302
     );
 }
+
+#[test]
+fn a_flood_of_clients_is_forgotten_not_stored() {
+    let sys = system(
+        &[],
+        &[
+            ("SHORTLINE_ENUMERATION_MISSES_MAX", "10"),
+            ("SHORTLINE_ENUMERATION_CLIENTS_MAX", "16"),
+            ("SHORTLINE_TRUST_FORWARDED_FOR", "true"),
+        ],
+    );
+    // Far more clients than the table holds, one miss each: the guard
+    // forgets some (and says so) instead of growing.
+    for i in 0..200u32 {
+        let from = format!("X-Forwarded-For: 198.18.{}.{}\r\n", i / 250, i % 250 + 1);
+        assert_eq!(sys.proxy.request("GET", "/nope", &from).status, 404);
+    }
+    let evictions = sys.proxy.metric("proxy_enumeration_evictions_total");
+    assert!(evictions >= 184.0, "{evictions}");
+}
