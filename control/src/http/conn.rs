@@ -45,13 +45,23 @@ pub struct Limits {
     pub connections_max: usize,
 }
 
-/// The answer to a connection past the cap: written without reading the
-/// request, then the socket is closed.
-const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-Content-Type: application/problem+json\r\nRetry-After: 1\r\nConnection: close\r\n\
-Content-Length: 135\r\n\r\n\
-{\"type\":\"urn:shortline:problem:unavailable\",\"title\":\"Service Unavailable\",\
-\"status\":503,\"detail\":\"too many connections; retry shortly\"}\n";
+/// The answer to a connection past the cap, made once: written without
+/// reading the request, then the socket is closed. The body is the problem
+/// document every 503 carries ([`super::problem`]).
+fn refusal() -> Vec<u8> {
+    let problem =
+        super::problem::ApiError::Unavailable("too many connections; retry shortly".into())
+            .problem();
+    let body = serde_json::to_vec(&problem).expect("a problem always serialises");
+    let mut answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n\
+         Retry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    answer
+}
 
 /// Why the request body did not arrive: answered 408 (see
 /// [`super::problem::ApiError::RequestTimeout`]).
@@ -338,6 +348,7 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.connections_max));
+    let refused = refusal();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     let mut accept_errors = 0u64;
@@ -360,7 +371,7 @@ pub async fn serve(
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             metrics::counter!("control_connections_refused_total").increment(1);
             // Best effort, without waiting: the client learns why.
-            let _ = stream.try_write(REFUSED);
+            let _ = stream.try_write(&refused);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -410,7 +421,8 @@ mod tests {
 
     #[test]
     fn the_refusal_is_a_whole_http_answer() {
-        let text = std::str::from_utf8(REFUSED).unwrap();
+        let refused = refusal();
+        let text = std::str::from_utf8(&refused).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let length: usize = head
             .lines()

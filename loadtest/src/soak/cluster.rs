@@ -22,51 +22,28 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A control plane and a proxy.
+/// Where a cluster's processes live and how they are started and watched.
 #[derive(Debug)]
-pub struct Cluster {
+pub struct Hosts {
     bin_dir: PathBuf,
     dir: PathBuf,
     pub control_port: u16,
     pub proxy_port: u16,
     pub metrics_port: u16,
-    control: Child,
-    proxy: Child,
     /// Clicks a stopping proxy logged it could not ship.
     shutdown_drops: Arc<AtomicU64>,
     agent: ureq::Agent,
 }
 
-impl Cluster {
-    /// Starts both in `dir` and waits until the proxy follows control.
-    pub fn start(bin_dir: &Path, dir: &Path) -> Result<Self> {
-        let control_port = free_port()?;
-        let proxy_port = free_port()?;
-        let metrics_port = free_port()?;
-        let shutdown_drops = Arc::new(AtomicU64::new(0));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut cluster = Self {
-            bin_dir: bin_dir.to_path_buf(),
-            dir: dir.to_path_buf(),
-            control_port,
-            proxy_port,
-            metrics_port,
-            control: spawn_placeholder()?,
-            proxy: spawn_placeholder()?,
-            shutdown_drops,
-            agent,
-        };
-        cluster.control = cluster.spawn_control()?;
-        cluster.wait_control()?;
-        cluster.proxy = cluster.spawn_proxy(false)?;
-        cluster.wait_proxy_following(0)?;
-        Ok(cluster)
-    }
+/// A control plane and a proxy.
+#[derive(Debug)]
+pub struct Cluster {
+    pub hosts: Hosts,
+    control: Child,
+    proxy: Child,
+}
 
+impl Hosts {
     fn env(&self, command: &mut Command) {
         command
             .env_clear()
@@ -184,42 +161,77 @@ impl Cluster {
         }
     }
 
-    /// SIGKILL to control, a fresh start, and the proxy following it again.
-    pub fn kill_control(&mut self) -> Result<()> {
-        let reconnects = self
-            .proxy_metric("proxy_stream_reconnects_total")
-            .unwrap_or(0.0) as u64;
-        let _ = self.control.kill();
-        let _ = self.control.wait();
-        self.control = self.spawn_control()?;
-        self.wait_control()?;
-        self.wait_proxy_following(reconnects)
-    }
-
     /// Clicks the proxy has dropped so far (its ring overflowing).
     fn ring_drops(&self) -> u64 {
         self.proxy_metric("proxy_clicks_dropped_total")
             .unwrap_or(0.0) as u64
     }
+}
+
+impl Cluster {
+    /// Starts both in `dir` and waits until the proxy follows control.
+    pub fn start(bin_dir: &Path, dir: &Path) -> Result<Self> {
+        let hosts = Hosts {
+            bin_dir: bin_dir.to_path_buf(),
+            dir: dir.to_path_buf(),
+            control_port: free_port()?,
+            proxy_port: free_port()?,
+            metrics_port: free_port()?,
+            shutdown_drops: Arc::new(AtomicU64::new(0)),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into(),
+        };
+        let mut control = hosts.spawn_control()?;
+        let proxy = match hosts.wait_control().and_then(|()| hosts.spawn_proxy(false)) {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                let _ = control.kill();
+                let _ = control.wait();
+                return Err(e);
+            }
+        };
+        let cluster = Self {
+            hosts,
+            control,
+            proxy,
+        };
+        cluster.hosts.wait_proxy_following(0)?;
+        Ok(cluster)
+    }
+    /// SIGKILL to control, a fresh start, and the proxy following it again.
+    pub fn kill_control(&mut self) -> Result<()> {
+        let reconnects = self
+            .hosts
+            .proxy_metric("proxy_stream_reconnects_total")
+            .unwrap_or(0.0) as u64;
+        let _ = self.control.kill();
+        let _ = self.control.wait();
+        self.control = self.hosts.spawn_control()?;
+        self.hosts.wait_control()?;
+        self.hosts.wait_proxy_following(reconnects)
+    }
 
     /// SIGTERM to the proxy, then a new one. Returns the clicks the old one
     /// dropped.
     pub fn restart_proxy(&mut self) -> Result<u64> {
-        let dropped = self.ring_drops();
+        let dropped = self.hosts.ring_drops();
         signal(&self.proxy, libc::SIGTERM);
         let _ = self.proxy.wait();
-        self.proxy = self.spawn_proxy(false)?;
-        self.wait_proxy_following(0)?;
+        self.proxy = self.hosts.spawn_proxy(false)?;
+        self.hosts.wait_proxy_following(0)?;
         Ok(dropped)
     }
 
     /// A graceful upgrade: a new process takes the sockets over, the old
     /// one drains. Returns the clicks the old one dropped.
     pub fn upgrade_proxy(&mut self) -> Result<u64> {
-        let dropped = self.ring_drops();
-        let socket = self.dir.join("proxy-upgrade.sock");
+        let dropped = self.hosts.ring_drops();
+        let socket = self.hosts.dir.join("proxy-upgrade.sock");
         let _ = std::fs::remove_file(&socket);
-        let mut next = self.spawn_proxy(true)?;
+        let mut next = self.hosts.spawn_proxy(true)?;
         let started = Instant::now();
         while !socket.exists() {
             if started.elapsed() > START_TIMEOUT {
@@ -231,7 +243,7 @@ impl Cluster {
         signal(&self.proxy, libc::SIGQUIT);
         std::mem::swap(&mut self.proxy, &mut next);
         let _ = next.wait();
-        self.wait_proxy_following(0)?;
+        self.hosts.wait_proxy_following(0)?;
         Ok(dropped)
     }
 
@@ -239,22 +251,25 @@ impl Cluster {
     /// stop, with what stopping proxies logged.
     #[must_use]
     pub fn shutdown_drops(&self) -> u64 {
-        self.shutdown_drops.load(Ordering::Relaxed)
+        self.hosts.shutdown_drops.load(Ordering::Relaxed)
     }
 
     /// The clicks still queued in the proxy and at control.
     #[must_use]
     pub fn clicks_in_flight(&self) -> Option<f64> {
         Some(
-            self.proxy_metric("proxy_clicks_queued")?
-                + self.control_metric("control_clicks_pending").unwrap_or(0.0),
+            self.hosts.proxy_metric("proxy_clicks_queued")?
+                + self
+                    .hosts
+                    .control_metric("control_clicks_pending")
+                    .unwrap_or(0.0),
         )
     }
 
     /// Clicks dropped by the running proxy.
     #[must_use]
     pub fn current_ring_drops(&self) -> u64 {
-        self.ring_drops()
+        self.hosts.ring_drops()
     }
 }
 
@@ -265,13 +280,6 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
-}
-
-/// A process that exits at once, standing in until the real one starts.
-fn spawn_placeholder() -> Result<Child> {
-    Command::new("true")
-        .spawn()
-        .context("start a placeholder process")
 }
 
 fn signal(child: &Child, signal: i32) {

@@ -404,8 +404,8 @@ pub fn soak(settings: &Settings) -> Result<Outcome> {
         checker: Mutex::new(Checker::new(settings.visibility_bound)),
         stop: AtomicBool::new(false),
         next_link: AtomicU64::new(1),
-        control: format!("http://127.0.0.1:{}", cluster.control_port),
-        proxy: format!("http://127.0.0.1:{}", cluster.proxy_port),
+        control: format!("http://127.0.0.1:{}", cluster.hosts.control_port),
+        proxy: format!("http://127.0.0.1:{}", cluster.hosts.proxy_port),
     };
     let faults = std::thread::scope(|scope| -> Result<Faults> {
         for i in 0..settings.writers {
