@@ -15,6 +15,8 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const PROXY_CACHE_DIR: &str = "proxy-cache";
 /// Control's click log.
 pub const CLICK_LOG_DIR: &str = "clicks-wal";
+/// The embedded store's redo log: writes not yet checkpointed into the store file.
+pub const STORE_LOG_DIR: &str = "store-log";
 /// The socket a proxy hands its listeners over in a graceful upgrade.
 pub const UPGRADE_SOCKET_FILE: &str = "proxy-upgrade.sock";
 /// The running proxy's pid.
@@ -38,6 +40,11 @@ impl DataDir {
     #[must_use]
     pub fn store_file(&self) -> PathBuf {
         self.0.join(STORE_FILE)
+    }
+
+    #[must_use]
+    pub fn store_log(&self) -> PathBuf {
+        self.0.join(STORE_LOG_DIR)
     }
 
     #[must_use]

@@ -136,6 +136,9 @@ pub struct Config {
     pub click_export_bytes_max: u64,
     /// `redb` (embedded, default) or `fdb` (FoundationDB).
     pub store_backend: StoreBackend,
+    /// Embedded store: longest a write waits in the redo log before a
+    /// checkpoint makes it durable in the store file (0: after every write).
+    pub store_checkpoint_ms: u64,
     /// FoundationDB cluster file; unset: the client's default
     /// (`FDB_CLUSTER_FILE` or /etc/foundationdb/fdb.cluster).
     pub fdb_cluster_file: Option<PathBuf>,
@@ -211,6 +214,7 @@ impl Default for Config {
             click_export_rotate_seconds: 3600,
             click_export_bytes_max: 256 << 20,
             store_backend: StoreBackend::Redb,
+            store_checkpoint_ms: 1000,
             fdb_cluster_file: None,
             fdb_prefix: "default".to_owned(),
         }
@@ -273,6 +277,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("click_export_rotate_seconds", Kind::Integer),
     ("click_export_bytes_max", Kind::Integer),
     ("store_backend", Kind::Text),
+    ("store_checkpoint_ms", Kind::Integer),
     ("fdb_cluster_file", Kind::Text),
     ("fdb_prefix", Kind::Text),
 ];
@@ -458,6 +463,7 @@ impl Config {
             ),
             ("proxy_threads", n(self.proxy_threads), 1, 1024),
             ("analytics_flush_ms", self.analytics_flush_ms, 1, 60_000),
+            ("store_checkpoint_ms", self.store_checkpoint_ms, 0, 600_000),
             (
                 "analytics_flush_keys_max",
                 n(self.analytics_flush_keys_max),

@@ -38,6 +38,10 @@ struct Args {
     /// Links clicked, with Zipf popularity.
     #[arg(long, default_value_t = 100_000)]
     links: u64,
+    /// Every link equally popular instead of Zipf (the worst case for
+    /// folding: few clicks share a counter).
+    #[arg(long)]
+    uniform: bool,
     /// Threads pushing into the ring (the proxy's workers).
     #[arg(long, default_value_t = 1)]
     producers: usize,
@@ -127,7 +131,11 @@ fn events(args: &Args, seed: u64, count: u64) -> Vec<ClickEvent> {
     let now = 1_790_000_000_000u64;
     (0..count)
         .map(|i| {
-            let link = zipf.sample(&mut rng) as u64;
+            let link = if args.uniform {
+                rng.random_range(1..=args.links)
+            } else {
+                zipf.sample(&mut rng) as u64
+            };
             let ua = AGENTS[rng.random_range(0..AGENTS.len())];
             let referrer = REFERRERS[rng.random_range(0..REFERRERS.len())];
             let ip = std::net::IpAddr::from([203, 0, 113, (i % 250) as u8]);
@@ -141,6 +149,39 @@ fn events(args: &Args, seed: u64, count: u64) -> Vec<ClickEvent> {
             )
         })
         .collect()
+}
+
+/// User and system CPU of a thread, from `/proc/self/<task>/stat`.
+fn thread_cpu(task: &str) -> Result<Duration> {
+    let path = if task == "thread-self" {
+        "/proc/thread-self/stat".to_owned()
+    } else {
+        format!("/proc/self/task/{task}/stat")
+    };
+    let stat = std::fs::read_to_string(path)?;
+    // Fields after the parenthesised name: state is the 3rd, utime the 14th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // Linux reports these in USER_HZ, 100 per second on every mainstream build.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// CPU of every thread of this process whose name is one of `names`.
+fn threads_cpu(names: &[&str]) -> Result<Duration> {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let task = task?.file_name();
+        let task = task.to_string_lossy();
+        let comm = std::fs::read_to_string(format!("/proc/self/task/{task}/comm"))?;
+        if names.contains(&comm.trim()) {
+            total += thread_cpu(&task)?;
+        }
+    }
+    Ok(total)
 }
 
 fn rate(n: u64, elapsed: Duration) -> String {
@@ -223,8 +264,11 @@ fn main() -> Result<()> {
     )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("flusher")
         .enable_all()
         .build()?;
+    // The committer has done the store's set-up writes by now.
+    let flusher_before = threads_cpu(&["committer", "flusher"])?;
     runtime.spawn(Arc::clone(&analytics).run(committer.clone()));
     let ring = Arc::new(ClickRing::new(1 << 16, Arc::clone(&metrics)));
     let done = Arc::new(AtomicBool::new(false));
@@ -246,13 +290,13 @@ fn main() -> Result<()> {
             })
         })
         .collect();
+    // The proxy's batcher: drains the ring and encodes wire batches.
+    let (wires, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let shipper = {
         let ring = Arc::clone(&ring);
         let done = Arc::clone(&done);
-        let analytics = Arc::clone(&analytics);
-        let counted = Arc::clone(&counted);
         let batch_max = args.batch;
-        std::thread::spawn(move || -> Result<()> {
+        std::thread::spawn(move || {
             let mut batch = Vec::with_capacity(batch_max);
             let mut seq = 0;
             loop {
@@ -260,60 +304,58 @@ fn main() -> Result<()> {
                 ring.drain_into(&mut batch, batch_max);
                 if batch.is_empty() {
                     if done.load(Ordering::Acquire) && ring.is_empty() {
-                        return Ok(());
+                        return;
                     }
                     std::thread::sleep(Duration::from_micros(200));
                     continue;
                 }
                 seq += 1;
-                let wire = encode_batch("bench-proxy", seq, &batch);
-                let decoded = clickwire::decode(&wire)?;
-                match analytics.accept(&decoded, &wire, 0) {
-                    Accepted::Taken => {
-                        counted.fetch_add(decoded.clicks().len() as u64, Ordering::Relaxed);
-                    }
-                    // The store is behind: back off as the proxy does.
-                    Accepted::Busy => {
-                        seq -= 1;
-                        let mut requeue = std::mem::take(&mut batch);
-                        std::thread::sleep(Duration::from_millis(5));
-                        // Re-send the same clicks with the same sequence.
-                        loop {
-                            seq += 1;
-                            let wire = encode_batch("bench-proxy", seq, &requeue);
-                            let decoded = clickwire::decode(&wire)?;
-                            match analytics.accept(&decoded, &wire, 0) {
-                                Accepted::Taken => {
-                                    counted.fetch_add(
-                                        decoded.clicks().len() as u64,
-                                        Ordering::Relaxed,
-                                    );
-                                    break;
-                                }
-                                Accepted::Busy => {
-                                    seq -= 1;
-                                    std::thread::sleep(Duration::from_millis(5));
-                                }
-                                other => anyhow::bail!("batch not taken: {other:?}"),
-                            }
-                        }
-                        requeue.clear();
-                        batch = requeue;
-                    }
-                    other => anyhow::bail!("batch not taken: {other:?}"),
+                if wires
+                    .send(encode_batch("bench-proxy", seq, &batch))
+                    .is_err()
+                {
+                    return;
                 }
             }
         })
+    };
+    // Control's ingest: decodes and takes each batch, resending it (same
+    // sequence) while the store is behind, as the proxy does. Its own CPU
+    // time is returned, for the control plane's cost per click.
+    let ingest = {
+        let analytics = Arc::clone(&analytics);
+        let counted = Arc::clone(&counted);
+        std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || -> Result<Duration> {
+                let before = thread_cpu("thread-self")?;
+                for wire in received {
+                    loop {
+                        let decoded = clickwire::decode(&wire)?;
+                        match analytics.accept(&decoded, &wire, 0) {
+                            Accepted::Taken => {
+                                counted.fetch_add(decoded.clicks().len() as u64, Ordering::Relaxed);
+                                break;
+                            }
+                            Accepted::Busy => std::thread::sleep(Duration::from_millis(5)),
+                            other => anyhow::bail!("batch not taken: {other:?}"),
+                        }
+                    }
+                }
+                Ok(thread_cpu("thread-self")? - before)
+            })?
     };
     for p in producers {
         p.join().expect("producer");
     }
     done.store(true, Ordering::Release);
-    shipper.join().expect("shipper")?;
+    shipper.join().expect("shipper");
+    let ingest_cpu = ingest.join().expect("ingest")?;
     // Everything acknowledged, then counted.
     runtime.block_on(analytics.flush(&committer));
     let elapsed = started.elapsed();
     let n = counted.load(Ordering::Relaxed);
+    let control_cpu = ingest_cpu + threads_cpu(&["committer", "flusher"])? - flusher_before;
     println!("| stage | clicks/s |");
     println!("|---|---:|");
     println!("| ring push + drain | {ring_alone} |");
@@ -341,6 +383,10 @@ fn main() -> Result<()> {
     })?;
     let heads = n / 50;
     let keys = counter_keys(&*backend)?;
+    println!(
+        "\ncontrol CPU per click (ingest, fold, flush, commit): {:.2} us",
+        control_cpu.as_secs_f64() * 1e6 / n as f64
+    );
     println!(
         "\nstore: {}; {keys} distinct counters written, {:.0} per second of the whole path",
         backend.name(),

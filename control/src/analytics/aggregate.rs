@@ -20,9 +20,9 @@ use tokio::sync::Notify;
 use super::classify::{Class, Classifier, referrer_host};
 use super::export::Exporter;
 use super::geo::GeoIp;
-use super::wal::{Wal, WalError};
 use crate::commit::{CommitError, Committer};
 use crate::db::keys::{self, Granularity, OTHER, counter_value, dim};
+use crate::db::wal::{Wal, WalError};
 use crate::db::{Space, StoreResult, Txn};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -300,7 +300,7 @@ impl Analytics {
         wal_dir: &Path,
         through: u64,
     ) -> Result<Self, WalError> {
-        let (wal, replay) = Wal::open(wal_dir, through)?;
+        let (wal, replay) = Wal::open(wal_dir, "clicks", through)?;
         let analytics = Self {
             settings,
             geo,

@@ -16,7 +16,6 @@ pub mod classify;
 pub mod export;
 pub mod geo;
 pub mod stats;
-pub mod wal;
 
 pub use aggregate::Analytics;
 

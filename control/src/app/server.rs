@@ -79,9 +79,10 @@ pub async fn serve_until(
     // created or printed.
     let listener = bind_control(config.control_listen).await?;
     prepare_data_dir(&config.data_dir)?;
+    // The recorder before the store: opening it replays and counts.
+    let metrics = metrics_handle()?;
     let backend = open_backend(&config)?;
     crate::tasks::abuse::index_hosts_once(&*backend).context("cannot index link hosts")?;
-    let metrics = metrics_handle()?;
     let (state, bootstrap) = AppState::start(config, backend)?;
     if ready.is_none()
         && let Some(token) = &bootstrap.generated_admin_token
@@ -129,7 +130,10 @@ pub async fn serve_until(
 /// Opens the configured store.
 pub fn open_backend(config: &Config) -> Result<Arc<dyn crate::db::Backend>> {
     match config.store_backend {
-        StoreBackend::Redb => Ok(Arc::new(RedbBackend::open(&config.data_dir)?)),
+        StoreBackend::Redb => Ok(Arc::new(RedbBackend::open_with(
+            &config.data_dir,
+            std::time::Duration::from_millis(config.store_checkpoint_ms),
+        )?)),
         #[cfg(feature = "fdb")]
         StoreBackend::Fdb => Ok(Arc::new(
             crate::db::fdb::FdbBackend::open(

@@ -5,7 +5,7 @@
 //! # Meta singletons ([`Space::Meta`](super::Space::Meta))
 //!
 //! [`SEQ`], [`PRUNED`], [`NOTIFY`], [`ID_NEXT`], [`HOSTS_INDEXED`] and
-//! [`WAL_THROUGH`], plus the secrets' names in the data directory.
+//! [`WAL_THROUGH`], [`STORE_LOG_THROUGH`], plus the secrets' names in the data directory.
 //!
 //! # Counters ([`Space::Counters`](super::Space::Counters))
 //!
@@ -51,6 +51,9 @@ pub const ID_NEXT: &[u8] = b"id_next";
 pub const HOSTS_INDEXED: &[u8] = b"hosts_indexed_v1";
 /// The click log position whose clicks are all counted in the store.
 pub const WAL_THROUGH: &[u8] = b"clicks_wal_through";
+/// The embedded store's redo log segment whose writes are all in the
+/// store file durably (set by every checkpoint).
+pub const STORE_LOG_THROUGH: &[u8] = b"store_log_through";
 /// Counter of open abuse reports.
 pub const OPEN_REPORTS: &[u8] = b"reports/open";
 

@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod fdb;
 pub mod keys;
 pub mod redb;
+pub mod wal;
 
 use std::sync::Arc;
 

@@ -1,21 +1,44 @@
-//! The embedded backend: one redb database file in the data directory.
+//! The embedded backend: one redb database file and its redo log in the
+//! data directory.
 //!
 //! redb is pure Rust, ACID and crash-safe (copy-on-write B-trees with a
 //! checksummed commit slot). It allows one write transaction at a time, which
-//! suits group commit: the committer runs many requests in one transaction and
-//! pays for one fsync.
+//! suits group commit: the committer runs many requests in one transaction.
+//!
+//! A durable redb commit writes every B-tree page the transaction touched
+//! and syncs them; with random codes that is two or three scattered 4 KiB
+//! pages per created link. So a write transaction is made durable another
+//! way: its effect (every insert and removal, with final values) is appended
+//! to the redo log ([`super::wal`], `data_dir/store-log/`) and synced, one
+//! short sequential write, and then committed to redb without a sync
+//! ([`Durability::None`]), which readers see at once. A **checkpoint**
+//! (every `store_checkpoint_ms`, or when the log's segment passes
+//! [`CHECKPOINT_BYTES`]) starts a new log segment and makes one durable redb
+//! commit, which persists every commit before it and records the segment it
+//! covers ([`keys::STORE_LOG_THROUGH`]); covered segments are then deleted.
+//! At start-up, redb comes back at its last durable commit and the log
+//! segments after the mark are replayed in order. Replaying a record sets
+//! keys to the values it carries, so a suffix of the log replayed over any
+//! earlier state ends at the same state.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
     TableDefinition, WriteTransaction,
 };
 use shortline_store::Seq;
 
-use std::cell::RefCell;
-
+use super::wal::Wal;
 use super::{Backend, Pairs, ReadTxn, Space, StoreError, StoreResult, Txn, View, keys};
+
+/// A log segment this large is checkpointed without waiting for the interval.
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// The redo log's segment files: `store-<n>.wal`.
+const LOG_KIND: &str = "store";
 
 fn definition(space: Space) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(space.name())
@@ -30,12 +53,96 @@ fn io<E: Into<redb::Error>>(error: E) -> StoreError {
 pub struct RedbBackend {
     db: Database,
     path: PathBuf,
+    log: Mutex<RedoLog>,
+    checkpoint_interval: Duration,
+}
+
+/// The redo log and what the writers know about it.
+#[derive(Debug)]
+struct RedoLog {
+    wal: Wal,
+    checkpointed_at: Instant,
+    /// Set when a record was logged but its redb commit failed: the log then
+    /// holds a write the store lacks, so nothing more is written until a
+    /// restart replays it.
+    failed: Option<String>,
+}
+
+/// One change a write transaction made, as the redo log keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Op {
+    Insert = 1,
+    Remove = 2,
+    RemoveRange = 3,
+}
+
+/// Appends one change to a redo record: `op space len:u32 a len:u32 b`,
+/// where `a` and `b` are key and value, the key alone, or start and end.
+fn encode_op(record: &mut Vec<u8>, op: Op, space: Space, a: &[u8], b: &[u8]) {
+    let index = Space::ALL
+        .iter()
+        .position(|s| *s == space)
+        .expect("every space is in ALL");
+    record.push(op as u8);
+    record.push(u8::try_from(index).expect("fewer than 256 spaces"));
+    for part in [a, b] {
+        record.extend_from_slice(
+            &u32::try_from(part.len())
+                .expect("keys and values under 4 GiB")
+                .to_le_bytes(),
+        );
+        record.extend_from_slice(part);
+    }
+}
+
+/// Applies a redo record to a write transaction.
+fn apply_record(txn: &WriteTransaction, mut record: &[u8]) -> StoreResult<()> {
+    let corrupt = || StoreError::Corrupt("a store log record does not decode".into());
+    fn part<'r>(record: &mut &'r [u8]) -> Option<&'r [u8]> {
+        let len = u32::from_le_bytes(record.get(..4)?.try_into().ok()?) as usize;
+        let part = record.get(4..4 + len)?;
+        *record = &record[4 + len..];
+        Some(part)
+    }
+    while !record.is_empty() {
+        let (&op, rest) = record.split_first().ok_or_else(corrupt)?;
+        let (&space, rest) = rest.split_first().ok_or_else(corrupt)?;
+        record = rest;
+        let space = *Space::ALL.get(usize::from(space)).ok_or_else(corrupt)?;
+        let a = part(&mut record).ok_or_else(corrupt)?;
+        let b = part(&mut record).ok_or_else(corrupt)?;
+        let mut table = txn.open_table(definition(space)).map_err(io)?;
+        match op {
+            x if x == Op::Insert as u8 => {
+                table.insert(a, b).map_err(io)?;
+            }
+            x if x == Op::Remove as u8 => {
+                table.remove(a).map_err(io)?;
+            }
+            x if x == Op::RemoveRange as u8 => {
+                table
+                    .retain_in::<&[u8], _>(a..b, |_, _| false)
+                    .map_err(io)?;
+            }
+            _ => return Err(corrupt()),
+        }
+    }
+    Ok(())
 }
 
 impl RedbBackend {
-    /// Opens (or creates) `shortline.redb` in `data_dir`.
+    /// Opens (or creates) `shortline.redb` in `data_dir`, replays its redo
+    /// log, and checkpoints every second.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let path = shortline_common::layout::DataDir::new(data_dir).store_file();
+        Self::open_with(data_dir, Duration::from_secs(1))
+    }
+
+    /// Opens the store as [`RedbBackend::open`] does, checkpointing every
+    /// `checkpoint_interval`.
+    pub fn open_with(data_dir: &Path, checkpoint_interval: Duration) -> Result<Self, StoreError> {
+        let layout = shortline_common::layout::DataDir::new(data_dir);
+        let path = layout.store_file();
         let db = Database::create(&path).map_err(|e| {
             StoreError::io(format!("cannot open the store at {}", path.display()), e)
         })?;
@@ -44,13 +151,143 @@ impl RedbBackend {
             txn.open_table(definition(space)).map_err(io)?;
         }
         txn.commit().map_err(io)?;
-        Ok(Self { db, path })
+        let through = {
+            let read = RedbRead {
+                txn: db.begin_read().map_err(io)?,
+            };
+            match read.get(Space::Meta, keys::STORE_LOG_THROUGH)? {
+                Some(bytes) => decode_u64(&bytes)?,
+                None => 0,
+            }
+        };
+        let log_dir = layout.store_log();
+        let (wal, replay) = Wal::open(&log_dir, LOG_KIND, through).map_err(|e| {
+            StoreError::io(
+                format!("cannot open the store's redo log in {}", log_dir.display()),
+                e,
+            )
+        })?;
+        let backend = Self {
+            db,
+            path,
+            log: Mutex::new(RedoLog {
+                wal,
+                checkpointed_at: Instant::now(),
+                failed: None,
+            }),
+            checkpoint_interval,
+        };
+        if !replay.is_empty() {
+            let mut txn = backend.db.begin_write().map_err(io)?;
+            txn.set_durability(Durability::None).map_err(io)?;
+            for (segment, record) in &replay {
+                apply_record(&txn, record).map_err(|e| match e {
+                    StoreError::Corrupt(what) => StoreError::Corrupt(format!(
+                        "{what}: segment {segment} of {}",
+                        log_dir.display()
+                    )),
+                    other => other,
+                })?;
+            }
+            txn.commit().map_err(io)?;
+            metrics::counter!("control_store_log_replayed_total").increment(replay.len() as u64);
+            tracing::info!(transactions = replay.len(), "replayed the store's redo log");
+        }
+        // Every start begins from a checkpoint: what was replayed is then in
+        // the store file, and the log holds only what this process writes.
+        backend.checkpoint(&mut backend.lock_log())?;
+        Ok(backend)
     }
 
     /// The database file.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn lock_log(&self) -> MutexGuard<'_, RedoLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every commit so far durable in the store file and deletes the
+    /// log segments that held them.
+    fn checkpoint(&self, log: &mut RedoLog) -> StoreResult<()> {
+        let started = Instant::now();
+        let finished = log
+            .wal
+            .rotate()
+            .map_err(|e| StoreError::io("cannot start a store log segment", e))?;
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut meta = txn.open_table(definition(Space::Meta)).map_err(io)?;
+            meta.insert(keys::STORE_LOG_THROUGH, &finished.to_le_bytes()[..])
+                .map_err(io)?;
+        }
+        // Immediate durability: this commit persists every one before it.
+        txn.commit().map_err(io)?;
+        log.checkpointed_at = Instant::now();
+        if let Err(e) = log.wal.prune(finished) {
+            tracing::warn!(error = %e, "cannot delete checkpointed store log segments");
+        }
+        metrics::counter!("control_store_checkpoints_total").increment(1);
+        metrics::histogram!("control_store_checkpoint_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Checkpoints when the interval has passed or the segment is large.
+    fn checkpoint_if_due(&self, log: &mut RedoLog) {
+        if log.checkpointed_at.elapsed() < self.checkpoint_interval
+            && log.wal.segment_bytes() < CHECKPOINT_BYTES
+        {
+            return;
+        }
+        if let Err(e) = self.checkpoint(log) {
+            // The log still holds everything; the next write tries again.
+            metrics::counter!("control_store_checkpoint_errors_total").increment(1);
+            tracing::warn!(error = %e, "store checkpoint failed");
+        }
+    }
+
+    /// Logs `record` (synced), then commits `txn` without a sync.
+    fn commit_logged(
+        &self,
+        log: &mut RedoLog,
+        txn: WriteTransaction,
+        record: &[u8],
+    ) -> StoreResult<()> {
+        if !record.is_empty()
+            && let Err(e) = log.wal.append(record)
+        {
+            // A failed append or sync may leave part of a record behind,
+            // and after a failed sync the page cache cannot be trusted:
+            // stop writing until a restart reads the log back.
+            let message = format!("the store's redo log failed: {e}");
+            log.failed = Some(message.clone());
+            metrics::counter!("control_store_log_errors_total").increment(1);
+            return Err(StoreError::io(message, e));
+        }
+        if let Err(e) = txn.commit() {
+            if !record.is_empty() {
+                log.failed = Some(format!("a logged write failed to commit: {e}"));
+            }
+            return Err(io(e));
+        }
+        self.checkpoint_if_due(log);
+        Ok(())
+    }
+}
+
+impl Drop for RedbBackend {
+    fn drop(&mut self) {
+        // A clean stop leaves nothing to replay.
+        let mut log = self.lock_log();
+        if log.failed.is_none() && log.wal.segment_bytes() > 0 {
+            let log = &mut *log;
+            if let Err(e) = Self::checkpoint(self, log) {
+                tracing::warn!(error = %e, "store checkpoint at close failed; the log is replayed at the next start");
+            }
+        }
     }
 }
 
@@ -62,6 +299,8 @@ struct RedbTxn<'t> {
     tables: RefCell<Vec<(Space, BytesTable<'t>)>>,
     seq: Option<u64>,
     logged: bool,
+    /// The redo record: every change so far, in order.
+    record: Vec<u8>,
 }
 
 impl<'t> RedbTxn<'t> {
@@ -115,6 +354,7 @@ impl ReadTxn for RedbTxn<'_> {
 
 impl Txn for RedbTxn<'_> {
     fn set(&mut self, space: Space, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        encode_op(&mut self.record, Op::Insert, space, key, value);
         self.with_table(space, |table| {
             table.insert(key, value).map_err(io)?;
             Ok(())
@@ -122,6 +362,7 @@ impl Txn for RedbTxn<'_> {
     }
 
     fn clear(&mut self, space: Space, key: &[u8]) -> StoreResult<()> {
+        encode_op(&mut self.record, Op::Remove, space, key, &[]);
         self.with_table(space, |table| {
             table.remove(key).map_err(io)?;
             Ok(())
@@ -129,7 +370,7 @@ impl Txn for RedbTxn<'_> {
     }
 
     fn add(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()> {
-        self.with_table(space, |table| {
+        let value = self.with_table(space, |table| {
             let current = match table.get(key).map_err(io)? {
                 Some(v) => i64::from_le_bytes(
                     v.value()
@@ -138,21 +379,20 @@ impl Txn for RedbTxn<'_> {
                 ),
                 None => 0,
             };
-            table
-                .insert(key, &current.wrapping_add(delta).to_le_bytes()[..])
-                .map_err(io)?;
-            Ok(())
-        })
+            let value = current.wrapping_add(delta).to_le_bytes();
+            table.insert(key, &value[..]).map_err(io)?;
+            Ok(value)
+        })?;
+        // The log keeps the sum, not the delta: replaying it twice is harmless.
+        encode_op(&mut self.record, Op::Insert, space, key, &value);
+        Ok(())
     }
 
     fn log_change(&mut self, change: &[u8]) -> StoreResult<()> {
         let seq = self.current_seq()? + 1;
         self.seq = Some(seq);
         self.logged = true;
-        self.with_table(Space::Changes, |table| {
-            table.insert(&keys::change(seq)[..], change).map_err(io)?;
-            Ok(())
-        })
+        self.set(Space::Changes, &keys::change(seq), change)
     }
 }
 
@@ -254,25 +494,46 @@ fn decode_seq_key(key: &[u8]) -> StoreResult<u64> {
     })?))
 }
 
+impl RedbBackend {
+    /// Runs a write transaction and returns it with its redo record,
+    /// uncommitted. The caller holds the log, so records are appended in
+    /// commit order.
+    fn begin(&self, log: &RedoLog) -> StoreResult<WriteTransaction> {
+        if let Some(failed) = &log.failed {
+            return Err(StoreError::unavailable(
+                "the embedded store stopped writing; restart control to replay its log",
+                failed.clone(),
+            ));
+        }
+        let mut txn = self.db.begin_write().map_err(io)?;
+        txn.set_durability(Durability::None).map_err(io)?;
+        Ok(txn)
+    }
+}
+
 impl Backend for RedbBackend {
     fn write(&self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<Seq> {
-        let txn = self.db.begin_write().map_err(io)?;
-        let seq = {
+        let mut log = self.lock_log();
+        let txn = self.begin(&log)?;
+        let (seq, record) = {
             let mut handle = RedbTxn {
                 txn: &txn,
                 tables: RefCell::new(Vec::new()),
                 seq: None,
                 logged: false,
+                record: Vec::new(),
             };
             body(&mut handle)?;
             let seq = handle.current_seq()?;
             if handle.logged {
                 handle.set(Space::Meta, keys::SEQ, &seq.to_le_bytes())?;
             }
-            seq
+            let record = std::mem::take(&mut handle.record);
+            drop(handle);
+            (seq, record)
         };
-        // The default durability is immediate: commit returns after fsync.
-        txn.commit().map_err(io)?;
+        // Durable once the log is synced; redb's own commit does not sync.
+        self.commit_logged(&mut log, txn, &record)?;
         Ok(Seq(seq))
     }
 
@@ -282,27 +543,31 @@ impl Backend for RedbBackend {
     }
 
     fn prune_changes(&self, through: Seq) -> StoreResult<u64> {
-        let txn = self.db.begin_write().map_err(io)?;
+        let mut log = self.lock_log();
+        let txn = self.begin(&log)?;
+        let mut record = Vec::new();
         let removed = {
             let mut table = txn.open_table(definition(Space::Changes)).map_err(io)?;
-            let end = keys::change(through.0.saturating_add(1));
+            let (start, end) = ([0u8; 8], keys::change(through.0.saturating_add(1)));
             let mut removed = 0u64;
             table
-                .retain_in::<&[u8], _>(&[0u8; 8][..]..&end[..], |_, _| {
+                .retain_in::<&[u8], _>(&start[..]..&end[..], |_, _| {
                     removed += 1;
                     false
                 })
                 .map_err(io)?;
+            encode_op(&mut record, Op::RemoveRange, Space::Changes, &start, &end);
             let mut meta = txn.open_table(definition(Space::Meta)).map_err(io)?;
             let previous = match meta.get(keys::PRUNED).map_err(io)? {
                 Some(v) => decode_u64(v.value())?,
                 None => 0,
             };
-            meta.insert(keys::PRUNED, &previous.max(through.0).to_le_bytes()[..])
-                .map_err(io)?;
+            let pruned = previous.max(through.0).to_le_bytes();
+            meta.insert(keys::PRUNED, &pruned[..]).map_err(io)?;
+            encode_op(&mut record, Op::Insert, Space::Meta, keys::PRUNED, &pruned);
             removed
         };
-        txn.commit().map_err(io)?;
+        self.commit_logged(&mut log, txn, &record)?;
         Ok(removed)
     }
 
@@ -341,6 +606,149 @@ mod tests {
             .read(|txn| Ok((txn.get(Space::Links, b"a")?, txn.last_seq()?)))
             .unwrap();
         assert_eq!(seen, (Some(b"1".to_vec()), Seq(1)));
+    }
+
+    /// Appends `record` to the redo log as a write that was synced but never
+    /// checkpointed (the process died before its checkpoint).
+    fn log_uncheckpointed(dir: &Path, record: &[u8]) {
+        let through = {
+            let backend = RedbBackend::open(dir).unwrap();
+            let backend: &dyn Backend = &backend;
+            backend
+                .read(|txn| txn.get(Space::Meta, keys::STORE_LOG_THROUGH))
+                .unwrap()
+                .map(|v| decode_u64(&v).unwrap())
+                .unwrap()
+        };
+        let (mut wal, replay) = Wal::open(
+            &dir.join(shortline_common::layout::STORE_LOG_DIR),
+            LOG_KIND,
+            through,
+        )
+        .unwrap();
+        assert!(replay.is_empty(), "a clean close leaves nothing to replay");
+        wal.append(record).unwrap();
+    }
+
+    #[test]
+    fn logged_writes_are_replayed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let backend = RedbBackend::open(dir.path()).unwrap();
+            backend
+                .write(&mut |txn| {
+                    txn.set(Space::Links, b"kept", b"1")?;
+                    txn.set(Space::Links, b"gone", b"1")?;
+                    txn.add(Space::Counters, b"n", 5)
+                })
+                .unwrap();
+        }
+        let mut record = Vec::new();
+        encode_op(&mut record, Op::Insert, Space::Links, b"new", b"2");
+        encode_op(&mut record, Op::Remove, Space::Links, b"gone", b"");
+        encode_op(
+            &mut record,
+            Op::Insert,
+            Space::Counters,
+            b"n",
+            &7i64.to_le_bytes(),
+        );
+        encode_op(&mut record, Op::RemoveRange, Space::Links, b"a", b"b");
+        log_uncheckpointed(dir.path(), &record);
+        let backend = RedbBackend::open(dir.path()).unwrap();
+        let backend: &dyn Backend = &backend;
+        let seen = backend
+            .read(|txn| {
+                Ok((
+                    txn.range(Space::Links, b"", &[0xff], 10)?,
+                    txn.get(Space::Counters, b"n")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            (
+                vec![
+                    (b"kept".to_vec(), b"1".to_vec()),
+                    (b"new".to_vec(), b"2".to_vec())
+                ],
+                Some(7i64.to_le_bytes().to_vec())
+            )
+        );
+        // The replay was checkpointed: a second start replays nothing.
+        let log = dir.path().join(shortline_common::layout::STORE_LOG_DIR);
+        let logged: u64 = std::fs::read_dir(&log)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(logged, 0, "the replayed segments are pruned");
+    }
+
+    #[test]
+    fn every_write_goes_through_the_log_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // A long interval: nothing is checkpointed while the backend is open.
+        let backend = RedbBackend::open_with(dir.path(), Duration::from_secs(3600)).unwrap();
+        backend
+            .write(&mut |txn| {
+                txn.set(Space::Links, b"a", b"1")?;
+                txn.log_change(b"c1")?;
+                txn.add(Space::Counters, b"n", 2)
+            })
+            .unwrap();
+        backend
+            .write(&mut |txn| {
+                txn.clear(Space::Links, b"a")?;
+                txn.log_change(b"c2")?;
+                txn.add(Space::Counters, b"n", 3)
+            })
+            .unwrap();
+        backend.prune_changes(Seq(1)).unwrap();
+        let records: Vec<Vec<u8>> = {
+            let log = backend.lock_log();
+            let dir = dir.path().join(shortline_common::layout::STORE_LOG_DIR);
+            let path = dir.join(format!("{LOG_KIND}-{:020}.wal", log.wal.segment()));
+            let bytes = std::fs::read(path).unwrap();
+            let mut records = Vec::new();
+            let mut at = 0;
+            while at < bytes.len() {
+                let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                records.push(bytes[at + 12..at + 12 + len].to_vec());
+                at += 12 + len;
+            }
+            records
+        };
+        assert_eq!(records.len(), 3, "one record per write transaction");
+        // Replayed over an empty store, the records give the same state.
+        let other = tempfile::tempdir().unwrap();
+        let replica = RedbBackend::open(other.path()).unwrap();
+        let txn = replica.db.begin_write().unwrap();
+        for record in &records {
+            apply_record(&txn, record).unwrap();
+        }
+        txn.commit().unwrap();
+        for space in [Space::Links, Space::Changes, Space::Counters, Space::Meta] {
+            let dump = |b: &dyn Backend| {
+                b.read(|txn| txn.range(space, b"", &[0xff; 32], 100))
+                    .unwrap()
+            };
+            let mut theirs = dump(&replica);
+            let mut ours = dump(&backend);
+            for pairs in [&mut theirs, &mut ours] {
+                pairs.retain(|(k, _)| k != keys::STORE_LOG_THROUGH);
+            }
+            assert_eq!(theirs, ours, "{space:?}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_log_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        log_uncheckpointed(dir.path(), &[Op::Insert as u8, 200, 0]);
+        let err = RedbBackend::open(dir.path()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("store log record"), "{message}");
+        assert!(message.contains("store-log"), "{message}");
     }
 
     #[test]

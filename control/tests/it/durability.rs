@@ -1,5 +1,8 @@
 //! SIGKILL the control plane while clients create; after restart every
-//! acknowledged link exists exactly as acknowledged.
+//! acknowledged link exists exactly as acknowledged. The embedded store is
+//! killed in each of its states: with writes only in its redo log (no
+//! checkpoint for ten minutes), and checkpointing after every write (kills
+//! land in the background fold into the store file).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,9 +14,47 @@ use crate::{agent, start_in};
 
 #[test]
 fn acknowledged_creates_survive_sigkill() {
+    creates_survive_sigkill(&[], Shows::Nothing);
+}
+
+#[test]
+fn acknowledged_creates_survive_sigkill_with_only_the_redo_log() {
+    if shortline_common::testing::embedded_only("the redo log") {
+        return;
+    }
+    creates_survive_sigkill(
+        &[("SHORTLINE_STORE_CHECKPOINT_MS", "600000")],
+        Shows::Replay,
+    );
+}
+
+#[test]
+fn acknowledged_creates_survive_sigkill_during_checkpoints() {
+    if shortline_common::testing::embedded_only("store checkpoints") {
+        return;
+    }
+    creates_survive_sigkill(
+        &[("SHORTLINE_STORE_CHECKPOINT_MS", "0")],
+        Shows::Checkpoints,
+    );
+}
+
+/// What a round must show besides the acknowledged links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shows {
+    Nothing,
+    /// The restart replayed the redo log.
+    Replay,
+    /// Checkpoints ran before the kill.
+    Checkpoints,
+}
+
+/// Three rounds of: start, create from eight clients, SIGKILL mid-load,
+/// restart and check every acknowledged link.
+fn creates_survive_sigkill(env: &[(&str, &str)], shows: Shows) {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..3 {
-        let mut control = start_in(dir.path(), &[]);
+        let mut control = start_in(dir.path(), env);
         let acknowledged: Arc<Mutex<Vec<Value>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let url = control.url("/api/v1/links");
@@ -57,6 +98,10 @@ fn acknowledged_creates_survive_sigkill() {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+        if shows == Shows::Checkpoints {
+            // The start's checkpoint and at least one per write since.
+            assert!(control.metric("control_store_checkpoints_total") > 10.0);
+        }
         control.kill();
         stop.store(true, Ordering::Relaxed);
         for c in clients {
@@ -68,7 +113,13 @@ fn acknowledged_creates_survive_sigkill() {
             "round {round}: some creates were acknowledged"
         );
 
-        let control = start_in(dir.path(), &[]);
+        let control = start_in(dir.path(), env);
+        if shows == Shows::Replay {
+            assert!(
+                control.metric("control_store_log_replayed_total") > 0.0,
+                "round {round}: the restart replayed the redo log"
+            );
+        }
         for link in &acknowledged {
             let code = link["code"].as_str().unwrap();
             let answer = control.get(&format!("/api/v1/links/{code}"));

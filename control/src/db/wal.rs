@@ -1,15 +1,20 @@
-//! The click log: every accepted batch is appended and synced here before it
-//! is acknowledged, so the aggregator can fold many batches over a long flush
-//! interval without losing an acknowledged click to a crash.
+//! A segmented write-ahead log: a record is appended and synced before what
+//! it describes is acknowledged, and is kept until the store holds its
+//! effect durably.
 //!
-//! Records go to numbered segment files in `data_dir/clicks-wal/`, each record
-//! framed as `len:u32 checksum:u64(xxh3 of payload) payload` with the payload
-//! a wire batch. The flusher starts a new segment when it takes the pending
-//! counts; the flush transaction stores the highest segment it covers
-//! ([`WAL_THROUGH`](crate::db::keys::WAL_THROUGH)), and covered segments are deleted after it commits.
-//! At start-up, segments above the stored mark are replayed. A torn record
-//! at the end of the newest segment (a crash mid-append, never acknowledged)
-//! is ignored; a bad checksum anywhere else stops start-up.
+//! Two logs use it: the click log (`data_dir/clicks-wal/`, one record per
+//! accepted click batch, see [`crate::analytics::aggregate`]) and the
+//! embedded store's redo log (`data_dir/store-log/`, one record per write
+//! transaction, see [`crate::db::redb`]).
+//!
+//! Records go to numbered segment files `<kind>-<n>.wal`, each record framed
+//! as `len:u32 checksum:u64(xxh3 of payload) payload`. The owner starts a new
+//! segment when it begins making the records so far durable elsewhere, stores
+//! the highest segment that covers in the same durable write, and prunes the
+//! covered segments after it. At start-up, segments above the stored mark are
+//! replayed. A torn record at the end of the newest segment (a crash
+//! mid-append, never acknowledged) is ignored; a bad checksum anywhere else
+//! stops start-up.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -22,35 +27,39 @@ const HEADER: usize = 12;
 /// Why the log cannot be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
-    #[error("click log i/o failed: {0}")]
+    #[error("write-ahead log i/o failed: {0}")]
     Io(#[from] std::io::Error),
-    #[error("click log segment {0} is corrupt at byte {1}")]
+    #[error("write-ahead log segment {0} is corrupt at byte {1}")]
     Corrupt(PathBuf, u64),
 }
 
 /// Records to replay: (segment, payload), oldest first.
 pub type Replay = Vec<(u64, Vec<u8>)>;
 
-/// The open click log.
+/// An open log.
 #[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
+    kind: &'static str,
     segment: u64,
     file: File,
+    /// Bytes appended to the current segment.
+    bytes: u64,
 }
 
-fn segment_name(n: u64) -> String {
-    format!("clicks-{n:020}.wal")
+fn segment_name(kind: &str, n: u64) -> String {
+    format!("{kind}-{n:020}.wal")
 }
 
-/// Segment numbers in `dir`, ascending.
-fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+/// Segment numbers of `kind` in `dir`, ascending.
+fn segments(dir: &Path, kind: &str) -> std::io::Result<Vec<u64>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
         if let Some(n) = name
-            .strip_prefix("clicks-")
+            .strip_prefix(kind)
+            .and_then(|r| r.strip_prefix('-'))
             .and_then(|r| r.strip_suffix(".wal"))
             .and_then(|n| n.parse().ok())
         {
@@ -62,19 +71,20 @@ fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
 }
 
 impl Wal {
-    /// Opens the log in `dir` and returns the records of segments above
-    /// `through`, oldest first, for replay. Appends go to a new segment.
-    pub fn open(dir: &Path, through: u64) -> Result<(Self, Replay), WalError> {
+    /// Opens the log of `kind` (the segment files' prefix) in `dir` and
+    /// returns the records of segments above `through`, oldest first, for
+    /// replay. Appends go to a new segment.
+    pub fn open(dir: &Path, kind: &'static str, through: u64) -> Result<(Self, Replay), WalError> {
         std::fs::create_dir_all(dir)?;
-        let existing = segments(dir)?;
+        let existing = segments(dir, kind)?;
         let mut replay = Vec::new();
         let newest = existing.last().copied();
         for &n in &existing {
             if n <= through {
-                std::fs::remove_file(dir.join(segment_name(n)))?;
+                std::fs::remove_file(dir.join(segment_name(kind, n)))?;
                 continue;
             }
-            let path = dir.join(segment_name(n));
+            let path = dir.join(segment_name(kind, n));
             let (records, valid) = read_segment(&path, Some(n) == newest)?;
             if valid < std::fs::metadata(&path)?.len() {
                 // Cut the torn tail so a later start does not meet it in
@@ -88,12 +98,14 @@ impl Wal {
             }
         }
         let segment = newest.unwrap_or(through).max(through) + 1;
-        let file = create(dir, segment)?;
+        let file = create(dir, kind, segment)?;
         Ok((
             Self {
                 dir: dir.to_owned(),
+                kind,
                 segment,
                 file,
+                bytes: 0,
             },
             replay,
         ))
@@ -116,33 +128,41 @@ impl Wal {
         frame.extend_from_slice(&xxh3_64(payload).to_le_bytes());
         frame.extend_from_slice(payload);
         self.file.write_all(&frame)?;
+        self.bytes += frame.len() as u64;
         self.file.sync_data()
+    }
+
+    /// Bytes appended to the current segment.
+    #[must_use]
+    pub fn segment_bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Starts a new segment; returns the one just finished.
     pub fn rotate(&mut self) -> std::io::Result<u64> {
         let finished = self.segment;
-        self.file = create(&self.dir, finished + 1)?;
+        self.file = create(&self.dir, self.kind, finished + 1)?;
         self.segment = finished + 1;
+        self.bytes = 0;
         Ok(finished)
     }
 
     /// Deletes segments at or below `through` (counted in the store).
     pub fn prune(&self, through: u64) -> std::io::Result<()> {
-        for n in segments(&self.dir)? {
+        for n in segments(&self.dir, self.kind)? {
             if n <= through && n != self.segment {
-                std::fs::remove_file(self.dir.join(segment_name(n)))?;
+                std::fs::remove_file(self.dir.join(segment_name(self.kind, n)))?;
             }
         }
         Ok(())
     }
 }
 
-fn create(dir: &Path, segment: u64) -> std::io::Result<File> {
+fn create(dir: &Path, kind: &str, segment: u64) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(segment_name(segment)))?;
+        .open(dir.join(segment_name(kind, segment)))?;
     File::open(dir)?.sync_all()?;
     Ok(file)
 }
@@ -192,33 +212,33 @@ mod tests {
     #[test]
     fn records_replay_until_counted_and_torn_tails_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, replay) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, replay) = Wal::open(dir.path(), "clicks", 0).unwrap();
         assert!(replay.is_empty());
         wal.append(b"one").unwrap();
         let first = wal.rotate().unwrap();
         wal.append(b"two").unwrap();
         wal.append(b"three").unwrap();
         drop(wal);
-        let (_, replay) = Wal::open(dir.path(), 0).unwrap();
+        let (_, replay) = Wal::open(dir.path(), "clicks", 0).unwrap();
         let payloads: Vec<&[u8]> = replay.iter().map(|(_, p)| p.as_slice()).collect();
         assert_eq!(payloads, [&b"one"[..], b"two", b"three"]);
         // Once the first segment is counted it is not replayed.
-        let (wal, replay) = Wal::open(dir.path(), first).unwrap();
+        let (wal, replay) = Wal::open(dir.path(), "clicks", first).unwrap();
         assert_eq!(replay.len(), 2);
         let newest = wal.segment() - 1;
         drop(wal);
         // A torn append at the end of the newest segment is dropped...
-        let path = dir.path().join(segment_name(newest + 1));
+        let path = dir.path().join(segment_name("clicks", newest + 1));
         std::fs::write(&path, [9u8, 0, 0, 0, 1, 2]).unwrap();
-        let (wal, replay) = Wal::open(dir.path(), first).unwrap();
+        let (wal, replay) = Wal::open(dir.path(), "clicks", first).unwrap();
         assert_eq!(replay.len(), 2);
         drop(wal);
         // ...but damage in an older segment is an error that names it.
-        let older = dir.path().join(segment_name(first + 1));
+        let older = dir.path().join(segment_name("clicks", first + 1));
         let mut bytes = std::fs::read(&older).unwrap();
         bytes[HEADER] ^= 1;
         std::fs::write(&older, bytes).unwrap();
-        let err = Wal::open(dir.path(), first).unwrap_err();
+        let err = Wal::open(dir.path(), "clicks", first).unwrap_err();
         assert!(matches!(err, WalError::Corrupt(..)), "{err}");
     }
 }
