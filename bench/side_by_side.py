@@ -22,6 +22,7 @@ One run, on this machine, loopback only:
   server; writes results.json, results.md and SVG charts.
 
     python3 bench/side_by_side.py --links 100000,1000000 --seconds 10 --rounds 2
+    python3 bench/side_by_side.py --links 100000 --tools wrk --pipeline 16   # pipelined clients
 """
 
 import argparse
@@ -48,9 +49,16 @@ SERVERS = ("shortline", "shortline-nocapture", "nginx", "nginx-log", "bare")
 WRK_SCRIPT = r"""
 local paths = {}
 for line in io.lines(os.getenv("PATHS")) do paths[#paths + 1] = line end
+local depth = tonumber(os.getenv("PIPELINE") or "1")
 math.randomseed(os.time())
 request = function()
-  return wrk.format("GET", paths[math.random(#paths)])
+  if depth == 1 then
+    return wrk.format("GET", paths[math.random(#paths)])
+  end
+  -- Pipelined: depth requests in one write; wrk counts every answer.
+  local batch = {}
+  for i = 1, depth do batch[i] = wrk.format("GET", paths[math.random(#paths)]) end
+  return table.concat(batch)
 end
 done = function(summary, latency, requests)
   io.write(string.format("JSON {\"requests\": %d, \"errors\": %d, \"non2xx3xx\": %d, \"p50\": %f, \"p99\": %f, \"p999\": %f}\n",
@@ -314,7 +322,7 @@ def run_wrk(url, args, work):
         f.write(WRK_SCRIPT)
     out = subprocess.run(pin(args.load_cpus) + ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
                           "-d", f"{args.seconds}s", "-s", script, url],
-                         env=dict(os.environ, PATHS=os.path.join(work, "paths.txt")),
+                         env=dict(os.environ, PATHS=os.path.join(work, "paths.txt"), PIPELINE=str(args.pipeline)),
                          capture_output=True, text=True, check=True).stdout
     line = next(l for l in out.splitlines() if l.startswith("JSON "))
     r = json.loads(line[5:])
@@ -375,6 +383,9 @@ def main():
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="server worker threads (each server)")
     parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--pipeline", type=int, default=1,
+                        help="requests wrk sends per write on each connection (HTTP/1.1 pipelining)")
+    parser.add_argument("--tools", default="wrk,loadtest", help="load generators to run, comma separated")
     parser.add_argument("--server-cpus", default=None, help="taskset list for the servers (default: 0 on 2+ cores)")
     parser.add_argument("--load-cpus", default=None, help="taskset list for the load generator (default: the rest)")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
@@ -403,7 +414,7 @@ def main():
             order = list(servers.targets().items())
             for round_ in range(args.rounds):
                 random.Random(round_).shuffle(order)
-                for tool in ("wrk", "loadtest"):
+                for tool in args.tools.split(","):
                     for name, (url, pids, redirect_pids) in order:
                         if name == "nginx-log":
                             servers.truncate_log()
@@ -454,10 +465,11 @@ def report(results, args):
         json.dump(results, f, indent=2)
     lines = [f"Machine: {results['machine']['cores']} cores ({results['machine']['cpu']}); servers on CPU "
              f"{results['machine']['servers_on']}, load generator on {results['machine']['load_on']}; "
-             f"{args.connections} connections, {args.seconds} s per run, {args.rounds} rounds, medians shown.", ""]
+             f"{args.connections} connections, {args.seconds} s per run, {args.rounds} rounds, medians shown"
+             + (f"; wrk pipelines {args.pipeline} requests per write" if args.pipeline > 1 else "") + ".", ""]
     groups_eff, groups_rps = [], []
     for n in sorted({r["links"] for r in results["runs"]}):
-        for tool in ("wrk", "loadtest"):
+        for tool in args.tools.split(","):
             runs = [r for r in results["runs"] if r["links"] == n and r["tool"] == tool]
             med = {}
             for name in SERVERS:

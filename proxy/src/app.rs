@@ -221,28 +221,45 @@ impl RedirectApp {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut out: Vec<u8> = Vec::with_capacity(1024);
         let mut shutdown = shutdown.clone();
-        let mut served: u32 = 0;
+        let mut client = Client { peer, served: 0 };
         while self
-            .await_request(&mut stream, &mut buf, served == 0, &mut shutdown)
+            .await_request(&mut stream, &mut buf, client.served == 0, &mut shutdown)
             .await
         {
-            let Some(consumed) = self
-                .one_request(
-                    &mut stream,
-                    &mut buf,
-                    &mut out,
-                    &mut served,
-                    peer,
-                    &shutdown,
-                )
-                .await
-            else {
-                return;
-            };
+            // Requests that arrived together (pipelined) are answered
+            // together: one write for all of them, as the best servers do.
+            out.clear();
+            let mut answered = 0;
+            loop {
+                match self
+                    .one_request(
+                        &mut stream,
+                        &mut buf,
+                        &mut out,
+                        &mut client,
+                        &shutdown,
+                        answered > 0,
+                    )
+                    .await
+                {
+                    Step::Closed => return,
+                    Step::Incomplete => break,
+                    Step::Answered(consumed) => {
+                        buf.drain(..consumed);
+                        answered += 1;
+                        Self::skip_empty_lines(&mut buf);
+                        if buf.is_empty()
+                            || answered >= PIPELINE_ANSWERS_MAX
+                            || out.len() >= PIPELINE_BYTES_MAX
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
             if self.send(&mut stream, &out).await.is_err() {
                 return;
             }
-            buf.drain(..consumed);
         }
     }
 
@@ -303,18 +320,18 @@ impl RedirectApp {
         }
     }
 
-    /// Reads the rest of one request head and answers it into `out`.
-    /// `Some(bytes consumed)` when the connection goes on after `out` is
-    /// sent; `None` when it has been answered and closed, or broke.
+    /// Reads the rest of one request head and appends its answer to `out`.
+    /// A `follow_on` request (one after others in the same batch) is not
+    /// waited for: when its head is incomplete, the batch is sent first.
     async fn one_request(
         &self,
         stream: &mut Stream,
         buf: &mut Vec<u8>,
         out: &mut Vec<u8>,
-        served: &mut u32,
-        peer: Option<IpAddr>,
+        client: &mut Client,
         shutdown: &ShutdownWatch,
-    ) -> Option<usize> {
+        follow_on: bool,
+    ) -> Step {
         let started = Instant::now();
         // The rest of a head must come before this: a client trickling bytes
         // cannot hold the connection. Derived from `started`, so a request
@@ -324,17 +341,16 @@ impl RedirectApp {
         loop {
             let (status, body) = match parse(buf) {
                 Parsed::Request(request, consumed) => {
-                    *served += 1;
+                    client.served += 1;
                     let mut next = request.next;
                     if request.has_body
-                        || *served >= self.limits.keepalive_requests_max
+                        || client.served >= self.limits.keepalive_requests_max
                         || *shutdown.borrow()
                         || self.drain.handing_over()
                     {
                         next = Next::Close;
                     }
-                    out.clear();
-                    let outcome = self.respond(&request, peer, next, out);
+                    let outcome = self.respond(&request, client.peer, next, out);
                     self.metrics
                         .record(outcome, started.elapsed().as_nanos() as u64);
                     if next == Next::Close {
@@ -345,9 +361,9 @@ impl RedirectApp {
                         if self.send(stream, out).await.is_ok() && unread {
                             linger(stream).await;
                         }
-                        return None;
+                        return Step::Closed;
                     }
-                    return Some(consumed);
+                    return Step::Answered(consumed);
                 }
                 Parsed::Refuse(status, body) => (status, body),
                 // A request line alone longer than any target is 414;
@@ -359,20 +375,22 @@ impl RedirectApp {
                         (414, BODY_URI_TOO_LONG)
                     }
                 }
+                Parsed::Partial if follow_on => return Step::Incomplete,
                 Parsed::Partial => {
                     match tokio::time::timeout_at(deadline, read_more(stream, buf)).await {
-                        Ok(Ok(0) | Err(_)) => return None,
+                        Ok(Ok(0) | Err(_)) => return Step::Closed,
                         Ok(Ok(_)) => continue,
                         Err(_) => (408, BODY_BAD_REQUEST),
                     }
                 }
             };
             self.refuse(stream, out, status, body, started).await;
-            return None;
+            return Step::Closed;
         }
     }
 
-    /// Answers a request that cannot be served and ends the connection.
+    /// Answers a request that cannot be served, after the answers already in
+    /// `out`, and ends the connection.
     async fn refuse(
         &self,
         stream: &mut Stream,
@@ -381,7 +399,6 @@ impl RedirectApp {
         body: &'static [u8],
         started: Instant,
     ) {
-        out.clear();
         let reply = plain(status, body, Outcome::BadRequest);
         write_response(out, &reply, false, Next::Close, false, SystemTime::now());
         self.metrics
@@ -431,6 +448,31 @@ async fn linger(stream: &mut Stream) {
 }
 
 /// Reads what is available into the spare capacity of `buf`.
+/// Most pipelined answers sent in one write.
+const PIPELINE_ANSWERS_MAX: usize = 64;
+/// Most bytes of pipelined answers gathered before they are written.
+const PIPELINE_BYTES_MAX: usize = 64 * 1024;
+
+/// The client of a connection.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    peer: Option<IpAddr>,
+    /// Requests answered on the connection so far.
+    served: u32,
+}
+
+/// Where one request left the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Answered into the batch; the connection goes on after these bytes
+    /// of the buffer.
+    Answered(usize),
+    /// A follow-on request has not arrived whole: send the batch first.
+    Incomplete,
+    /// Answered and closed, or broken.
+    Closed,
+}
+
 async fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);

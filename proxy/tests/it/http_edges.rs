@@ -219,3 +219,62 @@ fn a_flood_of_clients_is_forgotten_not_stored() {
     let evictions = sys.proxy.metric("proxy_enumeration_evictions_total");
     assert!(evictions >= 184.0, "{evictions}");
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_a_partial_one_does_not_hold_the_rest() {
+    let sys = system(&[], &[]);
+    let code = sys.create_visible(link("https://example.com/pipelined-batch"));
+    let mut stream = TcpStream::connect(("127.0.0.1", sys.proxy.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    // A hundred requests in one write (more than one batch of answers),
+    // then a good one and a refused one: every answer, in order, then the
+    // 400 and the close.
+    let mut requests = String::new();
+    for i in 0..100 {
+        let target = if i % 10 == 9 {
+            "/nosuchcode".to_owned()
+        } else {
+            format!("/{code}")
+        };
+        requests.push_str(&format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n"));
+    }
+    requests.push_str(&format!("GET /{code} HTTP/1.1\r\nHost: a\r\n\r\n"));
+    requests.push_str("GET /x HTTP/1.1\r\n\r\n");
+    stream.write_all(requests.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let answer = String::from_utf8_lossy(&raw);
+    let statuses: Vec<&str> = answer.split("HTTP/1.1 ").skip(1).map(|a| &a[..3]).collect();
+    let mut expected: Vec<&str> = (0..100)
+        .map(|i| if i % 10 == 9 { "404" } else { "302" })
+        .collect();
+    expected.extend(["302", "400"]);
+    assert_eq!(statuses, expected);
+
+    // A whole request and the start of another: the first is answered
+    // without waiting for the rest of the second.
+    let mut stream = TcpStream::connect(("127.0.0.1", sys.proxy.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    stream
+        .write_all(format!("GET /{code} HTTP/1.1\r\nHost: a\r\n\r\nGET /{code} HT").as_bytes())
+        .unwrap();
+    let mut first = Vec::new();
+    while !String::from_utf8_lossy(&first).contains("redirecting\n") {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the first answer");
+        first.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 302 "));
+    stream
+        .write_all(b"TP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 302 "), "{rest}");
+}
