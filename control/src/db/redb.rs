@@ -371,14 +371,23 @@ impl Txn for RedbTxn<'_> {
 
     fn add(&mut self, space: Space, key: &[u8], delta: i64) -> StoreResult<()> {
         let value = self.with_table(space, |table| {
-            let current = match table.get(key).map_err(io)? {
-                Some(v) => i64::from_le_bytes(
-                    v.value()
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("counter is not 8 bytes".into()))?,
-                ),
-                None => 0,
+            // One descent for a new counter (most of them, when clicks are
+            // spread thin): write the delta, and only if a value was there
+            // write the sum over it, in a leaf this transaction already owns.
+            let delta_bytes = delta.to_le_bytes();
+            let previous = table
+                .insert(key, &delta_bytes[..])
+                .map_err(io)?
+                .map(|v| v.value().to_vec());
+            let Some(previous) = previous else {
+                return Ok(delta_bytes);
             };
+            let current = i64::from_le_bytes(
+                previous
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("counter is not 8 bytes".into()))?,
+            );
             let value = current.wrapping_add(delta).to_le_bytes();
             table.insert(key, &value[..]).map_err(io)?;
             Ok(value)
