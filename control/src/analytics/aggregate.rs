@@ -1,6 +1,6 @@
 //! Folding clicks in memory and flushing the folded counts.
 //!
-//! An accepted batch is appended to the click log ([`super::wal`]) and synced,
+//! An accepted batch is appended to the click log ([`crate::db::wal`]) and synced,
 //! then folded into the pending counts and acknowledged: acknowledged clicks
 //! survive a crash, and the store sees one increment per counter per flush
 //! however many clicks it folds. The flusher runs every `flush_interval` (or
