@@ -62,9 +62,10 @@ pub struct RedbBackend {
 struct RedoLog {
     wal: Wal,
     checkpointed_at: Instant,
-    /// Set when a record was logged but its redb commit failed: the log then
-    /// holds a write the store lacks, so nothing more is written until a
-    /// restart replays it.
+    /// Set when an append or sync failed (the log may end in a partial
+    /// record, and the page cache cannot be trusted), or when a record was
+    /// logged but its redb commit failed (the log holds a write the store
+    /// lacks): nothing more is written until a restart replays the log.
     failed: Option<String>,
 }
 
@@ -282,11 +283,11 @@ impl Drop for RedbBackend {
     fn drop(&mut self) {
         // A clean stop leaves nothing to replay.
         let mut log = self.lock_log();
-        if log.failed.is_none() && log.wal.segment_bytes() > 0 {
-            let log = &mut *log;
-            if let Err(e) = Self::checkpoint(self, log) {
-                tracing::warn!(error = %e, "store checkpoint at close failed; the log is replayed at the next start");
-            }
+        if log.failed.is_none()
+            && log.wal.segment_bytes() > 0
+            && let Err(e) = self.checkpoint(&mut log)
+        {
+            tracing::warn!(error = %e, "store checkpoint at close failed; the log is replayed at the next start");
         }
     }
 }
@@ -504,8 +505,8 @@ fn decode_seq_key(key: &[u8]) -> StoreResult<u64> {
 }
 
 impl RedbBackend {
-    /// Runs a write transaction and returns it with its redo record,
-    /// uncommitted. The caller holds the log, so records are appended in
+    /// Begins a write transaction committed without a sync, unless the log
+    /// has failed. The caller holds the log, so records are appended in
     /// commit order.
     fn begin(&self, log: &RedoLog) -> StoreResult<WriteTransaction> {
         if let Some(failed) = &log.failed {

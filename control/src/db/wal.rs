@@ -3,9 +3,9 @@
 //! effect durably.
 //!
 //! Two logs use it: the click log (`data_dir/clicks-wal/`, one record per
-//! accepted click batch, see [`crate::analytics::aggregate`]) and the
-//! embedded store's redo log (`data_dir/store-log/`, one record per write
-//! transaction, see [`crate::db::redb`]).
+//! accepted click batch, kept by the analytics aggregator) and the embedded
+//! store's redo log (`data_dir/store-log/`, one record per write
+//! transaction, see [`super::redb`]).
 //!
 //! Records go to numbered segment files `<kind>-<n>.wal`, each record framed
 //! as `len:u32 checksum:u64(xxh3 of payload) payload`. The owner starts a new
