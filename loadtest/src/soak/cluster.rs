@@ -18,8 +18,19 @@ pub const TOKEN: &str = "soak-admin-token-0123456789abcdef";
 /// Longest wait for a process to start or catch up.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Three distinct free loopback ports: all are held while they are picked,
+/// so the kernel cannot hand out one of them twice.
+fn free_ports() -> Result<[u16; 3]> {
+    let held = [
+        TcpListener::bind("127.0.0.1:0")?,
+        TcpListener::bind("127.0.0.1:0")?,
+        TcpListener::bind("127.0.0.1:0")?,
+    ];
+    let mut ports = [0; 3];
+    for (port, listener) in ports.iter_mut().zip(&held) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// Where a cluster's processes live and how they are started and watched.
@@ -171,12 +182,13 @@ impl Hosts {
 impl Cluster {
     /// Starts both in `dir` and waits until the proxy follows control.
     pub fn start(bin_dir: &Path, dir: &Path) -> Result<Self> {
+        let [control_port, proxy_port, metrics_port] = free_ports()?;
         let hosts = Hosts {
             bin_dir: bin_dir.to_path_buf(),
             dir: dir.to_path_buf(),
-            control_port: free_port()?,
-            proxy_port: free_port()?,
-            metrics_port: free_port()?,
+            control_port,
+            proxy_port,
+            metrics_port,
             shutdown_drops: Arc::new(AtomicU64::new(0)),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)

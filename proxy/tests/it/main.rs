@@ -43,11 +43,17 @@ pub fn target_dir_binary(name: &str) -> PathBuf {
 
 /// A free loopback port (bound, then released for the child to bind).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports for one process's listeners: all are
+/// held open while they are picked, so the kernel cannot hand the same port
+/// out twice among them.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// A running control plane.
@@ -180,8 +186,7 @@ pub struct Proxy {
 
 /// Starts a proxy sharing `dir` with a control plane at `control`.
 pub fn start_proxy(dir: &Path, control: SocketAddr, env: &[(&str, &str)]) -> Proxy {
-    let port = free_port();
-    let metrics_port = free_port();
+    let [port, metrics_port] = free_ports();
     let mut all: Vec<(String, String)> = vec![
         (
             "SHORTLINE_DATA_DIR".into(),

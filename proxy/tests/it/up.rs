@@ -10,7 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::{ADMIN_TOKEN, eventually, eventually_eq, free_port, start_control, target_dir_binary};
+use crate::{
+    ADMIN_TOKEN, eventually, eventually_eq, free_port, free_ports, start_control, target_dir_binary,
+};
 
 /// A running `up`, in a process group of its own (as a shell's job is).
 pub struct Up {
@@ -21,18 +23,30 @@ pub struct Up {
     pub proxy_port: u16,
 }
 
-/// The environment of an `up` on free ports in `dir`.
+/// The environment of an `up` in `dir`, its proxy on `proxy_port` and
+/// control and the proxy's metrics on free ports. The three are picked
+/// together: a port picked alone and released could be handed to control's
+/// listener before the proxy binds it.
 fn up_command(dir: &Path, proxy_port: u16, extra: &[(&str, &str)]) -> Command {
+    let [control_port, metrics_port] = loop {
+        let ports = free_ports::<2>();
+        if !ports.contains(&proxy_port) {
+            break ports;
+        }
+    };
     let mut command = Command::new(target_dir_binary("shortline-control"));
     command
         .arg("up")
         .env_clear()
         .env("SHORTLINE_DATA_DIR", dir)
-        .env("SHORTLINE_CONTROL_LISTEN", "127.0.0.1:0")
+        .env(
+            "SHORTLINE_CONTROL_LISTEN",
+            format!("127.0.0.1:{control_port}"),
+        )
         .env("SHORTLINE_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
         .env(
             "SHORTLINE_PROXY_METRICS_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{metrics_port}"),
         )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
