@@ -17,6 +17,7 @@ pub(crate) const BODY_URI_TOO_LONG: &[u8] = b"request target too long\n";
 pub(crate) const BODY_HEADERS_TOO_LARGE: &[u8] = b"request headers too large\n";
 pub(crate) const BODY_HEALTH: &[u8] = b"ok\n";
 pub(crate) const BODY_THROTTLED: &[u8] = b"too many unknown links; slow down\n";
+pub(crate) const BODY_DAMAGED: &[u8] = b"this link cannot be read right now; try again\n";
 const CACHE_TEMPORARY: &str = "private, no-store";
 const CACHE_PERMANENT: &str = "public, max-age=86400";
 
@@ -60,6 +61,7 @@ const _: () = assert!(
 );
 const _: () =
     assert!(BODY_BAD_REQUEST.len() < 48 && BODY_HEALTH.len() < 48 && BODY_THROTTLED.len() < 48);
+const _: () = assert!(BODY_DAMAGED.len() < 48);
 
 pub(crate) fn plain(status: u16, body: &'static [u8], outcome: Outcome) -> Reply<'static> {
     Reply {
@@ -106,6 +108,11 @@ pub fn answer<'a>(
         Route::Invalid => return plain(400, BODY_BAD_REQUEST, Outcome::BadRequest),
     };
     let Some(link) = view.get(code) else {
+        // A lookup that read a damaged block of the snapshot finds nothing;
+        // the link may well exist, so it is not a 404.
+        if view.snapshot().damage().is_some() {
+            return plain(503, BODY_DAMAGED, Outcome::Unavailable);
+        }
         return plain(404, BODY_NOT_FOUND, Outcome::NotFound);
     };
     if preview {

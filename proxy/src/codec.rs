@@ -30,6 +30,7 @@ fn reason(status: u16) -> &'static [u8] {
         414 => b"414 URI Too Long",
         429 => b"429 Too Many Requests",
         431 => b"431 Request Header Fields Too Large",
+        503 => b"503 Service Unavailable",
         _ => b"500 Internal Server Error",
     }
 }

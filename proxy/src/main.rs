@@ -115,14 +115,16 @@ fn run(cli: &Cli) -> Result<()> {
     // after closing its journal: the table loaded below is the newest.
     server.bootstrap();
     let metrics = Arc::new(Metrics::default());
-    let snapshot = snapshots::newest_valid(
+    let (snapshot, snapshot_path) = match snapshots::newest_valid(
         &[config.control_snapshot_dir(), config.cache_dir()],
         &metrics,
-    )
-    .unwrap_or_else(|| {
-        tracing::warn!("no snapshot found; starting empty until the control plane answers");
-        Snapshot::empty()
-    });
+    ) {
+        Some((snapshot, path)) => (snapshot, Some(path)),
+        None => {
+            tracing::warn!("no snapshot found; starting empty until the control plane answers");
+            (Snapshot::empty(), None)
+        }
+    };
     snapshots::note_installed(&snapshot, &metrics);
     tracing::info!(
         seq = snapshot.sequence().0,
@@ -130,6 +132,15 @@ fn run(cli: &Cli) -> Result<()> {
         "loaded snapshot"
     );
     let table = Arc::new(LiveTable::new(snapshot));
+    let damage = Arc::new(snapshots::Damage::default());
+    if let Some(path) = snapshot_path {
+        snapshots::verify_in_background(
+            Arc::clone(table.load().snapshot()),
+            path,
+            Arc::clone(&metrics),
+            Arc::clone(&damage),
+        );
+    }
     // Every journal in the cache: of ended processes, and in an upgrade the
     // old process's as it stands (it goes on journaling while it drains).
     let replay = journal::recover(&config.cache_dir())?;
@@ -212,6 +223,7 @@ fn run(cli: &Cli) -> Result<()> {
             metrics: Arc::clone(&metrics),
             applier: Arc::clone(&applier),
             caught_up,
+            damage,
         },
     ));
     server.add_service(background_service(

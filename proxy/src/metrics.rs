@@ -27,9 +27,11 @@ pub enum Outcome {
     Health,
     /// Refused by the enumeration guard.
     Throttled,
+    /// The lookup read a damaged block of the snapshot.
+    Unavailable,
 }
 
-const OUTCOMES: [(Outcome, &str, &str); 12] = [
+const OUTCOMES: [(Outcome, &str, &str); 13] = [
     (Outcome::Redirect301, "301", "redirect"),
     (Outcome::Redirect302, "302", "redirect"),
     (Outcome::Redirect307, "307", "redirect"),
@@ -42,12 +44,13 @@ const OUTCOMES: [(Outcome, &str, &str); 12] = [
     (Outcome::MethodNotAllowed, "405", "method_not_allowed"),
     (Outcome::Health, "200", "health"),
     (Outcome::Throttled, "429", "throttled"),
+    (Outcome::Unavailable, "503", "snapshot_damaged"),
 ];
 
 /// Every metric of the proxy.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    answers: [AtomicU64; 12],
+    answers: [AtomicU64; 13],
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -64,6 +67,8 @@ pub struct Metrics {
     pub snapshot_links: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub snapshots_rejected: AtomicU64,
+    /// 1 while the installed snapshot has a damaged block.
+    pub snapshot_damaged: AtomicU64,
     pub view_sequence: AtomicU64,
     pub overlay_entries: AtomicU64,
     pub changes_applied: AtomicU64,
@@ -132,7 +137,7 @@ impl Metrics {
         } else {
             now_ms.saturating_sub(created) as f64 / 1e3
         };
-        let gauges: [(&str, &str, &str, f64); 21] = [
+        let gauges: [(&str, &str, &str, f64); 22] = [
             (
                 "proxy_clicks_queued",
                 "gauge",
@@ -198,6 +203,12 @@ impl Metrics {
                 "counter",
                 "Snapshot files refused as corrupt, truncated or foreign.",
                 self.snapshots_rejected.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_snapshot_damaged",
+                "gauge",
+                "1 while the installed snapshot has a block that fails its checksum (lookups reading it answer 503 until a good copy is installed).",
+                self.snapshot_damaged.load(Relaxed) as f64,
             ),
             (
                 "proxy_view_sequence",

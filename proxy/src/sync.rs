@@ -100,6 +100,8 @@ pub struct Subscriber {
     pub metrics: Arc<Metrics>,
     pub applier: Arc<Applier>,
     pub caught_up: Arc<CaughtUp>,
+    /// Reported when the snapshot serving is found damaged.
+    pub damage: Arc<snapshots::Damage>,
 }
 
 /// Applies changes to the table only once the journal holds them, and keeps
@@ -198,14 +200,19 @@ impl Applier {
         let view = self.table.load_full();
         let seq = view.sequence();
         let dir = self.config.cache_dir();
-        let records = view.to_records();
-        shortline_store::write_snapshot(&dir.join(snapshots::file_name(seq)), seq, &records)?;
+        let mut writer =
+            shortline_store::SnapshotWriter::create(&dir.join(snapshots::file_name(seq)), seq)?;
+        for record in view.records() {
+            writer.push(&record?)?;
+        }
+        let links = writer.len();
+        writer.finish()?;
         crate::journal::sync_dir(&dir)?;
         journal.rewrite(seq, &[])?;
         snapshots::prune(&dir, self.config.snapshot_keep);
         tracing::info!(
             seq = seq.0,
-            links = records.len(),
+            links,
             "wrote the live view as a snapshot; journal emptied"
         );
         Ok(seq)
@@ -226,6 +233,8 @@ enum SyncError {
     Message(String),
     #[error("snapshot {0} could not be loaded")]
     Snapshot(u64),
+    #[error("the snapshot serving is damaged; following again to fetch a good copy")]
+    Damaged,
     #[error("no internal token: set internal_token or share the control plane's data_dir")]
     NoToken,
     #[error("cannot write the journal; changes are not applied until it can be: {0}")]
@@ -248,8 +257,15 @@ impl Subscriber {
         token: &str,
         seq: Seq,
     ) -> Result<(), SyncError> {
-        let installed = self.table.load().snapshot().sequence();
-        if seq <= installed {
+        let (installed, damaged) = {
+            let view = self.table.load();
+            (
+                view.snapshot().sequence(),
+                view.snapshot().damage().is_some(),
+            )
+        };
+        // A damaged table is replaced by a good copy of the same sequence too.
+        if seq < installed || (seq == installed && !damaged) {
             return Ok(());
         }
         let shared = self
@@ -257,7 +273,9 @@ impl Subscriber {
             .control_snapshot_dir()
             .join(snapshots::file_name(seq));
         let cache = self.config.cache_dir().join(snapshots::file_name(seq));
-        let path = if shared.is_file() {
+        // The shared file may be the very one found damaged (the cache holds
+        // a hard link to it): then it is downloaded instead.
+        let path = if shared.is_file() && !damaged {
             shared
         } else {
             let url = format!(
@@ -343,7 +361,16 @@ impl Subscriber {
             .config
             .resolve_internal_token()
             .ok_or(SyncError::NoToken)?;
-        let after = self.table.load().sequence();
+        // A damaged table follows from the start: control's first message
+        // then names its newest snapshot, which replaces the damaged one.
+        let after = {
+            let view = self.table.load();
+            if view.snapshot().damage().is_some() {
+                Seq(0)
+            } else {
+                view.sequence()
+            }
+        };
         let url = format!(
             "{}/internal/v1/changes?after={}",
             self.config.control_base(),
@@ -359,6 +386,7 @@ impl Subscriber {
             let frame = tokio::select! {
                 frame = tokio::time::timeout(idle, body.frame()) => frame.map_err(|_| SyncError::Idle)?,
                 _ = shutdown.changed() => return Ok(()),
+                () = self.damage.reported() => return Err(SyncError::Damaged),
             };
             let Some(frame) = frame else {
                 return Err(SyncError::Ended);

@@ -16,12 +16,20 @@ pub enum OpenError {
     Truncated { len: u64, expected: u64 },
     #[error("not a shortline snapshot (bad magic)")]
     Foreign,
-    #[error("snapshot format version {found} is not supported (this build reads {supported})")]
+    #[error(
+        "snapshot format version {found} is not supported (this build reads versions 1 to {supported})"
+    )]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("snapshot header checksum mismatch")]
     HeaderChecksum,
     #[error("snapshot body checksum mismatch: the file is corrupt")]
     BodyChecksum,
+    #[error("snapshot block checksum table mismatch: the file is corrupt")]
+    ChecksumTable,
+    #[error(
+        "snapshot block {block} (bytes {start} to {end}) does not match its checksum: the file is corrupt"
+    )]
+    BlockChecksum { block: u64, start: u64, end: u64 },
     #[error("snapshot layout is inconsistent: {0}")]
     Layout(&'static str),
 }

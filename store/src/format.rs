@@ -3,7 +3,14 @@
 //!
 //! ```text
 //! [header: 128 bytes][records: packed, variable size][pad to 8][index: slot_count x u64]
+//! [block checksums: block_count x u64]
 //! ```
+//!
+//! Everything between the header and the block checksums is covered block by
+//! block (`block_size` bytes each, the last one shorter), so a reader checks
+//! a block when it first touches it instead of the whole file at open.
+//! Version 1 files (no block checksums, one checksum over the whole body)
+//! are still read.
 //!
 //! All integers are little-endian and read with `from_le_bytes`, so nothing in
 //! the file needs to be aligned and no byte pattern is undefined behaviour.
@@ -15,8 +22,17 @@ use crate::record::Seq;
 
 /// The first eight bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"SHRTLNK\0";
-/// The layout version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The layout version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest layout version this build reads.
+pub const FORMAT_VERSION_MIN: u32 = 1;
+/// Bytes per checksummed block in the files this build writes.
+pub const BLOCK_SIZE: u64 = 64 * 1024;
+/// The block sizes a reader accepts: powers of two in this range.
+pub const BLOCK_SIZE_MIN: u64 = 4 * 1024;
+pub const BLOCK_SIZE_MAX: u64 = 1 << 30;
+/// Size of one block checksum.
+pub const CHECKSUM_SIZE: usize = 8;
 /// Size of the fixed header.
 pub const HEADER_SIZE: usize = 128;
 /// Size of a record's fixed part, before the code and target bytes.
@@ -50,6 +66,8 @@ pub(crate) const FLAG_HAS_EXPIRY: u8 = 0b0100_0000;
 /// The decoded header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// [`FORMAT_VERSION_MIN`] to [`FORMAT_VERSION`].
+    pub version: u32,
     pub sequence: Seq,
     pub record_count: u64,
     pub slot_count: u64,
@@ -58,18 +76,24 @@ pub struct Header {
     pub file_size: u64,
     pub hash_seed: u64,
     pub created_at_unix_ms: u64,
-    pub body_checksum: u64,
+    /// Version 2: XXH3-64 of the block checksum table. Version 1: XXH3-64
+    /// of every byte after the header.
+    pub checksum: u64,
+    /// Version 2: bytes per checksummed block. Version 1: 0.
+    pub block_size: u64,
+    /// Where the block checksum table starts, right after the index.
+    /// Version 1: `file_size` (there is no table).
+    pub checksums_offset: u64,
 }
 
 impl Header {
-    /// Encodes the header, checksum included.
     #[must_use]
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut out = [0u8; HEADER_SIZE];
         out[0..8].copy_from_slice(&MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&self.version.to_le_bytes());
         out[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
-        let fields = [
+        let mut fields = vec![
             self.sequence.0,
             self.record_count,
             self.slot_count,
@@ -79,8 +103,11 @@ impl Header {
             self.file_size,
             self.hash_seed,
             self.created_at_unix_ms,
-            self.body_checksum,
+            self.checksum,
         ];
+        if self.version >= 2 {
+            fields.extend([self.block_size, self.checksums_offset]);
+        }
         for (i, value) in fields.iter().enumerate() {
             let at = 16 + i * 8;
             out[at..at + 8].copy_from_slice(&value.to_le_bytes());
@@ -90,13 +117,10 @@ impl Header {
         out
     }
 
-    /// Decodes and checks a header against the length of the whole file.
     pub fn decode(bytes: &[u8]) -> Result<Self, OpenError> {
         Self::decode_for_length(bytes, bytes.len() as u64)
     }
 
-    /// Decodes the header at the start of `bytes` and checks it against a
-    /// file of `file_len` bytes.
     pub fn decode_for_length(bytes: &[u8], file_len: u64) -> Result<Self, OpenError> {
         if bytes.len() < HEADER_SIZE {
             return Err(OpenError::Truncated {
@@ -108,7 +132,7 @@ impl Header {
             return Err(OpenError::Foreign);
         }
         let version = read_u32(bytes, 8);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
             return Err(OpenError::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -122,19 +146,37 @@ impl Header {
         {
             return Err(OpenError::Layout("header size"));
         }
+        let file_size = read_u64(bytes, 64);
+        let (block_size, checksums_offset) = if version >= 2 {
+            (read_u64(bytes, 96), read_u64(bytes, 104))
+        } else {
+            (0, file_size)
+        };
         let header = Self {
+            version,
             sequence: Seq(read_u64(bytes, 16)),
             record_count: read_u64(bytes, 24),
             slot_count: read_u64(bytes, 32),
             records_size: read_u64(bytes, 48),
             index_offset: read_u64(bytes, 56),
-            file_size: read_u64(bytes, 64),
+            file_size,
             hash_seed: read_u64(bytes, 72),
             created_at_unix_ms: read_u64(bytes, 80),
-            body_checksum: read_u64(bytes, 88),
+            checksum: read_u64(bytes, 88),
+            block_size,
+            checksums_offset,
         };
         header.check_layout(file_len)?;
         Ok(header)
+    }
+
+    /// Number of checksummed blocks (version 2; 0 in version 1).
+    #[must_use]
+    pub fn block_count(&self) -> u64 {
+        if self.block_size == 0 {
+            return 0;
+        }
+        (self.checksums_offset - HEADER_SIZE as u64).div_ceil(self.block_size)
     }
 
     fn check_layout(&self, file_len: u64) -> Result<(), OpenError> {
@@ -158,8 +200,21 @@ impl Header {
             .slot_count
             .checked_mul(SLOT_SIZE as u64)
             .ok_or(OpenError::Layout("slot count overflows"))?;
-        if self.index_offset.checked_add(index_size) != Some(self.file_size) {
-            return Err(OpenError::Layout("index does not end the file"));
+        if self.index_offset.checked_add(index_size) != Some(self.checksums_offset) {
+            return Err(OpenError::Layout(
+                "index does not end where the header says",
+            ));
+        }
+        if self.version >= 2 {
+            if !self.block_size.is_power_of_two()
+                || !(BLOCK_SIZE_MIN..=BLOCK_SIZE_MAX).contains(&self.block_size)
+            {
+                return Err(OpenError::Layout("block size out of range"));
+            }
+            let table = self.block_count() * CHECKSUM_SIZE as u64;
+            if self.checksums_offset.checked_add(table) != Some(self.file_size) {
+                return Err(OpenError::Layout("block checksums do not end the file"));
+            }
         }
         if self.slot_count <= self.record_count {
             return Err(OpenError::Layout("index has no free slot"));
@@ -174,13 +229,22 @@ impl Header {
     }
 }
 
-/// The checksum of everything after the header.
+/// XXH3-64 of `bytes`: the body checksum of version 1, the checksum of a
+/// block and of the block checksum table in version 2.
 #[must_use]
-pub fn body_checksum(body: &[u8]) -> u64 {
-    xxh3_64(body)
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxh3_64(bytes)
 }
 
-/// The number of index slots for `record_count` records.
+/// The block checksum table of `body` (every byte after the header, up to
+/// the table), as stored: one little-endian XXH3-64 per `block_size` bytes.
+#[must_use]
+pub fn block_checksums(body: &[u8], block_size: u64) -> Vec<u8> {
+    body.chunks(block_size as usize)
+        .flat_map(|block| checksum(block).to_le_bytes())
+        .collect()
+}
+
 #[must_use]
 pub fn slot_count_for(record_count: u64) -> u64 {
     (record_count * SLOTS_PER_RECORD_NUMERATOR).div_ceil(SLOTS_PER_RECORD_DENOMINATOR) + 1
@@ -253,15 +317,18 @@ mod tests {
 
     fn sample() -> Header {
         Header {
+            version: FORMAT_VERSION,
             sequence: Seq(9),
             record_count: 0,
             slot_count: 1,
             records_size: 0,
             index_offset: HEADER_SIZE as u64,
-            file_size: HEADER_SIZE as u64 + 8,
+            file_size: HEADER_SIZE as u64 + 16,
             hash_seed: 42,
             created_at_unix_ms: 1,
-            body_checksum: 5,
+            checksum: 5,
+            block_size: BLOCK_SIZE,
+            checksums_offset: HEADER_SIZE as u64 + 8,
         }
     }
 
@@ -269,22 +336,34 @@ mod tests {
     fn header_round_trips() {
         let header = sample();
         let mut file = header.encode().to_vec();
-        file.extend_from_slice(&[0; 8]);
+        file.extend_from_slice(&[0; 16]);
         assert_eq!(Header::decode(&file).unwrap(), header);
+        assert_eq!(header.block_count(), 1);
+        let v1 = Header {
+            version: 1,
+            block_size: 0,
+            checksums_offset: HEADER_SIZE as u64 + 8,
+            file_size: HEADER_SIZE as u64 + 8,
+            ..header
+        };
+        let mut file = v1.encode().to_vec();
+        file.extend_from_slice(&[0; 8]);
+        assert_eq!(Header::decode(&file).unwrap(), v1);
+        assert_eq!(v1.block_count(), 0);
     }
 
     #[test]
     fn header_checks_magic_version_and_checksum() {
         let mut file = sample().encode().to_vec();
-        file.extend_from_slice(&[0; 8]);
+        file.extend_from_slice(&[0; 16]);
         let mut foreign = file.clone();
         foreign[0] = b'X';
         assert!(matches!(Header::decode(&foreign), Err(OpenError::Foreign)));
         let mut version = file.clone();
-        version[8] = 2;
+        version[8] = 3;
         assert!(matches!(
             Header::decode(&version),
-            Err(OpenError::UnsupportedVersion { found: 2, .. })
+            Err(OpenError::UnsupportedVersion { found: 3, .. })
         ));
         let mut flipped = file.clone();
         flipped[20] ^= 1;

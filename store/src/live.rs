@@ -69,25 +69,29 @@ impl View {
     }
 
     /// Every live record: the snapshot's, minus what the overlay replaces or
-    /// deletes, plus the overlay's. For persisting a view as a new snapshot.
-    #[must_use]
-    pub fn to_records(&self) -> Vec<LinkRecord> {
-        let mut records: Vec<LinkRecord> = self
-            .snapshot
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|link| {
-                std::str::from_utf8(link.code())
-                    .map_or(true, |code| !self.overlay.contains_key(code))
-            })
-            .filter_map(|link| link.to_record())
-            .collect();
-        records.extend(
-            self.overlay
-                .values()
-                .filter_map(|entry| entry.record.as_deref().cloned()),
-        );
-        records
+    /// deletes, plus the overlay's, one at a time (for streaming a view into
+    /// a new snapshot). An error when a record of the snapshot cannot be read
+    /// (a damaged block), never a table with links missing.
+    pub fn records(&self) -> impl Iterator<Item = Result<LinkRecord, crate::OpenError>> + '_ {
+        let snapshot = self.snapshot.iter().filter_map(|link| {
+            let link = match link {
+                Ok(link) => link,
+                Err(e) => return Some(Err(e)),
+            };
+            let replaced =
+                std::str::from_utf8(link.code()).is_ok_and(|code| self.overlay.contains_key(code));
+            if replaced {
+                return None;
+            }
+            Some(link.to_record().ok_or(crate::OpenError::Layout(
+                "record holds a bad code or target",
+            )))
+        });
+        let overlay = self
+            .overlay
+            .values()
+            .filter_map(|entry| entry.record.as_deref().cloned().map(Ok));
+        snapshot.chain(overlay)
     }
 
     /// The overlay as changes, oldest first: what this view holds beyond
@@ -286,7 +290,7 @@ mod tests {
             }],
             "the overlay as changes: what a journal keeps past the snapshot"
         );
-        let mut merged = view.to_records();
+        let mut merged: Vec<LinkRecord> = view.records().collect::<Result<_, _>>().unwrap();
         merged.sort_by(|x, y| x.code.cmp(&y.code));
         assert_eq!(
             merged,

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
@@ -32,9 +33,94 @@ impl Backing {
 /// Lookups borrow from the mapped file, take no lock and allocate nothing. A
 /// file that passed [`Snapshot::open`] can still not make a lookup read out of
 /// bounds: every offset taken from the file is checked before use.
+///
+/// Opening checks the header, the layout and the block checksum table, not
+/// the blocks: a block is checked against its checksum the first time
+/// anything reads it (a lookup, an iteration, [`Snapshot::verify`]), so
+/// opening costs the same at a hundred million links as at one. A lookup
+/// that would read a damaged block finds nothing, and the damage is kept
+/// for [`Snapshot::damage`]; no answer ever comes from unchecked bytes.
 pub struct Snapshot {
     backing: Backing,
     header: Header,
+    blocks: Blocks,
+}
+
+/// Which blocks have been checked against their checksums, and which failed.
+struct Blocks {
+    /// log2 of the block size; a version 1 file is one block (`63`), checked
+    /// at open.
+    shift: u32,
+    count: u64,
+    checked: Box<[AtomicU64]>,
+    damaged: Box<[AtomicU64]>,
+    /// Blocks not checked yet; when it reaches 0, `all` is set and lookups
+    /// stop looking at the bits.
+    unchecked: AtomicU64,
+    all: AtomicBool,
+    /// The first block found damaged, plus one; 0 while none is.
+    first_damaged: AtomicU64,
+}
+
+impl Blocks {
+    fn new(shift: u32, count: u64) -> Self {
+        let words = count.div_ceil(64) as usize;
+        let bits = || (0..words).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            shift,
+            count,
+            checked: bits(),
+            damaged: bits(),
+            unchecked: AtomicU64::new(count),
+            all: AtomicBool::new(count == 0),
+            first_damaged: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `block` as checked.
+    fn set_checked(&self, block: u64) {
+        let bit = 1 << (block % 64);
+        let before = self.checked[(block / 64) as usize].fetch_or(bit, Ordering::AcqRel);
+        if before & bit == 0 && self.unchecked.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all.store(true, Ordering::Release);
+        }
+    }
+
+    #[inline]
+    fn bit(set: &[AtomicU64], block: u64) -> bool {
+        set[(block / 64) as usize].load(Ordering::Acquire) & (1 << (block % 64)) != 0
+    }
+
+    fn set(set: &[AtomicU64], block: u64) {
+        set[(block / 64) as usize].fetch_or(1 << (block % 64), Ordering::AcqRel);
+    }
+
+    fn checked_count(&self) -> u64 {
+        self.checked
+            .iter()
+            .map(|w| u64::from(w.load(Ordering::Acquire).count_ones()))
+            .sum()
+    }
+}
+
+/// A block that does not match its checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockDamage {
+    /// Its number, from 0 at the first byte after the header.
+    pub block: u64,
+    /// Its bytes in the file, `[start, end)`.
+    pub start: u64,
+    pub end: u64,
+}
+
+impl From<BlockDamage> for OpenError {
+    fn from(d: BlockDamage) -> Self {
+        Self::BlockChecksum {
+            block: d.block,
+            start: d.start,
+            end: d.end,
+        }
+    }
 }
 
 /// A snapshot's header facts, for logs, metrics and the inspect command.
@@ -57,7 +143,9 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    /// Maps and checks the file at `path`: header, layout and body checksum.
+    /// Maps the file at `path` and checks its header, layout and block
+    /// checksum table; blocks are checked as they are first read (a version
+    /// 1 file, which has no block checksums, is checked whole here).
     pub fn open(path: &Path) -> Result<Self, OpenError> {
         let io = |source| OpenError::Io {
             path: path.to_path_buf(),
@@ -79,8 +167,24 @@ impl Snapshot {
         Self::from_backing(Backing::Map(map))
     }
 
-    /// Checks and wraps snapshot bytes held in memory.
+    /// [`Snapshot::open`], then every block checked: for a file about to
+    /// replace a table that is serving, where damage must be found before.
+    pub fn open_verified(path: &Path) -> Result<Self, OpenError> {
+        let snapshot = Self::open(path)?;
+        snapshot.verify()?;
+        Ok(snapshot)
+    }
+
+    /// Checks and wraps snapshot bytes held in memory, every block included.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, OpenError> {
+        let snapshot = Self::from_bytes_lazy(bytes)?;
+        snapshot.verify()?;
+        Ok(snapshot)
+    }
+
+    /// Wraps snapshot bytes held in memory like [`Snapshot::open`] does a
+    /// file: blocks are checked as they are first read.
+    pub fn from_bytes_lazy(bytes: Vec<u8>) -> Result<Self, OpenError> {
         Self::from_backing(Backing::Heap(bytes.into_boxed_slice()))
     }
 
@@ -95,10 +199,99 @@ impl Snapshot {
     fn from_backing(backing: Backing) -> Result<Self, OpenError> {
         let bytes = backing.bytes();
         let header = Header::decode(bytes)?;
-        if format::body_checksum(&bytes[HEADER_SIZE..]) != header.body_checksum {
-            return Err(OpenError::BodyChecksum);
+        let blocks = if header.version == 1 {
+            if format::checksum(&bytes[HEADER_SIZE..]) != header.checksum {
+                return Err(OpenError::BodyChecksum);
+            }
+            let blocks = Blocks::new(63, 1);
+            blocks.set_checked(0);
+            blocks
+        } else {
+            let table = &bytes[header.checksums_offset as usize..];
+            if format::checksum(table) != header.checksum {
+                return Err(OpenError::ChecksumTable);
+            }
+            Blocks::new(header.block_size.trailing_zeros(), header.block_count())
+        };
+        Ok(Self {
+            backing,
+            header,
+            blocks,
+        })
+    }
+
+    /// Checks every block not checked yet. Idempotent; safe to run on one
+    /// thread while others look codes up.
+    pub fn verify(&self) -> Result<(), OpenError> {
+        for block in 0..self.blocks.count {
+            self.check_block(block)?;
         }
-        Ok(Self { backing, header })
+        Ok(())
+    }
+
+    /// The first block found damaged so far, if any.
+    #[must_use]
+    pub fn damage(&self) -> Option<BlockDamage> {
+        match self.blocks.first_damaged.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.block_span(n - 1)),
+        }
+    }
+
+    /// Blocks checked so far, and blocks in all.
+    #[must_use]
+    pub fn checked_blocks(&self) -> (u64, u64) {
+        (self.blocks.checked_count(), self.blocks.count)
+    }
+
+    fn block_span(&self, block: u64) -> BlockDamage {
+        let start = HEADER_SIZE as u64 + (block << self.blocks.shift);
+        let end = (start.saturating_add(1 << self.blocks.shift)).min(self.header.checksums_offset);
+        BlockDamage { block, start, end }
+    }
+
+    /// Checks one block against its checksum, once.
+    fn check_block(&self, block: u64) -> Result<(), BlockDamage> {
+        let blocks = &self.blocks;
+        if Blocks::bit(&blocks.checked, block) {
+            return Ok(());
+        }
+        let span = self.block_span(block);
+        if Blocks::bit(&blocks.damaged, block) {
+            return Err(span);
+        }
+        let bytes = self.backing.bytes();
+        let at = self.header.checksums_offset as usize + block as usize * format::CHECKSUM_SIZE;
+        let stored = u64::from_le_bytes(
+            bytes[at..at + format::CHECKSUM_SIZE]
+                .try_into()
+                .expect("eight bytes"),
+        );
+        if format::checksum(&bytes[span.start as usize..span.end as usize]) == stored {
+            blocks.set_checked(block);
+            Ok(())
+        } else {
+            Blocks::set(&blocks.damaged, block);
+            let _ = blocks.first_damaged.compare_exchange(
+                0,
+                block + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            Err(span)
+        }
+    }
+
+    /// Checks file bytes `[start, end)` (after the header, before the block
+    /// checksums, `start < end`) unless they are already.
+    #[inline]
+    fn readable(&self, start: usize, end: usize) -> Result<(), BlockDamage> {
+        let first = ((start - HEADER_SIZE) as u64) >> self.blocks.shift;
+        let last = ((end - 1 - HEADER_SIZE) as u64) >> self.blocks.shift;
+        if first == last && Blocks::bit(&self.blocks.checked, first) {
+            return Ok(());
+        }
+        (first..=last).try_for_each(|block| self.check_block(block))
     }
 
     /// The header's facts.
@@ -138,13 +331,59 @@ impl Snapshot {
 
     fn index(&self) -> &[u8] {
         let start = self.header.index_offset as usize;
-        &self.backing.bytes()[start..]
+        &self.backing.bytes()[start..self.header.checksums_offset as usize]
+    }
+
+    /// Decodes the record at `offset` in `records` (this snapshot's records
+    /// region) once its bytes are checked, returning it and the offset after
+    /// it; `Err(None)` when it does not decode, `Err(Some(_))` when its
+    /// bytes are in a damaged block.
+    #[inline]
+    fn record_at<'a>(
+        &self,
+        records: &'a [u8],
+        offset: usize,
+    ) -> Result<(LinkView<'a>, usize), Option<BlockDamage>> {
+        let end = offset.checked_add(RECORD_FIXED_SIZE).ok_or(None)?;
+        if end > records.len() {
+            return Err(None);
+        }
+        self.readable(HEADER_SIZE + offset, HEADER_SIZE + end)?;
+        let code_len = records[offset] as usize;
+        let target_len = u16::from_le_bytes([records[offset + 2], records[offset + 3]]) as usize;
+        let record_end = end + code_len + target_len;
+        if record_end > records.len() {
+            return Err(None);
+        }
+        self.readable(HEADER_SIZE + offset, HEADER_SIZE + record_end)?;
+        decode_record(records, offset).ok_or(None)
     }
 
     /// Looks `code` up. No lock, no allocation, no copy.
     #[inline]
     #[must_use]
     pub fn get(&self, code: &[u8]) -> Option<LinkView<'_>> {
+        // Once every block is checked, lookups skip the per-block bits.
+        if self.blocks.all.load(Ordering::Relaxed) {
+            self.lookup::<false>(code)
+        } else {
+            self.lookup_checking(code)
+        }
+    }
+
+    /// The lookup while some blocks are unchecked, kept out of line and cold
+    /// so that the common path is compiled as the lookup was before blocks
+    /// were checked; what the remaining branch costs is in
+    /// docs/BENCHMARKS.md.
+    #[cold]
+    #[inline(never)]
+    fn lookup_checking(&self, code: &[u8]) -> Option<LinkView<'_>> {
+        self.lookup::<true>(code)
+    }
+
+    /// The lookup, checking each block it reads first when `CHECK`.
+    #[inline(always)]
+    fn lookup<const CHECK: bool>(&self, code: &[u8]) -> Option<LinkView<'_>> {
         let slot_count = self.header.slot_count;
         let hash = format::hash_code(code, self.header.hash_seed);
         let index = self.index();
@@ -156,16 +395,27 @@ impl Snapshot {
         let probes_max = slot_count.min(format::PROBE_DISTANCE_MAX + 1);
         for distance in 0..probes_max {
             let at = i * SLOT_SIZE;
-            let slot = u64::from_le_bytes(index.get(at..at + SLOT_SIZE)?.try_into().ok()?);
+            let bytes = index.get(at..at + SLOT_SIZE)?;
+            if CHECK {
+                let from = self.header.index_offset as usize + at;
+                self.readable(from, from + SLOT_SIZE).ok()?;
+            }
+            let slot = u64::from_le_bytes(bytes.try_into().ok()?);
             if slot == 0 || format::slot_distance(slot) < distance {
                 return None;
             }
-            if format::slot_tag_matches(slot, hash)
-                && let Some((view, _)) =
-                    decode_record(records, format::slot_record_offset(slot) as usize)
-                && view.code == code
-            {
-                return Some(view);
+            if format::slot_tag_matches(slot, hash) {
+                let offset = format::slot_record_offset(slot) as usize;
+                let found = if CHECK {
+                    self.record_at(records, offset).ok()
+                } else {
+                    decode_record(records, offset)
+                };
+                if let Some((view, _)) = found
+                    && view.code == code
+                {
+                    return Some(view);
+                }
             }
             i += 1;
             if i as u64 == slot_count {
@@ -179,6 +429,7 @@ impl Snapshot {
     #[must_use]
     pub fn iter(&self) -> RecordIter<'_> {
         RecordIter {
+            snapshot: self,
             records: self.records(),
             offset: 0,
             remaining: self.header.record_count,
@@ -236,6 +487,7 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(LinkView<'_>, usize)>
 /// record that does not decode.
 #[derive(Debug)]
 pub struct RecordIter<'a> {
+    snapshot: &'a Snapshot,
     records: &'a [u8],
     offset: usize,
     remaining: u64,
@@ -248,15 +500,18 @@ impl<'a> Iterator for RecordIter<'a> {
         if self.remaining == 0 {
             return None;
         }
-        match decode_record(self.records, self.offset) {
-            Some((view, next)) => {
+        match self.snapshot.record_at(self.records, self.offset) {
+            Ok((view, next)) => {
                 self.remaining -= 1;
                 self.offset = next;
                 Some(Ok(view))
             }
-            None => {
+            Err(damage) => {
                 self.remaining = 0;
-                Some(Err(OpenError::Layout("record does not decode")))
+                Some(Err(damage.map_or(
+                    OpenError::Layout("record does not decode"),
+                    OpenError::from,
+                )))
             }
         }
     }

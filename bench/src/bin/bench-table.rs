@@ -5,6 +5,11 @@
 //! ```text
 //! cargo run --release -p shortline-bench --bin bench-table -- --links 1000000,10000000
 //! ```
+//!
+//! The file is written by a child process (this binary with `--write-only`),
+//! streaming generated links through `SnapshotWriter`, so the process that
+//! opens and reads the table holds no trace of building it, as a proxy
+//! does not; and a hundred million links need no list of them in memory.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -35,6 +40,27 @@ struct Args {
     /// Zipf exponent of the hot-set workload.
     #[arg(long, default_value_t = 1.0)]
     zipf_exponent: f64,
+    /// Largest link count the `HashMap` baseline is built for (it needs
+    /// about 150 bytes per link); above it, only the table is measured.
+    #[arg(long, default_value_t = 30_000_000)]
+    hashmap_max: u64,
+    /// Targets of about 25 bytes instead of 75, for link counts whose file
+    /// would not fit on the disk otherwise.
+    #[arg(long)]
+    short_targets: bool,
+    /// Builds per link count (the first pays for faulting in fresh memory;
+    /// a second needs room for two files at once).
+    #[arg(long, default_value_t = 2)]
+    builds: u32,
+    /// Child mode: write a snapshot of `--links` (one count) to this path,
+    /// print the timings and exit.
+    #[arg(long, hide = true)]
+    write_only: Option<std::path::PathBuf>,
+    /// Only read: open this file (written with `--write-only`, same
+    /// `--links`), check every block and time uniform hits, nothing else in
+    /// the process.
+    #[arg(long)]
+    read_only: Option<std::path::PathBuf>,
 }
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -52,8 +78,20 @@ fn code_for(i: u64) -> String {
     String::from_utf8(out.to_vec()).expect("ascii")
 }
 
-fn target_for(i: u64) -> String {
-    format!("https://www.example.com/articles/2026/{i}/a-readable-slug?utm_source=bench")
+fn target_for(i: u64, short: bool) -> String {
+    if short {
+        format!("https://e.example/{i}")
+    } else {
+        format!("https://www.example.com/articles/2026/{i}/a-readable-slug?utm_source=bench")
+    }
+}
+
+fn record_for(i: u64, short: bool) -> LinkRecord {
+    LinkRecord::new(
+        Code::parse(&code_for(i)).expect("valid code"),
+        Target::parse(&target_for(i, short)).expect("valid target"),
+        LinkId(i),
+    )
 }
 
 struct Workload {
@@ -61,25 +99,22 @@ struct Workload {
     probes: Vec<Vec<u8>>,
 }
 
-fn workloads(codes: &[String], lookups: usize, zipf_exponent: f64) -> Result<Vec<Workload>> {
+fn workloads(n: u64, lookups: usize, zipf_exponent: f64) -> Result<Vec<Workload>> {
     let mut rng = StdRng::seed_from_u64(42);
-    let n = codes.len();
     let uniform = (0..lookups)
-        .map(|_| codes[rng.random_range(0..n)].clone().into_bytes())
+        .map(|_| code_for(rng.random_range(0..n)).into_bytes())
         .collect();
     let zipf = Zipf::new(n as f64, zipf_exponent).context("zipf parameters")?;
     // Zipf ranks are shuffled onto codes so the hot set is not one region of the file.
     let hot = (0..lookups)
         .map(|_| {
             let rank = zipf.sample(&mut rng) as u64 - 1;
-            codes[(rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n as u64) as usize]
-                .clone()
-                .into_bytes()
+            code_for(rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n).into_bytes()
         })
         .collect();
     let misses = (0..lookups)
         .map(|_| {
-            let mut code = codes[rng.random_range(0..n)].clone().into_bytes();
+            let mut code = code_for(rng.random_range(0..n)).into_bytes();
             code.push(b'x');
             code
         })
@@ -104,88 +139,182 @@ fn time_lookups(probes: &[Vec<u8>], mut lookup: impl FnMut(&[u8]) -> usize) -> D
     let start = Instant::now();
     let mut sum = 0usize;
     for probe in probes {
-        sum = sum.wrapping_add(lookup(black_box(probe)));
+        sum = sum.wrapping_add(lookup(black_box(probe.as_slice())));
     }
     black_box(sum);
     start.elapsed()
 }
 
+/// Child mode: writes `count` generated links to `path` `builds` times and
+/// prints `first_build_s repeated_build_s file_bytes overhead_per_link`.
+fn write_only(path: &std::path::Path, count: u64, short: bool, builds: u32) -> Result<()> {
+    let mut times = Vec::new();
+    let mut stats = None;
+    for _ in 0..builds.max(1) {
+        let start = Instant::now();
+        stats = Some(write_snapshot(
+            path,
+            Seq(1),
+            (0..count).map(|i| record_for(i, short)),
+        )?);
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let stats = stats.expect("built at least once");
+    println!(
+        "{} {} {} {}",
+        times[0],
+        times.last().expect("built at least once"),
+        stats.file_size_bytes,
+        stats.overhead_bytes_per_link()
+    );
+    Ok(())
+}
+
+/// Read-only mode: uniform hits on a file written before.
+fn read_only(path: &std::path::Path, count: u64, args: &Args) -> Result<()> {
+    let snapshot = Snapshot::open(path)?;
+    snapshot.verify()?;
+    let table = LiveTable::new(snapshot);
+    let mut rng = StdRng::seed_from_u64(42);
+    let probes: Vec<Vec<u8>> = (0..args.lookups)
+        .map(|_| code_for(rng.random_range(0..count)).into_bytes())
+        .collect();
+    for _ in 0..args.passes {
+        let view = table.load();
+        let took = time_lookups(&probes, |code| {
+            view.get(code).map_or(0, |link| link.target().len())
+        });
+        println!(
+            "{count} links, uniform hits: {:.2} M/s",
+            args.lookups as f64 / took.as_secs_f64() / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// What the writer child reported.
+struct Written {
+    first_build: f64,
+    build: f64,
+    file_bytes: u64,
+    overhead: f64,
+}
+
+fn write_in_child(path: &std::path::Path, count: u64, args: &Args) -> Result<Written> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.arg("--write-only").arg(path).args([
+        "--links",
+        &count.to_string(),
+        "--builds",
+        &args.builds.to_string(),
+    ]);
+    if args.short_targets {
+        command.arg("--short-targets");
+    }
+    let out = command.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "writer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    anyhow::ensure!(fields.len() == 4, "writer said {text:?}");
+    Ok(Written {
+        first_build: fields[0].parse()?,
+        build: fields[1].parse()?,
+        file_bytes: fields[2].parse()?,
+        overhead: fields[3].parse()?,
+    })
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.write_only {
+        let count = *args.links.first().context("--links")?;
+        return write_only(path, count, args.short_targets, args.builds);
+    }
+    if let Some(path) = &args.read_only {
+        let count = *args.links.first().context("--links")?;
+        return read_only(path, count, &args);
+    }
     println!("| links | workload | table Mlookups/s | HashMap Mlookups/s | ratio |");
     println!("|---:|---|---:|---:|---:|");
     let mut facts = Vec::new();
     for &count in &args.links {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("bench.snap");
-        let codes: Vec<String> = (0..count).map(code_for).collect();
-        let records: Vec<LinkRecord> = codes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let target = Target::parse(&target_for(i as u64)).expect("valid target");
-                LinkRecord::new(
-                    Code::parse(c).expect("valid code"),
-                    target,
-                    LinkId(i as u64),
-                )
-            })
-            .collect();
-        // The first build in a process pays for faulting in fresh memory; a
-        // control plane rebuilding snapshots runs warm, like the second.
-        let start = Instant::now();
-        write_snapshot(&path, Seq(1), &records)?;
-        let first_build = start.elapsed();
-        let start = Instant::now();
-        let stats = write_snapshot(&path, Seq(1), &records)?;
-        let build = start.elapsed();
-        drop(records);
+        let written = write_in_child(&path, count, &args)?;
+        // Opening reads the header and the block checksum table; the first
+        // lookup checks the blocks it reads; the rest are checked in the
+        // background by a proxy, here on this thread.
         let start = Instant::now();
         let snapshot = Snapshot::open(&path)?;
         let open = start.elapsed();
+        let probe = code_for(count / 2);
+        anyhow::ensure!(
+            snapshot.get(probe.as_bytes()).is_some(),
+            "the probe code is missing"
+        );
+        let first_answer = start.elapsed();
+        let start = Instant::now();
+        snapshot.verify()?;
+        let verify = start.elapsed();
         let table = LiveTable::new(snapshot);
-        let map: HashMap<String, String> = codes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.clone(), target_for(i as u64)))
-            .collect();
-        for workload in workloads(&codes, args.lookups, args.zipf_exponent)? {
+        let map: Option<HashMap<String, String>> = (count <= args.hashmap_max).then(|| {
+            (0..count)
+                .map(|i| (code_for(i), target_for(i, args.short_targets)))
+                .collect()
+        });
+        for workload in workloads(count, args.lookups, args.zipf_exponent)? {
             let (mut best_table, mut best_map) = (Duration::MAX, Duration::MAX);
             for _ in 0..args.passes {
                 let view = table.load();
                 best_table = best_table.min(time_lookups(&workload.probes, |code| {
                     view.get(code).map_or(0, |link| link.target().len())
                 }));
-                best_map = best_map.min(time_lookups(&workload.probes, |code| {
-                    // Probes are ASCII, so the conversion never fails.
-                    let key = std::str::from_utf8(code).unwrap_or_default();
-                    map.get(key).map_or(0, String::len)
-                }));
+                if let Some(map) = &map {
+                    best_map = best_map.min(time_lookups(&workload.probes, |code| {
+                        // Probes are ASCII, so the conversion never fails.
+                        let key = std::str::from_utf8(code).unwrap_or_default();
+                        map.get(key).map_or(0, String::len)
+                    }));
+                }
             }
             let rate = |d: Duration| args.lookups as f64 / d.as_secs_f64() / 1e6;
-            println!(
-                "| {count} | {} | {:.1} | {:.1} | {:.2}x |",
-                workload.name,
-                rate(best_table),
-                rate(best_map),
-                best_map.as_secs_f64() / best_table.as_secs_f64()
-            );
+            if map.is_some() {
+                println!(
+                    "| {count} | {} | {:.1} | {:.1} | {:.2}x |",
+                    workload.name,
+                    rate(best_table),
+                    rate(best_map),
+                    best_map.as_secs_f64() / best_table.as_secs_f64()
+                );
+            } else {
+                println!(
+                    "| {count} | {} | {:.1} | not built (over --hashmap-max) | - |",
+                    workload.name,
+                    rate(best_table),
+                );
+            }
         }
-        facts.push((count, first_build, build, open, stats));
+        facts.push((count, written, [open, first_answer, verify]));
     }
     println!();
     println!(
-        "| links | first build + write + fsync | repeated build + write + fsync | open (map + checksum) | file bytes | overhead bytes/link |"
+        "| links | first build + write + fsync | repeated build + write + fsync | open | open to first answer | check every block | file bytes | overhead bytes/link |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (count, first_build, build, open, stats) in facts {
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (count, written, [open, first_answer, verify]) in facts {
         println!(
-            "| {count} | {:.2} s | {:.2} s | {:.1} ms | {} | {:.1} |",
-            first_build.as_secs_f64(),
-            build.as_secs_f64(),
+            "| {count} | {:.2} s | {:.2} s | {:.3} ms | {:.3} ms | {:.1} ms | {} | {:.1} |",
+            written.first_build,
+            written.build,
             open.as_secs_f64() * 1e3,
-            stats.file_size_bytes,
-            stats.overhead_bytes_per_link()
+            first_answer.as_secs_f64() * 1e3,
+            verify.as_secs_f64() * 1e3,
+            written.file_bytes,
+            written.overhead
         );
     }
     Ok(())

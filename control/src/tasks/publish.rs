@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shortline_store::{Change, LinkRecord, Seq};
+use shortline_store::{Change, Seq, SnapshotStats, SnapshotWriter};
 use tokio::sync::mpsc;
 
 use crate::db::{Space, StoreResult};
@@ -27,32 +27,40 @@ pub use shortline_store::stream::Message;
 
 pub use shortline_store::files::{file_name as snapshot_file_name, list as snapshot_files};
 
-/// Every link, as of the returned sequence or later: the sequence is read
-/// first, then the links page by page, each page in its own read
-/// transaction at a newer version, so a table of any size is read within
-/// FoundationDB's five-second transaction limit. A link changed while the
-/// pages are read may be in the snapshot in its newer state; that change is
-/// after the snapshot's sequence, so proxies apply it on top all the same,
-/// and applying a change twice is harmless.
-fn read_all_records(state: &AppState) -> StoreResult<(Seq, Vec<LinkRecord>)> {
+/// Writes every link to a snapshot at `dir`, as of the returned sequence
+/// or later: the sequence is read first, then the links page by page, each
+/// page in its own read transaction at a newer version, so a table of any
+/// size is read within FoundationDB's five-second transaction limit, and
+/// each page goes straight to the file, so memory does not grow with the
+/// table. A link changed while the pages are read may be in the snapshot in
+/// its newer state; that change is after the snapshot's sequence, so
+/// proxies apply it on top all the same, and applying a change twice is
+/// harmless.
+fn write_all_links(
+    state: &AppState,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Seq, SnapshotStats)> {
     let seq = state.backend.read(|txn| txn.last_seq())?;
-    let mut records = Vec::new();
+    let path = dir.join(snapshot_file_name(seq));
+    let mut writer = SnapshotWriter::create(&path, seq)?;
     let mut start = Vec::new();
     loop {
         let page = state
             .backend
             .read(|txn| txn.range(Space::Links, &start, &[0xff], SNAPSHOT_PAGE_LINKS))?;
         for (_, value) in &page {
-            records.push(LinkDoc::decode(value)?.record());
+            writer.push(&LinkDoc::decode(value)?.record())?;
         }
         match page.last() {
             Some((key, _)) if page.len() == SNAPSHOT_PAGE_LINKS => {
                 start.clone_from(key);
                 start.push(0);
             }
-            _ => return Ok((seq, records)),
+            _ => break,
         }
     }
+    let stats = writer.finish()?;
+    Ok((seq, stats))
 }
 
 /// Whether the newest snapshot should be replaced: enough changes since it,
@@ -99,9 +107,7 @@ pub fn build_snapshot(state: &AppState, force: bool) -> anyhow::Result<Option<Se
         return Ok(None);
     }
     let started = Instant::now();
-    let (seq, records) = read_all_records(state)?;
-    let path = dir.join(snapshot_file_name(seq));
-    let stats = shortline_store::write_snapshot(&path, seq, &records)?;
+    let (seq, stats) = write_all_links(state, &dir)?;
     let seconds = started.elapsed().as_secs_f64();
     metrics::histogram!("control_snapshot_build_seconds").record(seconds);
     metrics::gauge!("control_snapshot_size_bytes").set(stats.file_size_bytes as f64);

@@ -253,3 +253,91 @@ fn graceful_upgrade_under_load_fails_no_request() {
     assert_eq!(proxy.get(&format!("/{code}")).status, 302);
     drop(sys.control);
 }
+
+/// A snapshot on disk is opened without reading its blocks, so a damaged
+/// block is found by the lookups that read it and by the check in the
+/// background: those answer 503, never a wrong link or a 404; every other
+/// link is served. Once control is back, a good copy of the same snapshot
+/// is downloaded and installed.
+#[test]
+fn a_damaged_block_answers_503_until_a_good_copy_is_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+        ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+    ];
+    let mut control = start_control(dir.path(), "127.0.0.1:0", &env);
+    // Long targets: a few hundred kilobytes of records, several blocks.
+    let pad = "p".repeat(2000);
+    let links: Vec<(String, String)> = (0..150)
+        .map(|i| {
+            let url = format!("https://example.com/{i}/{pad}");
+            (control.create(link(&url)), url)
+        })
+        .collect();
+    let snapshots = dir.path().join("snapshots");
+    eventually(30, "a snapshot with every link", || {
+        shortline_proxy::snapshots::list(&snapshots)
+            .first()
+            .and_then(|(_, path)| shortline_store::Snapshot::open(path).ok())
+            .is_some_and(|s| s.len() == links.len() as u64)
+    });
+    control.kill();
+    let (_, path) = shortline_proxy::snapshots::list(&snapshots)[0].clone();
+    let good = std::fs::read(&path).unwrap();
+    let header = shortline_store::format::Header::decode(&good).unwrap();
+    assert!(header.block_count() >= 4, "{} blocks", header.block_count());
+    let mut damaged = good.clone();
+    damaged[shortline_store::format::HEADER_SIZE + header.block_size as usize * 3 / 2] ^= 0x01;
+    // A new file, not a write through a link the cache may share.
+    let replace = |bytes: &[u8]| {
+        let aside = path.with_extension("new");
+        std::fs::write(&aside, bytes).unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+    };
+    replace(&damaged);
+    for entry in std::fs::read_dir(dir.path().join("proxy-cache"))
+        .into_iter()
+        .flatten()
+    {
+        let entry = entry.unwrap().path();
+        if entry.extension().is_some_and(|e| e == "snap") {
+            std::fs::remove_file(entry).unwrap();
+        }
+    }
+
+    let proxy = start_proxy(
+        dir.path(),
+        control.addr,
+        &[("SHORTLINE_CATCH_UP_WAIT_MS", "100")],
+    );
+    let mut unavailable = 0;
+    for (code, url) in &links {
+        let answer = proxy.get(&format!("/{code}"));
+        match answer.status {
+            302 => assert_eq!(answer.header("location"), Some(url.as_str())),
+            503 => unavailable += 1,
+            other => panic!("{code}: {other}, never a wrong answer"),
+        }
+    }
+    assert!(
+        unavailable > 0 && unavailable < links.len(),
+        "{unavailable} of {}",
+        links.len()
+    );
+    eventually(30, "the background check to find the damage", || {
+        proxy.metric("proxy_snapshot_damaged") == 1.0
+    });
+    assert!(proxy.metric("proxy_snapshots_rejected_total") >= 1.0);
+
+    replace(&good);
+    let _control = start_control(dir.path(), &control.addr.to_string(), &env);
+    eventually(60, "a good copy installed", || {
+        proxy.metric("proxy_snapshot_damaged") == 0.0
+    });
+    for (code, url) in &links {
+        let answer = proxy.get(&format!("/{code}"));
+        assert_eq!(answer.status, 302, "{code}");
+        assert_eq!(answer.header("location"), Some(url.as_str()));
+    }
+}

@@ -1,14 +1,23 @@
-//! Opens arbitrary bytes as a snapshot and, when they open, looks codes up,
-//! iterates and verifies. Nothing may panic or read out of bounds.
+//! Opens arbitrary bytes as a snapshot, checked whole and checked block by
+//! block as they are read, and when they open looks codes up, iterates and
+//! verifies. Nothing may panic or read out of bounds, and a lookup finds
+//! only the code it asked for.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shortline_store::Snapshot;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(snapshot) = Snapshot::from_bytes(data.to_vec()) else {
-        return;
-    };
+    let opened = [
+        Snapshot::from_bytes(data.to_vec()),
+        Snapshot::from_bytes_lazy(data.to_vec()),
+    ];
+    for snapshot in opened.into_iter().flatten() {
+        exercise(&snapshot);
+    }
+});
+
+fn exercise(snapshot: &Snapshot) {
     for code in [&b"a"[..], b"docs", b"promo-2026", b"Xy_9", b"code1", b""] {
         if let Some(link) = snapshot.get(code) {
             assert_eq!(link.code(), code);
@@ -19,4 +28,5 @@ fuzz_target!(|data: &[u8]| {
         let _ = snapshot.get(link.code());
     }
     let _ = snapshot.verify_records();
-});
+    let _ = snapshot.verify();
+}

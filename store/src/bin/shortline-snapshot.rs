@@ -21,11 +21,13 @@ fn main() -> ExitCode {
     };
     if path.as_os_str() == "--help" || path.as_os_str() == "-h" {
         println!("usage: shortline-snapshot FILE [--verify] [CODE ...]");
-        println!("prints a snapshot's header and counts; --verify decodes every record;");
+        println!(
+            "checks every block and prints a snapshot's header and counts; --verify decodes every record;"
+        );
         println!("each CODE is looked up and printed");
         return ExitCode::SUCCESS;
     }
-    let snapshot = match Snapshot::open(&path) {
+    let snapshot = match Snapshot::open_verified(&path) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());

@@ -1,4 +1,4 @@
-use shortline_store::{Seq, Snapshot, write_snapshot};
+use shortline_store::{Seq, Snapshot, SnapshotWriter, WriteError, encode_snapshot, write_snapshot};
 
 use crate::record;
 
@@ -80,5 +80,73 @@ fn inspect_command_prints_header_and_lookups() {
     assert!(
         !out.status.success(),
         "a missing code makes the command fail"
+    );
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The streaming writer, fed in any order, writes the file the in-memory
+/// encoder builds (all but the per-file seed and time), and it checks whole.
+#[test]
+fn a_streamed_file_holds_what_was_pushed_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.snap");
+    let records: Vec<_> = (0..30_000u64)
+        .map(|i| record(&format!("s{}", i.wrapping_mul(7919) % 30_000), i))
+        .collect();
+    let mut writer = SnapshotWriter::create(&path, Seq(12)).unwrap();
+    for r in records.iter().rev() {
+        writer.push(r).unwrap();
+    }
+    assert_eq!(writer.len(), 30_000);
+    let stats = writer.finish().unwrap();
+    assert_eq!(names_in(dir.path()), vec!["links.snap"]);
+    let snapshot = Snapshot::open_verified(&path).unwrap();
+    assert_eq!(snapshot.sequence(), Seq(12));
+    assert_eq!(snapshot.info().file_size_bytes, stats.file_size_bytes);
+    assert_eq!(
+        stats.file_size_bytes,
+        encode_snapshot(Seq(12), &records).unwrap().len() as u64
+    );
+    for r in &records {
+        assert_eq!(snapshot.get(r.code.as_bytes()), Some(r.view()));
+    }
+    assert_eq!(snapshot.verify_records().unwrap(), 30_000);
+}
+
+#[test]
+fn a_duplicate_or_an_abandoned_write_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.snap");
+    let mut writer = SnapshotWriter::create(&path, Seq(1)).unwrap();
+    for i in 0..100 {
+        writer.push(&record(&format!("d{i}"), i)).unwrap();
+    }
+    writer.push(&record("d42", 1000)).unwrap();
+    let err = writer.finish().unwrap_err();
+    assert!(
+        matches!(&err, WriteError::DuplicateCode(code) if code == "d42"),
+        "{err}"
+    );
+    assert!(
+        names_in(dir.path()).is_empty(),
+        "{:?}",
+        names_in(dir.path())
+    );
+
+    let mut writer = SnapshotWriter::create(&path, Seq(1)).unwrap();
+    writer.push(&record("gone", 1)).unwrap();
+    drop(writer);
+    assert!(
+        names_in(dir.path()).is_empty(),
+        "{:?}",
+        names_in(dir.path())
     );
 }

@@ -2,6 +2,7 @@
 //! against a `HashMap` model, corruption, concurrency and allocation counting.
 
 mod alloc;
+mod blocks;
 mod concurrency;
 mod corruption;
 mod files;
