@@ -56,6 +56,14 @@ pub const WAL_THROUGH: &[u8] = b"clicks_wal_through";
 pub const STORE_LOG_THROUGH: &[u8] = b"store_log_through";
 /// Counter of open abuse reports.
 pub const OPEN_REPORTS: &[u8] = b"reports/open";
+/// Prefix of a blocklist entry's sweep state, followed by its domain.
+pub const SWEEP_PREFIX: &[u8] = b"blocklist_sweep/";
+
+/// The key of the sweep state of the blocklist entry for `domain`.
+#[must_use]
+pub fn sweep(domain: &str) -> Vec<u8> {
+    [SWEEP_PREFIX, domain.as_bytes()].concat()
+}
 
 /// Seconds in a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]

@@ -15,7 +15,7 @@ use super::problem::{ApiError, AppResult, Problem};
 use crate::domain::blocklist::{self, BlockEntry};
 use crate::domain::reports::{self, Action, Category, Filter, Report, ReportState};
 use crate::state::Unauthenticated;
-use crate::tasks::abuse::sweep_domain;
+use crate::tasks::abuse::run_sweep;
 
 /// Longest report comment, in characters.
 const COMMENT_CHARS_MAX: usize = 2000;
@@ -82,18 +82,89 @@ pub(super) async fn list_blocklist(
 }
 
 #[utoipa::path(get, path = "/api/v1/blocklist/{domain}", security(("bearer" = [])), params(("domain" = String, Path)),
-    responses((status = 200, body = BlockEntry), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = BlockView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn get_block(
     State(state): Shared,
     Auth(principal): Auth,
     ApiPath(domain): ApiPath<String>,
-) -> AppResult<Json<BlockEntry>> {
+) -> AppResult<Json<BlockView>> {
     require_admin(&principal)?;
     let domain = blocklist::normalise(&domain)?;
-    read(&state, move |txn| blocklist::get(txn, &domain))
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    let (entry, sweep) = read(&state, move |txn| {
+        Ok((
+            blocklist::get(txn, &domain)?,
+            blocklist::sweep(txn, &domain)?,
+        ))
+    })
+    .await?;
+    let entry = entry.ok_or(ApiError::NotFound)?;
+    Ok(Json(BlockView {
+        entry,
+        sweep: sweep.filter(|s| s.block).map(SweepOut::from),
+    }))
+}
+
+/// How long a PUT or DELETE waits for its sweep before answering with how
+/// far it got; the sweep goes on in the background, and after a crash it
+/// resumes where it stopped.
+const SWEEP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the sweep of `domain` in the background and waits for it up to
+/// [`SWEEP_WAIT`]. Returns it as it stands then.
+async fn sweep_a_moment(
+    state: &std::sync::Arc<crate::state::AppState>,
+    domain: &str,
+) -> AppResult<Option<blocklist::Sweep>> {
+    let task = tokio::spawn({
+        let state = std::sync::Arc::clone(state);
+        let domain = domain.to_owned();
+        async move { run_sweep(&state, &domain).await }
+    });
+    if let Ok(finished) = tokio::time::timeout(SWEEP_WAIT, task).await {
+        return Ok(finished??);
+    }
+    let domain = domain.to_owned();
+    read(state, move |txn| blocklist::sweep(txn, &domain)).await
+}
+
+/// Where an entry's sweep over the links it covers stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SweepOut {
+    /// `running` while pages remain (it goes on in the background), then
+    /// `done`.
+    pub state: SweepState,
+    /// Links flagged so far.
+    pub links_flagged: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepState {
+    Running,
+    Done,
+}
+
+impl From<blocklist::Sweep> for SweepOut {
+    fn from(sweep: blocklist::Sweep) -> Self {
+        Self {
+            state: if sweep.done {
+                SweepState::Done
+            } else {
+                SweepState::Running
+            },
+            links_flagged: sweep.changed,
+        }
+    }
+}
+
+/// A blocklist entry and how its sweep stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BlockView {
+    #[serde(flatten)]
+    pub entry: BlockEntry,
+    /// Absent for entries added before sweeps were recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepOut>,
 }
 
 /// A blocklist entry request; the body may be empty.
@@ -109,8 +180,10 @@ pub struct PutBlock {
 pub struct BlockOut {
     #[serde(flatten)]
     pub entry: BlockEntry,
-    /// Existing links to the domain or its subdomains flagged now.
+    /// Existing links to the domain or its subdomains flagged so far (all
+    /// of them once `sweep.state` is `done`).
     pub links_flagged: u64,
+    pub sweep: SweepOut,
 }
 
 #[utoipa::path(put, path = "/api/v1/blocklist/{domain}", security(("bearer" = [])), params(("domain" = String, Path)),
@@ -152,7 +225,13 @@ pub(super) async fn put_block(
         .committer
         .write(move |txn| blocklist::put(txn, &entry))
         .await?;
-    let links_flagged = sweep_domain(&state, &domain, true).await?;
+    let sweep = sweep_a_moment(&state, &domain).await?.map_or(
+        SweepOut {
+            state: SweepState::Done,
+            links_flagged: 0,
+        },
+        SweepOut::from,
+    );
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -162,7 +241,8 @@ pub(super) async fn put_block(
         status,
         Json(BlockOut {
             entry,
-            links_flagged,
+            links_flagged: sweep.links_flagged,
+            sweep,
         }),
     )
         .into_response())
@@ -188,7 +268,7 @@ pub(super) async fn delete_block(
     if !existed {
         return Err(ApiError::NotFound);
     }
-    sweep_domain(&state, &domain, false).await?;
+    sweep_a_moment(&state, &domain).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

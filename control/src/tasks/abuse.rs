@@ -44,39 +44,64 @@ pub fn index_hosts_once(backend: &dyn crate::db::Backend) -> StoreResult<()> {
     Ok(())
 }
 
-/// Runs an entry's sweep to the end: flags (or, after removal, unflags)
-/// every link under `domain`. Returns the links changed.
-pub async fn sweep_domain(
+/// Runs the stored sweep of the entry for `domain` to its end, a page per
+/// transaction, from wherever it stands. Returns it as it ended (`None`
+/// when none was ever started).
+pub async fn run_sweep(
     state: &Arc<AppState>,
     domain: &str,
-    block: bool,
-) -> Result<u64, CommitError> {
-    let mut after: Option<Vec<u8>> = None;
-    let mut changed = 0;
-    loop {
+) -> Result<Option<blocklist::Sweep>, CommitError> {
+    let mut before = {
         let domain = domain.to_owned();
-        let from = after.clone();
+        let backend = Arc::clone(&state.backend);
+        tokio::task::spawn_blocking(move || backend.read(|txn| blocklist::sweep(txn, &domain)))
+            .await
+            .map_err(|_| CommitError::Stopped)??
+            .map_or(0, |s| s.changed)
+    };
+    loop {
+        let page_domain = domain.to_owned();
         let now = now_unix();
-        let swept = state
+        let sweep = state
             .committer
-            .write(move |txn| {
-                if block {
-                    blocklist::flag_page(txn, &domain, from.as_deref(), now)
-                } else {
-                    blocklist::unflag_page(txn, &domain, from.as_deref(), now)
-                }
-            })
+            .write(move |txn| blocklist::sweep_page(txn, &page_domain, now))
             .await?;
-        changed += swept.changed;
-        match swept.next {
-            Some(next) => after = Some(next),
-            None => break,
+        let Some(sweep) = sweep else {
+            return Ok(None);
+        };
+        let what = if sweep.block { "flagged" } else { "unflagged" };
+        metrics::counter!("control_blocklist_links_total", "change" => what)
+            .increment(sweep.changed.saturating_sub(before));
+        before = sweep.changed;
+        if sweep.done {
+            tracing::info!(%domain, changed = sweep.changed, what, "blocklist sweep done");
+            return Ok(Some(sweep));
         }
     }
-    let what = if block { "flagged" } else { "unflagged" };
-    metrics::counter!("control_blocklist_links_total", "change" => what).increment(changed);
-    tracing::info!(%domain, changed, what, "blocklist sweep done");
-    Ok(changed)
+}
+
+/// Finishes the sweeps a crash cut short, one after another. Runs once at
+/// start-up; a sweep that fails is logged and left for the next start.
+pub async fn resume_sweeps(state: Arc<AppState>) {
+    let backend = Arc::clone(&state.backend);
+    let pending = tokio::task::spawn_blocking(move || {
+        backend.read(|txn| blocklist::pending_sweeps(txn, usize::MAX))
+    })
+    .await;
+    let pending = match pending {
+        Ok(Ok(pending)) => pending,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot list unfinished blocklist sweeps");
+            return;
+        }
+        Err(_) => return,
+    };
+    for domain in pending {
+        tracing::info!(%domain, "resuming a blocklist sweep cut short");
+        if let Err(e) = run_sweep(&state, &domain).await {
+            tracing::warn!(%domain, error = %e, "blocklist sweep failed; it resumes at the next start");
+        }
+    }
 }
 
 /// Re-checks every stored link against the threat list in force: flags the

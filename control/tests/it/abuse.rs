@@ -70,7 +70,15 @@ fn blocklist_refuses_and_flags_retroactively() {
     assert_eq!(put.status, 201, "{put:?}");
     assert_eq!(put.body["domain"], "evil.example");
     assert_eq!(put.body["reason"], "phishing kit");
-    assert_eq!(put.body["links_flagged"], 3, "apex, deep and alice's");
+    let swept = |control: &Control| {
+        let mut entry = Value::Null;
+        wait_for(60, "the sweep", || {
+            entry = control.get("/api/v1/blocklist/evil.example").body;
+            entry["sweep"]["state"] == "done"
+        });
+        entry["sweep"]["links_flagged"].clone()
+    };
+    assert_eq!(swept(&control), 3, "apex, deep and alice's");
     // A disabled link is not redirected, so it stays as it is...
     assert_eq!(link_status(&control, &disabled), ("disabled".into(), None));
     // ...and cannot be activated while its domain is blocked.
@@ -100,7 +108,7 @@ fn blocklist_refuses_and_flags_retroactively() {
         None,
     );
     assert_eq!(again.status, 200);
-    assert_eq!(again.body["links_flagged"], 0);
+    assert_eq!(swept(&control), 0);
     assert_eq!(again.body["reason"], Value::Null);
 
     // New links and updates to the domain are refused.
@@ -167,7 +175,10 @@ fn blocklist_refuses_and_flags_retroactively() {
         None,
     );
     assert_eq!(removed.status, 204);
-    assert_eq!(link_status(&control, &apex), ("active".into(), None));
+    // The flags are lifted in the background, within about a second here.
+    wait_for(60, "the flags lifted", || {
+        link_status(&control, &apex) == ("active".into(), None)
+    });
     assert_eq!(link_status(&control, &alices), ("active".into(), None));
     assert_eq!(link_status(&control, &disabled), ("disabled".into(), None));
     assert_eq!(
@@ -593,4 +604,84 @@ fn rate_limits_are_per_role() {
             201
         );
     }
+}
+
+/// A blocklist entry over many links answers within about a second with how
+/// far its sweep got, and the sweep goes on in the background; killed
+/// mid-sweep, control resumes it at start-up from where it stopped, and
+/// every covered link ends flagged, counted once.
+#[test]
+fn a_long_blocklist_sweep_runs_in_the_background_and_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut control = crate::start_in(dir.path(), &[]);
+    let total = 6_000;
+    let mut codes = Vec::new();
+    for batch in 0..total / 1000 {
+        let links: Vec<Value> = (0..1000)
+            .map(|i| json!({"url": format!("https://h{}.spam.example/{batch}/{i}", i % 7)}))
+            .collect();
+        let answer = control.post("/api/v1/links/batch", json!({ "links": links }));
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(
+            answer.body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == 201)
+        );
+        codes.extend(
+            answer.body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| code_of(&r["link"])),
+        );
+    }
+    // Every 97th link, spread over the host index's pages.
+    let sample: Vec<&String> = codes.iter().step_by(97).collect();
+    let spared = code_of(&control.create(json!({"url": "https://spam.example.org/"})));
+    let put = control.request(
+        "PUT",
+        "/api/v1/blocklist/spam.example",
+        Some(&control.token),
+        None,
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    let state = put.body["sweep"]["state"].as_str().unwrap().to_owned();
+    assert!(state == "running" || state == "done", "{put:?}");
+    assert_eq!(
+        put.body["links_flagged"],
+        put.body["sweep"]["links_flagged"]
+    );
+    // Killed at once: whatever pages were not committed are left to the
+    // restart.
+    control.kill();
+    let control = crate::start_in(dir.path(), &[]);
+    wait_for(120, "the sweep to finish", || {
+        control.get("/api/v1/blocklist/spam.example").body["sweep"]["state"] == "done"
+    });
+    let entry = control.get("/api/v1/blocklist/spam.example");
+    assert_eq!(entry.body["sweep"]["links_flagged"], total, "{entry:?}");
+    for code in &sample {
+        assert_eq!(
+            link_status(&control, code),
+            ("flagged".into(), Some("blocklist:spam.example".into())),
+            "{code}"
+        );
+    }
+    assert_eq!(link_status(&control, &spared).0, "active");
+
+    // Removing it lifts every flag, in the background too.
+    let removed = control.request(
+        "DELETE",
+        "/api/v1/blocklist/spam.example",
+        Some(&control.token),
+        None,
+    );
+    assert_eq!(removed.status, 204);
+    wait_for(120, "every flag lifted", || {
+        sample
+            .iter()
+            .all(|code| link_status(&control, code).0 == "active")
+    });
 }

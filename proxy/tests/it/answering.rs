@@ -106,7 +106,13 @@ fn unknown_gone_flagged_and_preview() {
         Some(json!({"reason": "drive-by downloads"})),
     );
     assert_eq!(status, 201, "{answer}");
-    assert_eq!(answer["links_flagged"], 1);
+    // The sweep answers within about a second and goes on in the background.
+    crate::eventually(30, "the sweep to flag the one link", || {
+        let (_, entry) = sys
+            .control
+            .request("GET", "/api/v1/blocklist/malware.example", None);
+        entry["sweep"]["state"] == "done" && entry["sweep"]["links_flagged"] == 1
+    });
     crate::eventually(10, "the blocked link to show the warning", || {
         let page = sys.proxy.get(&format!("/{blocked}"));
         page.status == 200 && page.body.contains("flagged") && page.header("location").is_none()
