@@ -56,6 +56,8 @@ pub const WAL_THROUGH: &[u8] = b"clicks_wal_through";
 pub const STORE_LOG_THROUGH: &[u8] = b"store_log_through";
 /// Counter of open abuse reports.
 pub const OPEN_REPORTS: &[u8] = b"reports/open";
+/// How far the re-check of every link against the threat list got.
+pub const THREAT_RECHECK: &[u8] = b"threat_recheck";
 /// Prefix of a blocklist entry's sweep state, followed by its domain.
 pub const SWEEP_PREFIX: &[u8] = b"blocklist_sweep/";
 

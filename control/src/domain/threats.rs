@@ -20,6 +20,50 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+use crate::db::{ReadTxn, Space, StoreError, StoreResult, Txn, keys};
+
+/// How far the re-check of every stored link against one threat list got,
+/// stored with each page so a restart resumes it, and skips it when the list
+/// it finished against is still the one in force.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recheck {
+    /// [`ThreatList::digest`] of the list checked against.
+    pub digest: u64,
+    /// The last code checked; `None` at the start.
+    pub after: Option<String>,
+    pub done: bool,
+    pub flagged: u64,
+    pub unflagged: u64,
+}
+
+impl Recheck {
+    /// A re-check against `list`, from the first link.
+    #[must_use]
+    pub fn start(list: &ThreatList) -> Self {
+        Self {
+            digest: list.digest(),
+            after: None,
+            done: false,
+            flagged: 0,
+            unflagged: 0,
+        }
+    }
+
+    /// The stored re-check, if any.
+    pub fn stored(txn: &dyn ReadTxn) -> StoreResult<Option<Self>> {
+        txn.get(Space::Meta, keys::THREAT_RECHECK)?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("threat re-check: {e}")))
+            })
+            .transpose()
+    }
+
+    pub fn store(&self, txn: &mut dyn Txn) -> StoreResult<()> {
+        let bytes = serde_json::to_vec(self).expect("a re-check always serialises");
+        txn.set(Space::Meta, keys::THREAT_RECHECK, &bytes)
+    }
+}
 
 /// The flag reason of links the threat list matches.
 pub const FLAG_REASON: crate::model::FlagReason = crate::model::FlagReason::ThreatList;
@@ -29,6 +73,7 @@ pub const FLAG_REASON: crate::model::FlagReason = crate::model::FlagReason::Thre
 pub struct ThreatList {
     by_length: HashMap<usize, HashSet<Vec<u8>>>,
     count: usize,
+    digest: u64,
 }
 
 impl ThreatList {
@@ -50,8 +95,10 @@ impl ThreatList {
                     bytes.len()
                 );
             }
+            let digest = xxhash_rust::xxh3::xxh3_64(&bytes);
             if list.by_length.entry(bytes.len()).or_default().insert(bytes) {
                 list.count += 1;
+                list.digest = list.digest.wrapping_add(digest);
             }
         }
         Ok(list)
@@ -61,6 +108,14 @@ impl ThreatList {
     #[must_use]
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    /// A digest of the set of prefixes (not of the file: order, comments
+    /// and duplicates do not change it), so a re-check over every link can
+    /// tell the list it checked against from a new one.
+    #[must_use]
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     #[must_use]

@@ -106,17 +106,38 @@ pub async fn resume_sweeps(state: Arc<AppState>) {
 
 /// Re-checks every stored link against the threat list in force: flags the
 /// links it matches, lifts the threat-list flags of links it no longer
-/// matches. Returns (flagged, unflagged).
+/// matches, a page per transaction with how far it got. A re-check cut short
+/// resumes from its last page; one that finished against the same list is
+/// not run again (links written since were checked as they were written).
+/// Returns (flagged, unflagged) over the whole re-check.
 pub async fn recheck_threats(state: &Arc<AppState>) -> anyhow::Result<(u64, u64)> {
     let list = state.threats.current();
-    let mut after: Vec<u8> = Vec::new();
-    let (mut flagged, mut unflagged) = (0, 0);
+    let backend = Arc::clone(&state.backend);
+    let stored =
+        tokio::task::spawn_blocking(move || backend.read(|txn| threats::Recheck::stored(txn)))
+            .await??;
+    let mut progress = match stored {
+        Some(stored) if stored.digest == list.digest() => stored,
+        _ => threats::Recheck::start(&list),
+    };
+    if progress.done {
+        metrics::counter!("control_threat_list_rechecks_total", "outcome" => "unchanged")
+            .increment(1);
+        tracing::info!(
+            prefixes = list.len(),
+            "stored links were re-checked against this threat list before"
+        );
+        return Ok((progress.flagged, progress.unflagged));
+    }
+    if progress.after.is_some() {
+        tracing::info!(after = ?progress.after, "resuming the threat list re-check");
+    }
     loop {
         let backend = Arc::clone(&state.backend);
-        let from = after.clone();
+        let from = progress.after.clone();
         let page: Vec<LinkDoc> = tokio::task::spawn_blocking(move || {
             backend.read(|txn| {
-                let mut start = from.clone();
+                let mut start = from.clone().map(String::into_bytes).unwrap_or_default();
                 if !start.is_empty() {
                     start.push(0);
                 }
@@ -127,7 +148,6 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> anyhow::Result<(u64, u64)
             })
         })
         .await??;
-        let full = page.len() == WALK_PAGE;
         let changes: Vec<Code> = page
             .iter()
             .filter(|link| {
@@ -138,47 +158,51 @@ pub async fn recheck_threats(state: &Arc<AppState>) -> anyhow::Result<(u64, u64)
             })
             .map(|link| link.code.clone())
             .collect();
+        let mut next = progress.clone();
+        next.done = page.len() < WALK_PAGE;
         if let Some(last) = page.last() {
-            after = last.code.as_bytes().to_vec();
+            next.after = Some(last.code.as_str().to_owned());
         }
-        if !changes.is_empty() {
-            let list = Arc::clone(&list);
-            let now = now_unix();
-            let (f, u) = state
-                .committer
-                .write(move |txn| {
-                    let (mut f, mut u) = (0u64, 0u64);
-                    for code in &changes {
-                        // Decide again on the link as it is now.
-                        let Some(link) = links::get(&*txn, code)? else {
-                            continue;
-                        };
-                        if list.matching(&link.url).is_some() {
-                            f += u64::from(links::flag(txn, code, &threats::FLAG_REASON, now)?);
-                        } else {
-                            u += u64::from(links::unflag(txn, code, &threats::FLAG_REASON, now)?);
-                        }
+        let list = Arc::clone(&list);
+        let now = now_unix();
+        let before = (progress.flagged, progress.unflagged);
+        progress = state
+            .committer
+            .write(move |txn| {
+                let mut next = next.clone();
+                for code in &changes {
+                    // Decide again on the link as it is now.
+                    let Some(link) = links::get(&*txn, code)? else {
+                        continue;
+                    };
+                    if list.matching(&link.url).is_some() {
+                        next.flagged +=
+                            u64::from(links::flag(txn, code, &threats::FLAG_REASON, now)?);
+                    } else {
+                        next.unflagged +=
+                            u64::from(links::unflag(txn, code, &threats::FLAG_REASON, now)?);
                     }
-                    Ok((f, u))
-                })
-                .await?;
-            flagged += f;
-            unflagged += u;
-        }
-        if !full {
+                }
+                next.store(txn)?;
+                Ok(next)
+            })
+            .await?;
+        metrics::counter!("control_threat_list_links_total", "change" => "flagged")
+            .increment(progress.flagged - before.0);
+        metrics::counter!("control_threat_list_links_total", "change" => "unflagged")
+            .increment(progress.unflagged - before.1);
+        if progress.done {
             break;
         }
     }
-    metrics::counter!("control_threat_list_links_total", "change" => "flagged").increment(flagged);
-    metrics::counter!("control_threat_list_links_total", "change" => "unflagged")
-        .increment(unflagged);
+    metrics::counter!("control_threat_list_rechecks_total", "outcome" => "finished").increment(1);
     tracing::info!(
-        flagged,
-        unflagged,
+        flagged = progress.flagged,
+        unflagged = progress.unflagged,
         prefixes = list.len(),
         "stored links re-checked against the threat list"
     );
-    Ok((flagged, unflagged))
+    Ok((progress.flagged, progress.unflagged))
 }
 
 /// Watches the threat list file: on start and after every change, stored

@@ -685,3 +685,44 @@ fn a_long_blocklist_sweep_runs_in_the_background_and_survives_sigkill() {
             .all(|code| link_status(&control, code).0 == "active")
     });
 }
+
+/// The re-check of every link runs once per list: a restart with the same
+/// list (written in another order, with a comment) does not run it again,
+/// and a changed list does.
+#[test]
+fn the_threat_recheck_runs_once_per_list_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let list = dir.path().join("threats.txt");
+    let a = hash_line("a.example/", 4);
+    let b = hash_line("b.example/", 4);
+    std::fs::write(&list, format!("{a}\n{b}\n")).unwrap();
+    let list_text = list.to_str().unwrap().to_owned();
+    let env = [("SHORTLINE_THREAT_LIST", list_text.as_str())];
+    let rechecks = |control: &Control, outcome: &str| {
+        control.metric(&format!(
+            "control_threat_list_rechecks_total{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    let mut control = crate::start_in(&data, &env);
+    let kept = code_of(&control.create(json!({"url": "https://c.example/"})));
+    wait_for(60, "the first re-check", || {
+        rechecks(&control, "finished") == 1.0
+    });
+    control.kill();
+
+    std::fs::write(&list, format!("# same set\n{b}\n{a}\n{a}\n")).unwrap();
+    let mut control = crate::start_in(&data, &env);
+    wait_for(60, "the re-check to be skipped", || {
+        rechecks(&control, "unchanged") == 1.0
+    });
+    assert_eq!(rechecks(&control, "finished"), 0.0);
+    control.kill();
+
+    std::fs::write(&list, format!("{a}\n{}\n", hash_line("c.example/", 4))).unwrap();
+    let control = crate::start_in(&data, &env);
+    wait_for(60, "a re-check against the new list", || {
+        rechecks(&control, "finished") == 1.0
+    });
+    assert_eq!(link_status(&control, &kept).0, "flagged");
+}
