@@ -2,5 +2,6 @@
 //! background tasks, serving until a signal ([`server`]), and `up`, which
 //! runs the control plane and a proxy together ([`up`]).
 
+pub mod import;
 pub mod server;
 pub mod up;

@@ -271,7 +271,12 @@ fn expiry(expires_at: Option<&str>, ttl_seconds: Option<u64>, now: i64) -> AppRe
     }
 }
 
-fn plan_create(state: &AppState, owner: &str, body: CreateLink, now: i64) -> AppResult<NewLink> {
+pub(crate) fn plan_create(
+    state: &AppState,
+    owner: &str,
+    body: CreateLink,
+    now: i64,
+) -> AppResult<NewLink> {
     let url = check_target(state, &body.url)?;
     let code = match (body.alias, body.strategy) {
         (Some(_), Some(_)) => {

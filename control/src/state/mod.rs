@@ -250,7 +250,7 @@ impl AppState {
 }
 
 /// Reads a 32-byte secret, creating it (mode 0600) on first start.
-fn load_or_create_secret(path: &Path) -> Result<[u8; 32]> {
+pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32]> {
     match std::fs::read(path) {
         Ok(bytes) => bytes.try_into().map_err(|_| {
             anyhow::anyhow!(

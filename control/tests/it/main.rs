@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod durability;
 mod edges;
+mod import;
 mod layers;
 mod limits;
 mod matrix;
