@@ -62,6 +62,36 @@ pub(super) async fn snapshot_file(
         Some(dir.join(snapshot_file_name(Seq(seq))))
     };
     let path = path.ok_or(ApiError::NotFound)?;
+    // A proxy installs what it downloads in place of what it serves; a
+    // damaged file is moved aside (so the builder writes a new one at its
+    // next tick and announces it) rather than sent.
+    let checking = path.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || shortline_store::Snapshot::open_verified(&checking))
+            .await?;
+    match checked {
+        Ok(_) => {}
+        Err(shortline_store::OpenError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(ApiError::NotFound);
+        }
+        Err(e) => {
+            let mut aside = path.clone().into_os_string();
+            aside.push(".damaged");
+            let moved = std::fs::rename(&path, &aside);
+            metrics::counter!("control_snapshots_damaged_total").increment(1);
+            tracing::error!(
+                path = %path.display(),
+                error = %e,
+                moved_aside = moved.is_ok(),
+                "a snapshot file is damaged; it is not sent, and a new one is built"
+            );
+            return Err(ApiError::Unavailable(
+                "that snapshot file is damaged; a new one is being built".into(),
+            ));
+        }
+    }
     let bytes = match tokio::fs::read(&path).await {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound),

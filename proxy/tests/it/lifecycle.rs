@@ -341,3 +341,65 @@ fn a_damaged_block_answers_503_until_a_good_copy_is_fetched() {
         assert_eq!(answer.header("location"), Some(url.as_str()));
     }
 }
+
+/// When control's own copy of its newest snapshot is the damaged one, it
+/// refuses to send it, moves it aside and builds it again; the proxy that
+/// found the damage installs the new copy.
+#[test]
+fn a_damaged_snapshot_at_control_is_built_again_for_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+        ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+    ];
+    let mut control = start_control(dir.path(), "127.0.0.1:0", &env);
+    let pad = "q".repeat(2000);
+    let links: Vec<(String, String)> = (0..150)
+        .map(|i| {
+            let url = format!("https://example.com/{i}/{pad}");
+            (control.create(link(&url)), url)
+        })
+        .collect();
+    let snapshots = dir.path().join("snapshots");
+    eventually(30, "a snapshot with every link", || {
+        shortline_proxy::snapshots::list(&snapshots)
+            .first()
+            .and_then(|(_, path)| shortline_store::Snapshot::open(path).ok())
+            .is_some_and(|s| s.len() == links.len() as u64)
+    });
+    control.kill();
+    let (_, path) = shortline_proxy::snapshots::list(&snapshots)[0].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header = shortline_store::format::Header::decode(&bytes).unwrap();
+    bytes[shortline_store::format::HEADER_SIZE + header.block_size as usize * 2 + 99] ^= 0x10;
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, &bytes).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    for entry in std::fs::read_dir(dir.path().join("proxy-cache"))
+        .into_iter()
+        .flatten()
+    {
+        let entry = entry.unwrap().path();
+        if entry.extension().is_some_and(|e| e == "snap") {
+            std::fs::remove_file(entry).unwrap();
+        }
+    }
+
+    let _control = start_control(dir.path(), &control.addr.to_string(), &env);
+    let proxy = start_proxy(dir.path(), control.addr, &[]);
+    eventually(60, "a good copy installed", || {
+        proxy.metric("proxy_snapshots_rejected_total") >= 1.0
+            && proxy.metric("proxy_snapshot_damaged") == 0.0
+    });
+    for (code, url) in &links {
+        let answer = proxy.get(&format!("/{code}"));
+        assert_eq!(answer.status, 302, "{code}");
+        assert_eq!(answer.header("location"), Some(url.as_str()));
+    }
+    let moved: Vec<_> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".damaged"))
+        .collect();
+    assert_eq!(moved.len(), 1, "control moved its damaged file aside");
+}
