@@ -114,10 +114,7 @@ impl SnapshotWriter {
         let sink = FileSink {
             path: path.to_path_buf(),
             tmp: tmp.clone(),
-            // Large writes let the page cache hold the file in large folios;
-            // lookups in a freshly written 10M-link file ran at 4.2 to 4.3
-            // million a second after 32 MiB writes against 3.2 after 1 MiB
-            // writes (`bench-table --links 10000000`, two runs each).
+            // Few, large writes for a file of gigabytes.
             out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             map: None,
         };

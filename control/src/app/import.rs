@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use shortline_store::LinkId;
 
 use crate::config::Config;
 use crate::db::{Space, StoreResult};
@@ -196,10 +195,6 @@ pub async fn run(
 ) -> Result<Summary> {
     let batch = options.batch.unwrap_or_else(|| default_batch(&config));
     anyhow::ensure!(batch >= 1, "--batch is at least 1");
-    let options = &Options {
-        batch: Some(batch),
-        ..options.clone()
-    };
     let key = progress_key(&options.file)?;
     super::server::prepare_data_dir(&config.data_dir)?;
     let backend = super::server::open_backend(&config).context(
@@ -231,7 +226,15 @@ pub async fn run(
     let mut rows = reader.records();
     let mut in_flight: Option<InFlight> = None;
     loop {
-        let planned = plan_batch(&state, &columns, options, done, &mut rows, &mut summary)?;
+        let planned = plan_batch(
+            &state,
+            &columns,
+            options,
+            batch,
+            done,
+            &mut rows,
+            &mut summary,
+        )?;
         if let Some((refused, writing)) = in_flight.take() {
             account(refused, writing.await??, &mut summary, report)?;
             line(progress, &summary, started)?;
@@ -271,11 +274,11 @@ fn plan_batch(
     state: &AppState,
     columns: &Columns,
     options: &Options,
+    batch: usize,
     done: u64,
     rows: &mut csv::StringRecordsIter<'_, std::fs::File>,
     summary: &mut Summary,
 ) -> Result<Option<Planned>> {
-    let batch = options.batch.unwrap_or(1);
     let mut planned = Planned {
         plans: Vec::with_capacity(batch),
         refused: Vec::new(),
@@ -315,20 +318,8 @@ async fn write_batch(
     (plans, last_row): (Vec<(u64, NewLink)>, u64),
     key: Vec<u8>,
 ) -> Result<Written> {
-    let ids = state.take_ids(plans.len()).await?;
-    let plans: Vec<(u64, NewLink)> = plans
-        .into_iter()
-        .zip(ids)
-        .map(|((row, plan), id)| {
-            (
-                row,
-                NewLink {
-                    id: LinkId(id),
-                    ..plan
-                },
-            )
-        })
-        .collect();
+    let (rows, plans): (Vec<u64>, Vec<NewLink>) = plans.into_iter().unzip();
+    let plans: Vec<(u64, NewLink)> = rows.into_iter().zip(state.number(plans).await?).collect();
     let permutation = state.permutation.clone();
     let written = state
         .committer

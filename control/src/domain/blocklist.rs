@@ -143,13 +143,14 @@ pub fn pending_sweeps(txn: &dyn ReadTxn, limit: usize) -> StoreResult<Vec<String
 
 /// Sweeps one page for the entry for `domain` from where its stored sweep
 /// stands, and stores how far it got. Returns the sweep as it now stands
-/// (`None` when none was started); a finished one is returned unchanged.
-pub fn sweep_page(txn: &mut dyn Txn, domain: &str, now: i64) -> StoreResult<Option<Sweep>> {
+/// and the links this page changed (`None` when none was started); a
+/// finished one is returned unchanged.
+pub fn sweep_page(txn: &mut dyn Txn, domain: &str, now: i64) -> StoreResult<Option<(Sweep, u64)>> {
     let Some(mut sweep) = sweep(&*txn, domain)? else {
         return Ok(None);
     };
     if sweep.done {
-        return Ok(Some(sweep));
+        return Ok(Some((sweep, 0)));
     }
     let swept = if sweep.block {
         flag_page(txn, domain, sweep.after.as_deref(), now)?
@@ -160,7 +161,7 @@ pub fn sweep_page(txn: &mut dyn Txn, domain: &str, now: i64) -> StoreResult<Opti
     sweep.done = swept.next.is_none();
     sweep.after = swept.next;
     txn.set(Space::Meta, &keys::sweep(domain), &sweep.encode())?;
-    Ok(Some(sweep))
+    Ok(Some((sweep, swept.changed)))
 }
 
 /// Adds an entry, or replaces the reason of an existing one (which keeps
@@ -346,7 +347,7 @@ mod tests {
                 created_by_key_id: None,
             };
             write(&*backend, |txn| put(txn, &entry));
-            let first = write(&*backend, |txn| sweep_page(txn, "bad.example", 2_000)).unwrap();
+            let (first, _) = write(&*backend, |txn| sweep_page(txn, "bad.example", 2_000)).unwrap();
             assert_eq!(first.changed, SWEEP_PAGE as u64);
             assert!(!first.done);
         }
@@ -355,7 +356,7 @@ mod tests {
         assert_eq!(pending, vec!["bad.example".to_owned()]);
         let mut pages = 1;
         let last = loop {
-            let sweep = write(&*backend, |txn| sweep_page(txn, "bad.example", 2_000)).unwrap();
+            let (sweep, _) = write(&*backend, |txn| sweep_page(txn, "bad.example", 2_000)).unwrap();
             pages += 1;
             if sweep.done {
                 break sweep;
@@ -382,7 +383,7 @@ mod tests {
                 .is_empty()
         );
         // A finished sweep stays as it is.
-        let again = write(&*backend, |txn| sweep_page(txn, "bad.example", 3_000)).unwrap();
+        let (again, _) = write(&*backend, |txn| sweep_page(txn, "bad.example", 3_000)).unwrap();
         assert_eq!(again, last);
     }
 

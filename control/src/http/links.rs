@@ -323,15 +323,7 @@ async fn create_many(
     state: &Arc<AppState>,
     plans: Vec<NewLink>,
 ) -> AppResult<Vec<AppResult<links::Created>>> {
-    let ids = state.take_ids(plans.len()).await?;
-    let plans: Vec<NewLink> = plans
-        .into_iter()
-        .zip(ids)
-        .map(|(p, id)| NewLink {
-            id: LinkId(id),
-            ..p
-        })
-        .collect();
+    let plans = state.number(plans).await?;
     let permutation = state.permutation.clone();
     let results = state
         .committer

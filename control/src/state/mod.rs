@@ -215,6 +215,22 @@ impl AppState {
         Ok(ids)
     }
 
+    /// Gives each planned link an id of its own (see [`AppState::take_ids`]).
+    pub async fn number(
+        &self,
+        plans: Vec<crate::domain::links::NewLink>,
+    ) -> Result<Vec<crate::domain::links::NewLink>, CommitError> {
+        let ids = self.take_ids(plans.len()).await?;
+        Ok(plans
+            .into_iter()
+            .zip(ids)
+            .map(|(plan, id)| crate::domain::links::NewLink {
+                id: shortline_store::LinkId(id),
+                ..plan
+            })
+            .collect())
+    }
+
     /// Charges one write to the caller's key (at its role's rate) and address.
     pub fn limit_write(&self, principal: &Principal, client: IpAddr) -> Result<(), RateLimited> {
         let (limiter, kind) = match principal.role {

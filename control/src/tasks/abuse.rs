@@ -51,14 +51,6 @@ pub async fn run_sweep(
     state: &Arc<AppState>,
     domain: &str,
 ) -> Result<Option<blocklist::Sweep>, CommitError> {
-    let mut before = {
-        let domain = domain.to_owned();
-        let backend = Arc::clone(&state.backend);
-        tokio::task::spawn_blocking(move || backend.read(|txn| blocklist::sweep(txn, &domain)))
-            .await
-            .map_err(|_| CommitError::Stopped)??
-            .map_or(0, |s| s.changed)
-    };
     loop {
         let page_domain = domain.to_owned();
         let now = now_unix();
@@ -66,13 +58,11 @@ pub async fn run_sweep(
             .committer
             .write(move |txn| blocklist::sweep_page(txn, &page_domain, now))
             .await?;
-        let Some(sweep) = sweep else {
+        let Some((sweep, changed)) = sweep else {
             return Ok(None);
         };
         let what = if sweep.block { "flagged" } else { "unflagged" };
-        metrics::counter!("control_blocklist_links_total", "change" => what)
-            .increment(sweep.changed.saturating_sub(before));
-        before = sweep.changed;
+        metrics::counter!("control_blocklist_links_total", "change" => what).increment(changed);
         if sweep.done {
             tracing::info!(%domain, changed = sweep.changed, what, "blocklist sweep done");
             return Ok(Some(sweep));

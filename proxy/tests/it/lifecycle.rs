@@ -254,6 +254,88 @@ fn graceful_upgrade_under_load_fails_no_request() {
     drop(sys.control);
 }
 
+/// Control with snapshots built at once.
+const FAST_SNAPSHOTS: [(&str, &str); 2] = [
+    ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+    ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+];
+
+/// A data folder whose newest snapshot (control's) has one byte flipped,
+/// `at` bytes into the blocks, and a proxy cache with no snapshot of its
+/// own; control is stopped.
+struct Damaged {
+    dir: tempfile::TempDir,
+    control: crate::Control,
+    /// (code, target) of every link in the snapshot.
+    links: Vec<(String, String)>,
+    path: std::path::PathBuf,
+    good: Vec<u8>,
+}
+
+impl Damaged {
+    fn new(at: impl FnOnce(&shortline_store::format::Header) -> usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut control = start_control(dir.path(), "127.0.0.1:0", &FAST_SNAPSHOTS);
+        // Long targets: a few hundred kilobytes of records, several blocks.
+        let pad = "p".repeat(2000);
+        let links: Vec<(String, String)> = (0..150)
+            .map(|i| {
+                let url = format!("https://example.com/{i}/{pad}");
+                (control.create(link(&url)), url)
+            })
+            .collect();
+        let snapshots = dir.path().join("snapshots");
+        eventually(30, "a snapshot with every link", || {
+            shortline_proxy::snapshots::list(&snapshots)
+                .first()
+                .and_then(|(_, path)| shortline_store::Snapshot::open(path).ok())
+                .is_some_and(|s| s.len() == links.len() as u64)
+        });
+        control.kill();
+        let (_, path) = shortline_proxy::snapshots::list(&snapshots)[0].clone();
+        let good = std::fs::read(&path).unwrap();
+        let header = shortline_store::format::Header::decode(&good).unwrap();
+        assert!(header.block_count() >= 4, "{} blocks", header.block_count());
+        let mut damaged = good.clone();
+        damaged[shortline_store::format::HEADER_SIZE + at(&header)] ^= 0x01;
+        let setup = Self {
+            dir,
+            control,
+            links,
+            path,
+            good,
+        };
+        setup.replace(&damaged);
+        for entry in std::fs::read_dir(setup.dir.path().join("proxy-cache"))
+            .into_iter()
+            .flatten()
+        {
+            let entry = entry.unwrap().path();
+            if entry.extension().is_some_and(|e| e == "snap") {
+                std::fs::remove_file(entry).unwrap();
+            }
+        }
+        setup
+    }
+
+    /// Puts `bytes` at the snapshot's path as a new file, not a write
+    /// through a link the cache may share.
+    fn replace(&self, bytes: &[u8]) {
+        let aside = self.path.with_extension("new");
+        std::fs::write(&aside, bytes).unwrap();
+        std::fs::rename(&aside, &self.path).unwrap();
+    }
+
+    /// Every link redirects to its own target.
+    fn all_redirect(&self, proxy: &crate::Proxy) {
+        for (code, url) in &self.links {
+            let answer = proxy.get(&format!("/{code}"));
+            assert_eq!(answer.status, 302, "{code}");
+            assert_eq!(answer.header("location"), Some(url.as_str()));
+        }
+    }
+}
+
 /// A snapshot on disk is opened without reading its blocks, so a damaged
 /// block is found by the lookups that read it and by the check in the
 /// background: those answer 503, never a wrong link or a 404; every other
@@ -261,58 +343,15 @@ fn graceful_upgrade_under_load_fails_no_request() {
 /// is downloaded and installed.
 #[test]
 fn a_damaged_block_answers_503_until_a_good_copy_is_fetched() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
-        ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
-    ];
-    let mut control = start_control(dir.path(), "127.0.0.1:0", &env);
-    // Long targets: a few hundred kilobytes of records, several blocks.
-    let pad = "p".repeat(2000);
-    let links: Vec<(String, String)> = (0..150)
-        .map(|i| {
-            let url = format!("https://example.com/{i}/{pad}");
-            (control.create(link(&url)), url)
-        })
-        .collect();
-    let snapshots = dir.path().join("snapshots");
-    eventually(30, "a snapshot with every link", || {
-        shortline_proxy::snapshots::list(&snapshots)
-            .first()
-            .and_then(|(_, path)| shortline_store::Snapshot::open(path).ok())
-            .is_some_and(|s| s.len() == links.len() as u64)
-    });
-    control.kill();
-    let (_, path) = shortline_proxy::snapshots::list(&snapshots)[0].clone();
-    let good = std::fs::read(&path).unwrap();
-    let header = shortline_store::format::Header::decode(&good).unwrap();
-    assert!(header.block_count() >= 4, "{} blocks", header.block_count());
-    let mut damaged = good.clone();
-    damaged[shortline_store::format::HEADER_SIZE + header.block_size as usize * 3 / 2] ^= 0x01;
-    // A new file, not a write through a link the cache may share.
-    let replace = |bytes: &[u8]| {
-        let aside = path.with_extension("new");
-        std::fs::write(&aside, bytes).unwrap();
-        std::fs::rename(&aside, &path).unwrap();
-    };
-    replace(&damaged);
-    for entry in std::fs::read_dir(dir.path().join("proxy-cache"))
-        .into_iter()
-        .flatten()
-    {
-        let entry = entry.unwrap().path();
-        if entry.extension().is_some_and(|e| e == "snap") {
-            std::fs::remove_file(entry).unwrap();
-        }
-    }
-
+    let setup = Damaged::new(|h| h.block_size as usize * 3 / 2);
+    let (dir, control, links) = (&setup.dir, &setup.control, &setup.links);
     let proxy = start_proxy(
         dir.path(),
         control.addr,
         &[("SHORTLINE_CATCH_UP_WAIT_MS", "100")],
     );
     let mut unavailable = 0;
-    for (code, url) in &links {
+    for (code, url) in links {
         let answer = proxy.get(&format!("/{code}"));
         match answer.status {
             302 => assert_eq!(answer.header("location"), Some(url.as_str())),
@@ -330,16 +369,12 @@ fn a_damaged_block_answers_503_until_a_good_copy_is_fetched() {
     });
     assert!(proxy.metric("proxy_snapshots_rejected_total") >= 1.0);
 
-    replace(&good);
-    let _control = start_control(dir.path(), &control.addr.to_string(), &env);
+    setup.replace(&setup.good);
+    let _control = start_control(dir.path(), &control.addr.to_string(), &FAST_SNAPSHOTS);
     eventually(60, "a good copy installed", || {
         proxy.metric("proxy_snapshot_damaged") == 0.0
     });
-    for (code, url) in &links {
-        let answer = proxy.get(&format!("/{code}"));
-        assert_eq!(answer.status, 302, "{code}");
-        assert_eq!(answer.header("location"), Some(url.as_str()));
-    }
+    setup.all_redirect(&proxy);
 }
 
 /// When control's own copy of its newest snapshot is the damaged one, it
@@ -347,56 +382,16 @@ fn a_damaged_block_answers_503_until_a_good_copy_is_fetched() {
 /// found the damage installs the new copy.
 #[test]
 fn a_damaged_snapshot_at_control_is_built_again_for_the_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
-        ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
-    ];
-    let mut control = start_control(dir.path(), "127.0.0.1:0", &env);
-    let pad = "q".repeat(2000);
-    let links: Vec<(String, String)> = (0..150)
-        .map(|i| {
-            let url = format!("https://example.com/{i}/{pad}");
-            (control.create(link(&url)), url)
-        })
-        .collect();
-    let snapshots = dir.path().join("snapshots");
-    eventually(30, "a snapshot with every link", || {
-        shortline_proxy::snapshots::list(&snapshots)
-            .first()
-            .and_then(|(_, path)| shortline_store::Snapshot::open(path).ok())
-            .is_some_and(|s| s.len() == links.len() as u64)
-    });
-    control.kill();
-    let (_, path) = shortline_proxy::snapshots::list(&snapshots)[0].clone();
-    let mut bytes = std::fs::read(&path).unwrap();
-    let header = shortline_store::format::Header::decode(&bytes).unwrap();
-    bytes[shortline_store::format::HEADER_SIZE + header.block_size as usize * 2 + 99] ^= 0x10;
-    let aside = path.with_extension("new");
-    std::fs::write(&aside, &bytes).unwrap();
-    std::fs::rename(&aside, &path).unwrap();
-    for entry in std::fs::read_dir(dir.path().join("proxy-cache"))
-        .into_iter()
-        .flatten()
-    {
-        let entry = entry.unwrap().path();
-        if entry.extension().is_some_and(|e| e == "snap") {
-            std::fs::remove_file(entry).unwrap();
-        }
-    }
-
-    let _control = start_control(dir.path(), &control.addr.to_string(), &env);
+    let setup = Damaged::new(|h| h.block_size as usize * 2 + 99);
+    let (dir, control) = (&setup.dir, &setup.control);
+    let _control = start_control(dir.path(), &control.addr.to_string(), &FAST_SNAPSHOTS);
     let proxy = start_proxy(dir.path(), control.addr, &[]);
     eventually(60, "a good copy installed", || {
         proxy.metric("proxy_snapshots_rejected_total") >= 1.0
             && proxy.metric("proxy_snapshot_damaged") == 0.0
     });
-    for (code, url) in &links {
-        let answer = proxy.get(&format!("/{code}"));
-        assert_eq!(answer.status, 302, "{code}");
-        assert_eq!(answer.header("location"), Some(url.as_str()));
-    }
-    let moved: Vec<_> = std::fs::read_dir(&snapshots)
+    setup.all_redirect(&proxy);
+    let moved: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".damaged"))
