@@ -82,6 +82,11 @@ pub struct Config {
     pub snapshot_age_max_ms: u64,
     /// Snapshot files kept in the snapshot folder.
     pub snapshot_keep: usize,
+    /// Delta segments over a base before they are merged into one.
+    pub snapshot_deltas_max: usize,
+    /// Codes in the deltas, as a percentage of the base's links, that make
+    /// the base and deltas merge into a new base.
+    pub snapshot_merge_percent: u64,
     /// Changes kept in the change log behind the newest snapshot, for
     /// proxies that resume from an older sequence.
     pub change_log_keep: u64,
@@ -190,6 +195,8 @@ impl Default for Config {
             snapshot_changes_min: 1000,
             snapshot_age_max_ms: 10_000,
             snapshot_keep: 2,
+            snapshot_deltas_max: 4,
+            snapshot_merge_percent: 10,
             change_log_keep: 100_000,
             stream_batch_max: 1024,
             sweep_interval_ms: 10_000,
@@ -253,6 +260,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("snapshot_changes_min", Kind::Integer),
     ("snapshot_age_max_ms", Kind::Integer),
     ("snapshot_keep", Kind::Integer),
+    ("snapshot_deltas_max", Kind::Integer),
+    ("snapshot_merge_percent", Kind::Integer),
     ("change_log_keep", Kind::Integer),
     ("stream_batch_max", Kind::Integer),
     ("sweep_interval_ms", Kind::Integer),
@@ -415,6 +424,13 @@ impl Config {
                 86_400_000,
             ),
             ("snapshot_keep", n(self.snapshot_keep), 1, 100),
+            ("snapshot_deltas_max", n(self.snapshot_deltas_max), 1, 64),
+            (
+                "snapshot_merge_percent",
+                self.snapshot_merge_percent,
+                1,
+                1000,
+            ),
             ("change_log_keep", self.change_log_keep, 0, 100_000_000),
             ("stream_batch_max", n(self.stream_batch_max), 1, 100_000),
             ("sweep_interval_ms", self.sweep_interval_ms, 100, 86_400_000),

@@ -110,7 +110,7 @@ pub fn answer<'a>(
     let Some(link) = view.get(code) else {
         // A lookup that read a damaged block of the snapshot finds nothing;
         // the link may well exist, so it is not a 404.
-        if view.snapshot().damage().is_some() {
+        if view.damage().is_some() {
             return plain(503, BODY_DAMAGED, Outcome::Unavailable);
         }
         return plain(404, BODY_NOT_FOUND, Outcome::NotFound);

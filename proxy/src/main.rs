@@ -115,27 +115,37 @@ fn run(cli: &Cli) -> Result<()> {
     // after closing its journal: the table loaded below is the newest.
     server.bootstrap();
     let metrics = Arc::new(Metrics::default());
-    let (snapshot, snapshot_path) = match snapshots::newest_valid(
-        &[config.control_snapshot_dir(), config.cache_dir()],
-        &metrics,
-    ) {
+    let dirs = [config.control_snapshot_dir(), config.cache_dir()];
+    let (snapshot, snapshot_path) = match snapshots::newest_valid(&dirs, &metrics) {
         Some((snapshot, path)) => (snapshot, Some(path)),
         None => {
             tracing::warn!("no snapshot found; starting empty until the control plane answers");
             (Snapshot::empty(), None)
         }
     };
-    snapshots::note_installed(&snapshot, &metrics);
-    tracing::info!(
-        seq = snapshot.sequence().0,
-        links = snapshot.len(),
-        "loaded snapshot"
-    );
+    let deltas = snapshots::deltas_over(&snapshot, &dirs, &metrics);
     let table = Arc::new(LiveTable::new(snapshot));
+    let delta_count = deltas.len() as u64;
+    if let Err(e) = table.install_chain(
+        Arc::clone(table.load().base()),
+        deltas.into_iter().map(Arc::new).collect(),
+    ) {
+        // `deltas_over` only returns a chain, so this is a bug, not a file.
+        tracing::error!(error = %e, "the delta segments found do not follow the base; starting from the base alone");
+    }
+    let view = table.load_full();
+    snapshots::note_installed(&view, 1 + delta_count, &metrics);
+    tracing::info!(
+        seq = view.covered().0,
+        base_links = view.base().len(),
+        deltas = view.deltas().len(),
+        "loaded snapshot segments"
+    );
+    drop(view);
     let damage = Arc::new(snapshots::Damage::default());
     if let Some(path) = snapshot_path {
         snapshots::verify_in_background(
-            Arc::clone(table.load().snapshot()),
+            Arc::clone(table.load().base()),
             path,
             Arc::clone(&metrics),
             Arc::clone(&damage),
@@ -152,11 +162,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     replay_journal(&table, &metrics, &replay);
     let view = table.load_full();
-    let journal = Journal::create(
-        &config.cache_dir(),
-        view.snapshot().sequence(),
-        &view.overlay_changes(),
-    )?;
+    let journal = Journal::create(&config.cache_dir(), view.covered(), &view.overlay_changes())?;
     drop(view);
     replay.retire()?;
     let ring = Arc::new(ClickRing::new(
@@ -260,7 +266,7 @@ fn replay_journal(table: &LiveTable, metrics: &Metrics, replay: &journal::Replay
             "a journal ended in an unfinished or damaged write, which was never applied; ignored"
         );
     }
-    let loaded = table.load().snapshot().sequence();
+    let loaded = table.load().covered();
     if loaded < replay.base {
         tracing::error!(
             journal_starts_after = replay.base.0,

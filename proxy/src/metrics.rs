@@ -65,6 +65,8 @@ pub struct Metrics {
     pub snapshot_sequence: AtomicU64,
     pub snapshot_created_unix_ms: AtomicU64,
     pub snapshot_links: AtomicU64,
+    /// Delta segments installed over the base.
+    pub snapshot_deltas: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub snapshots_rejected: AtomicU64,
     /// 1 while the installed snapshot has a damaged block.
@@ -137,7 +139,7 @@ impl Metrics {
         } else {
             now_ms.saturating_sub(created) as f64 / 1e3
         };
-        let gauges: [(&str, &str, &str, f64); 22] = [
+        let gauges: [(&str, &str, &str, f64); 23] = [
             (
                 "proxy_clicks_queued",
                 "gauge",
@@ -177,31 +179,37 @@ impl Metrics {
             (
                 "proxy_snapshot_sequence",
                 "gauge",
-                "Change sequence covered by the installed snapshot.",
+                "Change sequence covered by the installed segments (the base and its deltas).",
                 self.snapshot_sequence.load(Relaxed) as f64,
             ),
             (
                 "proxy_snapshot_age_seconds",
                 "gauge",
-                "Age of the installed snapshot file.",
+                "Age of the newest installed segment file (the base or its newest delta).",
                 age,
             ),
             (
                 "proxy_snapshot_links",
                 "gauge",
-                "Links in the installed snapshot.",
+                "Links in the installed base.",
                 self.snapshot_links.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_snapshot_deltas",
+                "gauge",
+                "Delta segments installed over the base.",
+                self.snapshot_deltas.load(Relaxed) as f64,
             ),
             (
                 "proxy_snapshots_installed_total",
                 "counter",
-                "Snapshots installed.",
+                "Segments installed (bases and deltas).",
                 self.snapshots_installed.load(Relaxed) as f64,
             ),
             (
                 "proxy_snapshots_rejected_total",
                 "counter",
-                "Snapshot files refused as corrupt, truncated or foreign.",
+                "Segment files refused as corrupt, truncated, foreign, from another base or out of order.",
                 self.snapshots_rejected.load(Relaxed) as f64,
             ),
             (

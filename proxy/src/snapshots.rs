@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use shortline_store::{OpenError, Seq, Snapshot};
+use shortline_store::files::{chain, delta_file_name, list_deltas};
+use shortline_store::{OpenError, Seq, Snapshot, View};
 
 use crate::metrics::Metrics;
 
@@ -44,6 +45,36 @@ pub fn newest_valid(dirs: &[PathBuf], metrics: &Metrics) -> Option<(Snapshot, Pa
     candidates.into_iter().find_map(|(_, path)| {
         refused(&path, metrics, Snapshot::open(&path)).map(|snapshot| (snapshot, path))
     })
+}
+
+/// The chain of delta segments over `base` found in `dirs`, each checked
+/// whole (deltas are small; the base is checked in the background). The
+/// chain stops before the first delta that does not open or is not what
+/// its name says.
+pub fn deltas_over(base: &Snapshot, dirs: &[PathBuf], metrics: &Metrics) -> Vec<Snapshot> {
+    let files: Vec<_> = dirs.iter().flat_map(|d| list_deltas(d)).collect();
+    let mut out = Vec::new();
+    for delta in chain(base.base_id(), &files) {
+        let Some(opened) = open_checked(&delta.path, metrics) else {
+            break;
+        };
+        if opened.delta_of() != Some(delta.of) || opened.sequence() != delta.seq {
+            metrics.snapshots_rejected.fetch_add(1, Relaxed);
+            tracing::error!(path = %delta.path.display(), "delta segment holds something other than its name says; refused, with the deltas after it");
+            break;
+        }
+        out.push(opened);
+    }
+    out
+}
+
+/// The file name a segment is kept under.
+#[must_use]
+pub fn segment_file_name(segment: &Snapshot) -> String {
+    match segment.delta_of() {
+        Some(of) => delta_file_name(of, segment.sequence()),
+        None => file_name(segment.sequence()),
+    }
 }
 
 /// Whether the installed snapshot was found damaged, and a way to wait for it.
@@ -102,22 +133,37 @@ pub fn verify_in_background(
     }
 }
 
-/// Records what the installed snapshot is, for metrics.
-pub fn note_installed(snapshot: &Snapshot, metrics: &Arc<Metrics>) {
-    let info = snapshot.info();
-    metrics.snapshot_sequence.store(info.sequence.0, Relaxed);
+/// Records what the installed segments are, for metrics; `installed` new
+/// segment files were installed.
+pub fn note_installed(view: &View, installed: u64, metrics: &Metrics) {
+    let newest = view.deltas().last().unwrap_or(view.base());
+    metrics.snapshot_sequence.store(view.covered().0, Relaxed);
     metrics
         .snapshot_created_unix_ms
-        .store(info.created_at_unix_ms, Relaxed);
-    metrics.snapshot_links.store(info.record_count, Relaxed);
-    metrics.snapshots_installed.fetch_add(1, Relaxed);
+        .store(newest.info().created_at_unix_ms, Relaxed);
+    metrics.snapshot_links.store(view.base().len(), Relaxed);
+    metrics
+        .snapshot_deltas
+        .store(view.deltas().len() as u64, Relaxed);
+    metrics.snapshots_installed.fetch_add(installed, Relaxed);
     metrics
         .snapshot_damaged
-        .store(u64::from(snapshot.damage().is_some()), Relaxed);
+        .store(u64::from(view.damage().is_some()), Relaxed);
 }
 
-/// Removes all but the newest `keep` files in `dir`.
-pub fn prune(dir: &Path, keep: usize) {
+/// Removes all but the newest `keep` bases in `dir`, and every delta that
+/// is not one of `view`'s.
+pub fn prune(dir: &Path, keep: usize, view: &View) {
+    let current: Vec<String> = view.deltas().iter().map(|d| segment_file_name(d)).collect();
+    let deltas = list_deltas(dir).into_iter().filter_map(|delta| {
+        let name = delta.path.file_name()?.to_string_lossy().into_owned();
+        (!current.contains(&name)).then_some(delta.path)
+    });
+    for old in deltas {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!(path = %old.display(), error = %e, "cannot remove old delta segment");
+        }
+    }
     for (old, e) in shortline_store::files::prune(dir, keep) {
         tracing::warn!(path = %old.display(), error = %e, "cannot remove old snapshot");
     }

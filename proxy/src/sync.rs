@@ -16,7 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use shortline_store::{Change, LiveTable, Seq};
+use shortline_store::stream::Manifest;
+use shortline_store::{Change, LiveTable, Seq, Snapshot};
 
 use crate::clicks::backoff;
 use crate::config::ProxyConfig;
@@ -160,24 +161,31 @@ impl Applier {
         Ok(())
     }
 
-    /// After the snapshot at `seq` (in `file`) is installed: keeps a copy in
-    /// `proxy-cache/`, rewrites the journal to hold only what the snapshot
-    /// does not, and adopts the journals of processes that have ended
-    /// since (the old process of an upgrade).
-    pub fn covered(&self, seq: Seq, file: &std::path::Path) -> anyhow::Result<()> {
+    /// After the segments covering `seq` are installed (new ones in
+    /// `files`): keeps a copy of each in `proxy-cache/`, rewrites the
+    /// journal to hold only what the segments do not, and adopts the
+    /// journals of processes that have ended since (the old process of an
+    /// upgrade).
+    pub fn covered(&self, seq: Seq, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
         let mut journal = self.journal();
         let adopted = journal.adopt_ended()?;
         if !adopted.is_empty() {
             self.table.apply(adopted);
         }
         let view = self.table.load_full();
-        if view.snapshot().sequence() != seq {
-            // A newer one was installed meanwhile; it is handled on its own.
+        if view.covered() != seq {
+            // Newer segments were installed meanwhile; they are handled on their own.
             return Ok(());
         }
         let dir = self.config.cache_dir();
-        let cached = dir.join(snapshots::file_name(seq));
-        if !cached.exists() {
+        for file in files {
+            let Some(name) = file.file_name() else {
+                continue;
+            };
+            let cached = dir.join(name);
+            if cached.exists() {
+                continue;
+            }
             // A hard link shares the file with control's folder (where
             // control may prune it); a copy where that is not possible.
             if std::fs::hard_link(file, &cached).is_err() {
@@ -186,34 +194,53 @@ impl Applier {
                 std::fs::File::open(&aside)?.sync_all()?;
                 std::fs::rename(&aside, &cached)?;
             }
-            crate::journal::sync_dir(&dir)?;
         }
+        crate::journal::sync_dir(&dir)?;
         journal.rewrite(seq, &view.overlay_changes())?;
         self.metrics.journal_bytes.store(journal.bytes(), Relaxed);
-        snapshots::prune(&dir, self.config.snapshot_keep);
+        snapshots::prune(&dir, self.config.snapshot_keep, &view);
         Ok(())
     }
 
-    /// Writes the whole view as a snapshot in `proxy-cache/` and empties
-    /// the journal it covers.
+    /// Writes what the view holds beyond its base (its deltas and overlay,
+    /// each code once) as one delta segment in `proxy-cache/`, installs it
+    /// and empties the journal it covers: the cost follows the changes, not
+    /// the table.
     fn persist_view(&self, journal: &mut Journal) -> anyhow::Result<Seq> {
         let view = self.table.load_full();
         let seq = view.sequence();
-        let dir = self.config.cache_dir();
-        let mut writer =
-            shortline_store::SnapshotWriter::create(&dir.join(snapshots::file_name(seq)), seq)?;
-        for record in view.records() {
-            writer.push(&record?)?;
+        if seq <= view.covered() {
+            return Ok(seq);
         }
-        let links = writer.len();
+        let dir = self.config.cache_dir();
+        let of = shortline_store::DeltaOf {
+            base: view.base().base_id(),
+            parent: view.base().sequence(),
+        };
+        let path = dir.join(shortline_store::files::delta_file_name(of, seq));
+        let mut writer = shortline_store::SnapshotWriter::create_delta(&path, seq, of)?;
+        for newer in view.newer_than_base() {
+            match newer? {
+                (_, Some(record)) => writer.push(&record)?,
+                (code, None) => writer.push_deleted(&code)?,
+            }
+        }
+        let codes = writer.len();
         writer.finish()?;
         crate::journal::sync_dir(&dir)?;
-        journal.rewrite(seq, &[])?;
-        snapshots::prune(&dir, self.config.snapshot_keep);
+        self.table.install(
+            snapshots::open_checked(&path, &self.metrics).ok_or_else(|| {
+                anyhow::anyhow!("the delta just written does not open: {}", path.display())
+            })?,
+        )?;
+        let view = self.table.load_full();
+        journal.rewrite(view.covered(), &view.overlay_changes())?;
+        snapshots::note_installed(&view, 1, &self.metrics);
+        snapshots::prune(&dir, self.config.snapshot_keep, &view);
         tracing::info!(
             seq = seq.0,
-            links,
-            "wrote the live view as a snapshot; journal emptied"
+            codes,
+            "wrote the changes since the base as a delta segment; journal emptied"
         );
         Ok(seq)
     }
@@ -250,86 +277,153 @@ impl Subscriber {
             .store(view.overlay_len() as u64, Relaxed);
     }
 
-    /// Loads the snapshot covering `seq`: from the shared folder, else downloaded.
-    async fn load_snapshot(
+    /// Moves the table to control's segments once they cover `seq`: the
+    /// segments already held are kept (a base's pages are not touched to
+    /// add a delta), and each one lacking is read from the shared folder or
+    /// downloaded, then checked whole. However far behind, that is at most
+    /// one base and the deltas over it.
+    async fn load_segments(
         &self,
         client: &HttpClient,
         token: &str,
         seq: Seq,
     ) -> Result<(), SyncError> {
-        let (installed, damaged) = {
-            let view = self.table.load();
-            (
-                view.snapshot().sequence(),
-                view.snapshot().damage().is_some(),
-            )
-        };
-        // A damaged table is replaced by a good copy of the same sequence too.
-        if seq < installed || (seq == installed && !damaged) {
+        let view = self.table.load_full();
+        let damaged = view.damage().is_some();
+        // A damaged table is replaced by good copies at the same sequence too.
+        if seq < view.covered() || (seq == view.covered() && !damaged) {
             return Ok(());
         }
-        let shared = self
-            .config
-            .control_snapshot_dir()
-            .join(snapshots::file_name(seq));
-        let cache = self.config.cache_dir().join(snapshots::file_name(seq));
-        // The shared file may be the very one found damaged (the cache holds
-        // a hard link to it): then it is downloaded instead.
-        let path = if shared.is_file() && !damaged {
-            shared
+        let url = format!("{}/internal/v1/segments", self.config.control_base());
+        let manifest: Manifest = serde_json::from_slice(&get_bytes(client, &url, token).await?)
+            .map_err(|e| SyncError::Message(format!("segment list: {e}")))?;
+        let held = |segment: &Arc<Snapshot>| segment.damage().is_none();
+        let mut fetched = Vec::new();
+        let base = if view.base().base_id() == manifest.base_id() && held(view.base()) {
+            Arc::clone(view.base())
         } else {
-            let url = format!(
-                "{}/internal/v1/snapshots/{}",
-                self.config.control_base(),
-                seq.0
-            );
-            let bytes = get_bytes(client, &url, token).await?;
-            let cache_dir = self.config.cache_dir();
-            let tmp = cache.with_extension("download");
-            let target = cache.clone();
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::create_dir_all(&cache_dir)?;
-                std::fs::write(&tmp, &bytes)?;
-                std::fs::File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, &target)
-            })
-            .await
-            .map_err(|e| SyncError::Http(e.to_string()))?
-            .map_err(|e| SyncError::Http(format!("cannot store snapshot: {e}")))?;
-            cache
+            let (base, path) = self.fetch(client, token, &manifest.base.file).await?;
+            if base.delta_of().is_some() || base.base_id() != manifest.base_id() {
+                return Err(self.refuse(&manifest.base.file, "is not the base control listed"));
+            }
+            fetched.push(path);
+            Arc::new(base)
         };
-        let metrics = Arc::clone(&self.metrics);
-        let opening = path.clone();
-        let opened =
-            tokio::task::spawn_blocking(move || snapshots::open_checked(&opening, &metrics))
-                .await
-                .map_err(|e| SyncError::Http(e.to_string()))?;
-        let Some(snapshot) = opened else {
-            return Err(SyncError::Snapshot(seq.0));
+        let mut deltas = Vec::with_capacity(manifest.deltas.len());
+        for listed in &manifest.deltas {
+            let of = shortline_store::DeltaOf {
+                base: manifest.base_id(),
+                parent: listed.parent,
+            };
+            let mine = view
+                .deltas()
+                .iter()
+                .find(|d| d.delta_of() == Some(of) && d.sequence() == listed.sequence && held(d));
+            if let Some(mine) = mine {
+                deltas.push(Arc::clone(mine));
+                continue;
+            }
+            let (delta, path) = self.fetch(client, token, &listed.file).await?;
+            if delta.delta_of() != Some(of) || delta.sequence() != listed.sequence {
+                return Err(self.refuse(&listed.file, "is not the delta control listed"));
+            }
+            fetched.push(path);
+            deltas.push(Arc::new(delta));
+        }
+        let started = std::time::Instant::now();
+        let installed = match self.table.install_chain(base, deltas) {
+            Ok(_) => true,
+            Err(e @ shortline_store::InstallError::Older { .. }) => {
+                // This proxy covers more already (a delta of its own).
+                tracing::debug!(error = %e, "segments not installed");
+                false
+            }
+            Err(e) => {
+                self.metrics.snapshots_rejected.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "refusing control's segments; keeping the current table");
+                return Err(SyncError::Snapshot(seq.0));
+            }
         };
-        if snapshot.sequence() != seq {
-            self.metrics.snapshots_rejected.fetch_add(1, Relaxed);
-            tracing::error!(
-                expected = seq.0,
-                found = snapshot.sequence().0,
-                "snapshot file covers the wrong sequence; refused"
+        let view = self.table.load_full();
+        if installed {
+            tracing::info!(
+                seq = view.covered().0,
+                base = view.base().sequence().0,
+                deltas = view.deltas().len(),
+                fetched = fetched.len(),
+                install_us = started.elapsed().as_micros() as u64,
+                "installed segments"
             );
-            return Err(SyncError::Snapshot(seq.0));
         }
-        snapshots::note_installed(&snapshot, &self.metrics);
-        match self.table.install(snapshot) {
-            Ok(_) => tracing::info!(seq = seq.0, "installed snapshot"),
-            Err(e) => tracing::debug!(error = %e, "snapshot not installed"),
-        }
+        snapshots::note_installed(&view, fetched.len() as u64, &self.metrics);
         self.update_view_metrics();
         let applier = Arc::clone(&self.applier);
-        match tokio::task::spawn_blocking(move || applier.covered(seq, &path)).await {
+        let covered = view.covered();
+        drop(view);
+        match tokio::task::spawn_blocking(move || applier.covered(covered, &fetched)).await {
             Ok(Ok(())) => {}
             // The journal still holds every change; it is only longer.
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot shorten the journal"),
             Err(e) => tracing::warn!(error = %e, "journal task failed"),
         }
         Ok(())
+    }
+
+    /// Counts and logs a segment file that is not what control listed.
+    fn refuse(&self, file: &str, why: &str) -> SyncError {
+        self.metrics.snapshots_rejected.fetch_add(1, Relaxed);
+        tracing::error!(file, "segment file {why}; refused");
+        SyncError::Message(format!("segment file {file} {why}"))
+    }
+
+    /// One segment file by name, checked whole: from the shared folder
+    /// when it is there and good, else downloaded into `proxy-cache/`.
+    async fn fetch(
+        &self,
+        client: &HttpClient,
+        token: &str,
+        file: &str,
+    ) -> Result<(Snapshot, std::path::PathBuf), SyncError> {
+        if !shortline_store::files::is_segment_name(file) {
+            return Err(SyncError::Message(format!(
+                "control listed a segment named {file:?}, which is not a segment file name"
+            )));
+        }
+        let shared = self.config.control_snapshot_dir().join(file);
+        if shared.is_file() {
+            let metrics = Arc::clone(&self.metrics);
+            let opening = shared.clone();
+            let opened =
+                tokio::task::spawn_blocking(move || snapshots::open_checked(&opening, &metrics))
+                    .await
+                    .map_err(|e| SyncError::Http(e.to_string()))?;
+            // The shared file may be the very one found damaged (the cache
+            // holds a hard link to it): then it is downloaded instead.
+            if let Some(segment) = opened {
+                return Ok((segment, shared));
+            }
+        }
+        let url = format!("{}/internal/v1/segments/{file}", self.config.control_base());
+        let bytes = get_bytes(client, &url, token).await?;
+        let cache_dir = self.config.cache_dir();
+        let target = cache_dir.join(file);
+        let tmp = target.with_extension("download");
+        let path = target.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Snapshot>> {
+            std::fs::create_dir_all(&cache_dir)?;
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &target)?;
+            Ok(snapshots::open_checked(&target, &metrics))
+        })
+        .await
+        .map_err(|e| SyncError::Http(e.to_string()))?
+        .map_err(|e| SyncError::Http(format!("cannot store segment {file}: {e}")))?;
+        let segment = opened.ok_or_else(|| {
+            SyncError::Message(format!("downloaded segment {file} does not open; refused"))
+        })?;
+        Ok((segment, path))
     }
 
     /// Makes a batch durable and applies it; empties `batch`.
@@ -365,7 +459,7 @@ impl Subscriber {
         // then names its newest snapshot, which replaces the damaged one.
         let after = {
             let view = self.table.load();
-            if view.snapshot().damage().is_some() {
+            if view.damage().is_some() {
                 Seq(0)
             } else {
                 view.sequence()
@@ -409,7 +503,7 @@ impl Subscriber {
                     Message::Changes { changes } => batch.extend(changes),
                     Message::Snapshot { seq, required } => {
                         self.commit(&mut batch).await?;
-                        match self.load_snapshot(client, &token, seq).await {
+                        match self.load_segments(client, &token, seq).await {
                             Ok(()) => {}
                             Err(e) if required => return Err(e),
                             Err(e) => tracing::warn!(error = %e, "optional snapshot not loaded"),

@@ -47,6 +47,8 @@ pub enum WriteError {
     DuplicateCode(String),
     #[error("snapshot would exceed the format's limit of {limit} record bytes")]
     TooLarge { limit: u64 },
+    #[error("code {0:?} is a tombstone, which only a delta segment may hold")]
+    TombstoneInBase(String),
     #[error("index probe distance overflowed with every seed tried")]
     Clustered,
 }

@@ -22,8 +22,12 @@ use crate::record::Seq;
 
 /// The first eight bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"SHRTLNK\0";
-/// The layout version this build writes.
+/// The layout version this build writes for a base (a whole table).
 pub const FORMAT_VERSION: u32 = 2;
+/// The layout version of a delta segment: the changes to a base since a
+/// parent segment, with deleted codes as tombstones. Its header is
+/// [`DELTA_HEADER_SIZE`] bytes.
+pub const DELTA_FORMAT_VERSION: u32 = 3;
 /// The oldest layout version this build reads.
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes per checksummed block in the files this build writes.
@@ -33,8 +37,12 @@ pub const BLOCK_SIZE_MIN: u64 = 4 * 1024;
 pub const BLOCK_SIZE_MAX: u64 = 1 << 30;
 /// Size of one block checksum.
 pub const CHECKSUM_SIZE: usize = 8;
-/// Size of the fixed header.
+/// Size of the fixed header (versions 1 and 2), and of the part every
+/// version shares.
 pub const HEADER_SIZE: usize = 128;
+/// Size of a delta segment's header: the shared part, then which base and
+/// parent segment the delta applies to.
+pub const DELTA_HEADER_SIZE: usize = 160;
 /// Size of a record's fixed part, before the code and target bytes.
 pub const RECORD_FIXED_SIZE: usize = 20;
 /// Size of one index slot.
@@ -62,6 +70,32 @@ pub(crate) const FLAG_STATUS_MASK: u8 = 0b0000_0111;
 pub(crate) const FLAG_REDIRECT_SHIFT: u8 = 3;
 pub(crate) const FLAG_FORWARD_QUERY: u8 = 0b0010_0000;
 pub(crate) const FLAG_HAS_EXPIRY: u8 = 0b0100_0000;
+/// The status bits of a tombstone: a code deleted since the parent segment.
+/// Only delta segments hold them; their target is empty.
+pub(crate) const STATUS_DELETED: u8 = 5;
+
+/// What a delta segment applies to: a base, named by its sequence and hash
+/// seed (a base rebuilt at the same sequence has another seed), and the
+/// segment it follows (the base itself, or a delta over it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeltaOf {
+    pub base: BaseId,
+    /// The sequence this delta starts after: the base's or an earlier delta's.
+    pub parent: Seq,
+}
+
+/// A base's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BaseId {
+    pub sequence: Seq,
+    pub seed: u64,
+}
+
+impl std::fmt::Display for BaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (seed {:016x})", self.sequence.0, self.seed)
+    }
+}
 
 /// The decoded header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,20 +118,47 @@ pub struct Header {
     /// Where the block checksum table starts, right after the index.
     /// Version 1: `file_size` (there is no table).
     pub checksums_offset: u64,
+    /// Version 3: what the delta applies to. `None` for a base.
+    pub delta: Option<DeltaOf>,
+}
+
+/// XXH3-64 of a header's bytes but its checksum field.
+fn header_checksum(bytes: &[u8]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&bytes[..HEADER_CHECKSUM_OFFSET]);
+    hasher.update(&bytes[HEADER_SIZE..]);
+    hasher.digest()
+}
+
+/// A header's size for its version.
+#[must_use]
+pub fn header_size(version: u32) -> usize {
+    if version >= DELTA_FORMAT_VERSION {
+        DELTA_HEADER_SIZE
+    } else {
+        HEADER_SIZE
+    }
 }
 
 impl Header {
+    /// Bytes of header, where the records start.
     #[must_use]
-    pub fn encode(&self) -> [u8; HEADER_SIZE] {
-        let mut out = [0u8; HEADER_SIZE];
+    pub fn size(&self) -> usize {
+        header_size(self.version)
+    }
+
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let size = self.size();
+        let mut out = vec![0u8; size];
         out[0..8].copy_from_slice(&MAGIC);
         out[8..12].copy_from_slice(&self.version.to_le_bytes());
-        out[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        out[12..16].copy_from_slice(&(size as u32).to_le_bytes());
         let mut fields = vec![
             self.sequence.0,
             self.record_count,
             self.slot_count,
-            HEADER_SIZE as u64,
+            size as u64,
             self.records_size,
             self.index_offset,
             self.file_size,
@@ -108,12 +169,20 @@ impl Header {
         if self.version >= 2 {
             fields.extend([self.block_size, self.checksums_offset]);
         }
+        if let Some(delta) = self.delta {
+            // Offset 112: the kind (1, a delta); 128 onwards: what it applies to.
+            fields.push(1);
+            fields.push(0);
+            fields.extend([delta.base.sequence.0, delta.base.seed, delta.parent.0, 0]);
+        }
         for (i, value) in fields.iter().enumerate() {
             let at = 16 + i * 8;
-            out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            if at != HEADER_CHECKSUM_OFFSET {
+                out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            }
         }
-        let checksum = xxh3_64(&out[..HEADER_CHECKSUM_OFFSET]);
-        out[HEADER_CHECKSUM_OFFSET..].copy_from_slice(&checksum.to_le_bytes());
+        let checksum = header_checksum(&out);
+        out[HEADER_CHECKSUM_OFFSET..HEADER_SIZE].copy_from_slice(&checksum.to_le_bytes());
         out
     }
 
@@ -132,20 +201,40 @@ impl Header {
             return Err(OpenError::Foreign);
         }
         let version = read_u32(bytes, 8);
-        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
+        if !(FORMAT_VERSION_MIN..=DELTA_FORMAT_VERSION).contains(&version) {
             return Err(OpenError::UnsupportedVersion {
                 found: version,
-                supported: FORMAT_VERSION,
+                supported: DELTA_FORMAT_VERSION,
+            });
+        }
+        let size = header_size(version);
+        if bytes.len() < size {
+            return Err(OpenError::Truncated {
+                len: bytes.len() as u64,
+                expected: size as u64,
             });
         }
         let stored_checksum = read_u64(bytes, HEADER_CHECKSUM_OFFSET);
-        if xxh3_64(&bytes[..HEADER_CHECKSUM_OFFSET]) != stored_checksum {
+        if header_checksum(&bytes[..size]) != stored_checksum {
             return Err(OpenError::HeaderChecksum);
         }
-        if read_u32(bytes, 12) as usize != HEADER_SIZE || read_u64(bytes, 40) != HEADER_SIZE as u64
-        {
+        if read_u32(bytes, 12) as usize != size || read_u64(bytes, 40) != size as u64 {
             return Err(OpenError::Layout("header size"));
         }
+        let delta = if version >= DELTA_FORMAT_VERSION {
+            if read_u64(bytes, 112) != 1 {
+                return Err(OpenError::Layout("unknown segment kind"));
+            }
+            Some(DeltaOf {
+                base: BaseId {
+                    sequence: Seq(read_u64(bytes, 128)),
+                    seed: read_u64(bytes, 136),
+                },
+                parent: Seq(read_u64(bytes, 144)),
+            })
+        } else {
+            None
+        };
         let file_size = read_u64(bytes, 64);
         let (block_size, checksums_offset) = if version >= 2 {
             (read_u64(bytes, 96), read_u64(bytes, 104))
@@ -165,6 +254,7 @@ impl Header {
             checksum: read_u64(bytes, 88),
             block_size,
             checksums_offset,
+            delta,
         };
         header.check_layout(file_len)?;
         Ok(header)
@@ -176,7 +266,7 @@ impl Header {
         if self.block_size == 0 {
             return 0;
         }
-        (self.checksums_offset - HEADER_SIZE as u64).div_ceil(self.block_size)
+        (self.checksums_offset - self.size() as u64).div_ceil(self.block_size)
     }
 
     fn check_layout(&self, file_len: u64) -> Result<(), OpenError> {
@@ -190,7 +280,14 @@ impl Header {
                 OpenError::Layout("file is longer than its header says")
             });
         }
-        let records_end = (HEADER_SIZE as u64)
+        if let Some(delta) = self.delta
+            && (delta.parent >= self.sequence || delta.parent < delta.base.sequence)
+        {
+            return Err(OpenError::Layout(
+                "a delta must follow its parent and start at or after its base",
+            ));
+        }
+        let records_end = (self.size() as u64)
             .checked_add(self.records_size)
             .ok_or(OpenError::Layout("records size overflows"))?;
         if self.index_offset != align_up(records_end) {
@@ -329,6 +426,7 @@ mod tests {
             checksum: 5,
             block_size: BLOCK_SIZE,
             checksums_offset: HEADER_SIZE as u64 + 8,
+            delta: None,
         }
     }
 
@@ -350,6 +448,43 @@ mod tests {
         file.extend_from_slice(&[0; 8]);
         assert_eq!(Header::decode(&file).unwrap(), v1);
         assert_eq!(v1.block_count(), 0);
+        let delta = Header {
+            version: DELTA_FORMAT_VERSION,
+            index_offset: DELTA_HEADER_SIZE as u64,
+            checksums_offset: DELTA_HEADER_SIZE as u64 + 8,
+            file_size: DELTA_HEADER_SIZE as u64 + 16,
+            delta: Some(DeltaOf {
+                base: BaseId {
+                    sequence: Seq(3),
+                    seed: 77,
+                },
+                parent: Seq(5),
+            }),
+            ..header
+        };
+        let mut file = delta.encode();
+        assert_eq!(file.len(), DELTA_HEADER_SIZE);
+        file.extend_from_slice(&[0; 16]);
+        assert_eq!(Header::decode(&file).unwrap(), delta);
+        let mut flipped = file.clone();
+        flipped[140] ^= 1;
+        assert!(
+            matches!(Header::decode(&flipped), Err(OpenError::HeaderChecksum)),
+            "the checksum covers what the delta applies to"
+        );
+        let backwards = Header {
+            delta: Some(DeltaOf {
+                base: BaseId {
+                    sequence: Seq(3),
+                    seed: 77,
+                },
+                parent: Seq(9),
+            }),
+            ..delta
+        };
+        let mut file = backwards.encode();
+        file.extend_from_slice(&[0; 16]);
+        assert!(matches!(Header::decode(&file), Err(OpenError::Layout(_))));
     }
 
     #[test]
@@ -360,10 +495,10 @@ mod tests {
         foreign[0] = b'X';
         assert!(matches!(Header::decode(&foreign), Err(OpenError::Foreign)));
         let mut version = file.clone();
-        version[8] = 3;
+        version[8] = 4;
         assert!(matches!(
             Header::decode(&version),
-            Err(OpenError::UnsupportedVersion { found: 3, .. })
+            Err(OpenError::UnsupportedVersion { found: 4, .. })
         ));
         let mut flipped = file.clone();
         flipped[20] ^= 1;

@@ -44,7 +44,8 @@ mod writer;
 
 pub use code::{CODE_LEN_MAX, Code, CodeError, TARGET_LEN_MAX, Target, TargetError, is_valid_code};
 pub use error::{OpenError, WriteError};
-pub use live::{Change, InstallError, LiveTable, View};
-pub use reader::{BlockDamage, RecordIter, Snapshot, SnapshotInfo};
+pub use format::{BaseId, DeltaOf};
+pub use live::{Change, InstallError, LiveTable, Newer, View};
+pub use reader::{BlockDamage, Entry, RecordIter, Snapshot, SnapshotInfo};
 pub use record::{LinkId, LinkRecord, LinkStatus, LinkView, RedirectStatus, Resolution, Seq};
-pub use writer::{SnapshotStats, SnapshotWriter, encode_snapshot, write_snapshot};
+pub use writer::{SnapshotStats, SnapshotWriter, encode_delta, encode_snapshot, write_snapshot};

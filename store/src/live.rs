@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, Guard};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-use crate::reader::Snapshot;
+use crate::format::BaseId;
+use crate::reader::{Entry, Snapshot};
 use crate::record::{LinkRecord, LinkView, Seq};
 
 type OverlayMap = imbl::GenericHashMap<
@@ -31,17 +32,26 @@ struct OverlayEntry {
     record: Option<Arc<LinkRecord>>,
 }
 
-/// An immutable view of the table: a snapshot and the overlay of changes newer
-/// than it. Readers hold one for the length of a request.
+/// An immutable view of the table: a base snapshot, the delta segments
+/// over it, and the overlay of changes newer than the newest segment.
+/// Readers hold one for the length of a request.
 #[derive(Debug)]
 pub struct View {
-    snapshot: Arc<Snapshot>,
+    base: Arc<Snapshot>,
+    /// Delta segments over `base`, oldest first; each starts where the one
+    /// before it (or the base) ends.
+    deltas: Arc<[Arc<Snapshot>]>,
     overlay: OverlayMap,
     applied: Seq,
 }
 
+/// A code's newest state in the layers above a base: its record, or `None`
+/// when it was deleted.
+pub type Newer = (crate::Code, Option<LinkRecord>);
+
 impl View {
-    /// Looks `code` up, overlay first. No lock and no allocation.
+    /// Looks `code` up: the overlay, then the deltas newest first, then the
+    /// base. No lock and no allocation.
     #[inline]
     #[must_use]
     pub fn get(&self, code: &[u8]) -> Option<LinkView<'_>> {
@@ -53,7 +63,28 @@ impl View {
                 return entry.record.as_deref().map(LinkRecord::view);
             }
         }
-        self.snapshot.get(code)
+        if self.deltas.is_empty() {
+            return self.base.get(code);
+        }
+        self.get_layered(code)
+    }
+
+    /// The lookup through the deltas: the code hashed once with the base's
+    /// seed, which the deltas share.
+    fn get_layered(&self, code: &[u8]) -> Option<LinkView<'_>> {
+        let seed = self.base.hash_seed();
+        let hash = crate::format::hash_code(code, seed);
+        for delta in self.deltas.iter().rev() {
+            let found = if delta.hash_seed() == seed {
+                delta.find_hashed(code, hash)
+            } else {
+                delta.find(code)
+            };
+            if let Some(entry) = found {
+                return entry.link();
+            }
+        }
+        self.base.find_hashed(code, hash).and_then(Entry::link)
     }
 
     /// The newest change this view includes.
@@ -62,40 +93,92 @@ impl View {
         self.applied
     }
 
-    /// The snapshot under the overlay.
+    /// The newest change the segments (base and deltas) cover; the overlay
+    /// holds what is newer.
     #[must_use]
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snapshot
+    pub fn covered(&self) -> Seq {
+        self.deltas
+            .last()
+            .map_or_else(|| self.base.sequence(), |delta| delta.sequence())
     }
 
-    /// Every live record: the snapshot's, minus what the overlay replaces or
-    /// deletes, plus the overlay's, one at a time (for streaming a view into
-    /// a new snapshot). An error when a record of the snapshot cannot be read
-    /// (a damaged block), never a table with links missing.
-    pub fn records(&self) -> impl Iterator<Item = Result<LinkRecord, crate::OpenError>> + '_ {
-        let snapshot = self.snapshot.iter().filter_map(|link| {
-            let link = match link {
-                Ok(link) => link,
-                Err(e) => return Some(Err(e)),
-            };
-            let replaced =
-                std::str::from_utf8(link.code()).is_ok_and(|code| self.overlay.contains_key(code));
-            if replaced {
-                return None;
-            }
-            Some(link.to_record().ok_or(crate::OpenError::Layout(
-                "record holds a bad code or target",
-            )))
+    /// The base snapshot.
+    #[must_use]
+    pub fn base(&self) -> &Arc<Snapshot> {
+        &self.base
+    }
+
+    /// The delta segments over the base, oldest first.
+    #[must_use]
+    pub fn deltas(&self) -> &[Arc<Snapshot>] {
+        &self.deltas
+    }
+
+    /// Every segment, the base first.
+    pub fn segments(&self) -> impl Iterator<Item = &Arc<Snapshot>> {
+        std::iter::once(&self.base).chain(self.deltas.iter())
+    }
+
+    /// The first damaged block found so far in any segment.
+    #[must_use]
+    pub fn damage(&self) -> Option<crate::BlockDamage> {
+        self.segments().find_map(|segment| segment.damage())
+    }
+
+    /// Whether a layer above the base's, from the delta `from` on (the
+    /// overlay always), mentions `code`.
+    fn newer_has(&self, code: &[u8], from: usize) -> bool {
+        std::str::from_utf8(code).is_ok_and(|text| self.overlay.contains_key(text))
+            || self.deltas[from..].iter().any(|d| d.find(code).is_some())
+    }
+
+    /// Each code the deltas and the overlay change, once, in its newest
+    /// state: what a delta replacing all of them holds. Memory does not
+    /// grow with the base: a code is kept only if no newer layer has it.
+    pub fn newer_than_base(&self) -> impl Iterator<Item = Result<Newer, crate::OpenError>> + '_ {
+        let overlay = self.overlay.iter().map(|(code, entry)| {
+            let code = crate::Code::parse(code)
+                .map_err(|_| crate::OpenError::Layout("overlay holds a bad code"))?;
+            Ok((code, entry.record.as_deref().cloned()))
         });
-        let overlay = self
-            .overlay
-            .values()
-            .filter_map(|entry| entry.record.as_deref().cloned().map(Ok));
-        snapshot.chain(overlay)
+        let deltas = self
+            .deltas
+            .iter()
+            .enumerate()
+            .rev()
+            .flat_map(move |(i, delta)| {
+                delta.entries().filter_map(move |entry| {
+                    let entry = match entry {
+                        Ok(entry) => entry,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    if self.newer_has(entry.code(), i + 1) {
+                        return None;
+                    }
+                    Some(owned(entry))
+                })
+            });
+        overlay.chain(deltas)
+    }
+
+    /// Every live record: the base's, minus what a newer layer replaces or
+    /// deletes, plus the newer layers' own, one at a time (for streaming a
+    /// view into a new base). An error when a record of a segment cannot be
+    /// read (a damaged block), never a table with links missing.
+    pub fn records(&self) -> impl Iterator<Item = Result<LinkRecord, crate::OpenError>> + '_ {
+        let base = self.base.entries().filter_map(|entry| match entry {
+            Ok(entry) if self.newer_has(entry.code(), 0) => None,
+            Ok(entry) => owned(entry).map(|(_, record)| record).transpose(),
+            Err(e) => Some(Err(e)),
+        });
+        let newer = self
+            .newer_than_base()
+            .filter_map(|newer| newer.map(|(_, record)| record).transpose());
+        base.chain(newer)
     }
 
     /// The overlay as changes, oldest first: what this view holds beyond
-    /// its snapshot, for a journal that must outlive the process.
+    /// its segments, for a journal that must outlive the process.
     #[must_use]
     pub fn overlay_changes(&self) -> Vec<Change> {
         let mut changes: Vec<Change> = self
@@ -120,11 +203,37 @@ impl View {
     }
 }
 
-/// Why a snapshot was not installed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// A segment's entry as an owned code and record.
+fn owned(entry: Entry<'_>) -> Result<Newer, crate::OpenError> {
+    let bad = || crate::OpenError::Layout("record holds a bad code or target");
+    let code = std::str::from_utf8(entry.code())
+        .ok()
+        .and_then(|code| crate::Code::parse(code).ok())
+        .ok_or_else(bad)?;
+    let record = match entry {
+        Entry::Link(view) => Some(view.to_record().ok_or_else(bad)?),
+        Entry::Deleted(_) => None,
+    };
+    Ok((code, record))
+}
+
+/// Why a segment was not installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InstallError {
-    #[error("snapshot at sequence {offered} is older than the installed one at {installed}")]
+    #[error("segment at sequence {offered} is not newer than the table, which covers {installed}")]
     Older { offered: u64, installed: u64 },
+    #[error("delta segment is over base {offered}, but the table's base is {installed}")]
+    OtherBase { offered: BaseId, installed: BaseId },
+    #[error("segment at sequence {sequence} follows a base but is not a delta")]
+    NotDelta { sequence: u64 },
+    #[error(
+        "delta segment starts after sequence {parent}, where no segment of the table ends (base {base}, deltas ending at {ends:?}): a segment is missing"
+    )]
+    Gap {
+        parent: u64,
+        base: u64,
+        ends: Vec<u64>,
+    },
 }
 
 /// The table the proxy answers from.
@@ -140,10 +249,11 @@ pub struct LiveTable {
 
 impl LiveTable {
     #[must_use]
-    pub fn new(snapshot: Snapshot) -> Self {
-        let applied = snapshot.sequence();
+    pub fn new(base: Snapshot) -> Self {
+        let applied = base.sequence();
         let view = View {
-            snapshot: Arc::new(snapshot),
+            base: Arc::new(base),
+            deltas: Arc::new([]),
             overlay: OverlayMap::default(),
             applied,
         };
@@ -151,6 +261,18 @@ impl LiveTable {
             current: ArcSwap::from_pointee(view),
             writer: Mutex::new(()),
         }
+    }
+
+    /// A table of a base and its deltas, oldest first, each checked to
+    /// follow the one before.
+    pub fn with_deltas(base: Snapshot, deltas: Vec<Snapshot>) -> Result<Self, InstallError> {
+        let table = Self::new(base);
+        let view = table.load_full();
+        table.install_chain(
+            Arc::clone(&view.base),
+            deltas.into_iter().map(Arc::new).collect(),
+        )?;
+        Ok(table)
     }
 
     /// The current view.
@@ -165,15 +287,19 @@ impl LiveTable {
         self.current.load_full()
     }
 
+    fn write(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Applies committed changes in stream order. A change below the sequence
-    /// already held for its code (or covered by the snapshot) is skipped, so
+    /// already held for its code (or covered by the segments) is skipped, so
     /// replaying a stream is harmless. Returns the view's new sequence.
     pub fn apply<I: IntoIterator<Item = Change>>(&self, changes: I) -> Seq {
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _writer = self.write();
         let old = self.current.load();
         let mut overlay = old.overlay.clone();
         let mut applied = old.applied;
-        let covered = old.snapshot.sequence();
+        let covered = old.covered();
         for change in changes {
             applied = applied.max(change.seq);
             if change.seq <= covered {
@@ -193,27 +319,130 @@ impl LiveTable {
                 },
             );
         }
-        let snapshot = Arc::clone(&old.snapshot);
         self.current.store(Arc::new(View {
-            snapshot,
+            base: Arc::clone(&old.base),
+            deltas: Arc::clone(&old.deltas),
             overlay,
             applied,
         }));
         applied
     }
 
-    /// Installs a newer snapshot and drops the overlay entries it covers.
-    pub fn install(&self, snapshot: Snapshot) -> Result<Seq, InstallError> {
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+    /// Replaces the base and deltas at once, reusing the segments already
+    /// held: how a proxy moves to the chain control publishes, whether it
+    /// lacks one delta, many, a merged one or a new base, or replaces a
+    /// damaged segment with a good copy. Each delta must follow the one
+    /// before over this base, and the chain must cover at least what the
+    /// table did.
+    pub fn install_chain(
+        &self,
+        base: Arc<Snapshot>,
+        deltas: Vec<Arc<Snapshot>>,
+    ) -> Result<Seq, InstallError> {
+        let id = base.base_id();
+        let mut end = base.sequence();
+        for delta in &deltas {
+            let of = delta.delta_of().ok_or(InstallError::NotDelta {
+                sequence: delta.sequence().0,
+            })?;
+            if of.base != id {
+                return Err(InstallError::OtherBase {
+                    offered: of.base,
+                    installed: id,
+                });
+            }
+            if of.parent != end {
+                return Err(InstallError::Gap {
+                    parent: of.parent.0,
+                    base: id.sequence.0,
+                    ends: vec![end.0],
+                });
+            }
+            end = delta.sequence();
+        }
+        let _writer = self.write();
         let old = self.current.load();
-        let installed = old.snapshot.sequence();
-        let offered = snapshot.sequence();
-        if offered < installed {
+        let installed = old.covered();
+        if end < installed {
             return Err(InstallError::Older {
-                offered: offered.0,
+                offered: end.0,
                 installed: installed.0,
             });
         }
+        let overlay: OverlayMap = old
+            .overlay
+            .iter()
+            .filter(|(_, entry)| entry.seq > end)
+            .map(|(code, entry)| (code.clone(), entry.clone()))
+            .collect();
+        let applied = old.applied.max(end);
+        self.current.store(Arc::new(View {
+            base,
+            deltas: deltas.into(),
+            overlay,
+            applied,
+        }));
+        Ok(applied)
+    }
+
+    /// Installs a segment and drops the overlay entries it covers.
+    ///
+    /// A base replaces the base and every delta; it must cover at least
+    /// what they did. A delta must be over the installed base and start
+    /// where the base or one of the deltas ends: it replaces the deltas
+    /// after that point (a merged delta replaces the ones it merged), and it
+    /// must reach further than they did. The base's pages are not touched.
+    pub fn install(&self, segment: Snapshot) -> Result<Seq, InstallError> {
+        let _writer = self.write();
+        let old = self.current.load();
+        let installed = old.covered();
+        let offered = segment.sequence();
+        let deltas: Arc<[Arc<Snapshot>]> = match segment.delta_of() {
+            None if offered < installed => {
+                return Err(InstallError::Older {
+                    offered: offered.0,
+                    installed: installed.0,
+                });
+            }
+            None => Arc::new([]),
+            Some(of) => {
+                let base = old.base.base_id();
+                if of.base != base {
+                    return Err(InstallError::OtherBase {
+                        offered: of.base,
+                        installed: base,
+                    });
+                }
+                if offered <= installed {
+                    return Err(InstallError::Older {
+                        offered: offered.0,
+                        installed: installed.0,
+                    });
+                }
+                let keep = if of.parent == base.sequence {
+                    0
+                } else {
+                    old.deltas
+                        .iter()
+                        .position(|d| d.sequence() == of.parent)
+                        .map(|i| i + 1)
+                        .ok_or_else(|| InstallError::Gap {
+                            parent: of.parent.0,
+                            base: base.sequence.0,
+                            ends: old.deltas.iter().map(|d| d.sequence().0).collect(),
+                        })?
+                };
+                old.deltas[..keep].iter().cloned().collect()
+            }
+        };
+        let segment = Arc::new(segment);
+        let (base, deltas) = if segment.delta_of().is_some() {
+            let mut chain = deltas.to_vec();
+            chain.push(segment);
+            (Arc::clone(&old.base), chain.into())
+        } else {
+            (segment, deltas)
+        };
         let overlay: OverlayMap = old
             .overlay
             .iter()
@@ -222,7 +451,8 @@ impl LiveTable {
             .collect();
         let applied = old.applied.max(offered);
         self.current.store(Arc::new(View {
-            snapshot: Arc::new(snapshot),
+            base,
+            deltas,
             overlay,
             applied,
         }));
@@ -315,5 +545,77 @@ mod tests {
                 installed: 6
             })
         );
+    }
+
+    fn delta(seq: u64, base: &Snapshot, parent: u64, changes: &[Change]) -> Snapshot {
+        let of = crate::DeltaOf {
+            base: base.base_id(),
+            parent: Seq(parent),
+        };
+        let entries = changes.iter().map(|c| (&c.code, c.record.as_ref()));
+        Snapshot::from_bytes(crate::encode_delta(Seq(seq), of, entries).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn deltas_install_in_order_over_their_own_base_only() {
+        let base = Snapshot::from_bytes(
+            encode_snapshot(
+                Seq(10),
+                [record("a", "https://a/"), record("b", "https://b/")],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let deleted = Change {
+            seq: Seq(12),
+            code: Code::parse("b").unwrap(),
+            record: None,
+        };
+        let first = delta(12, &base, 10, &[upsert(11, "c", "https://c/"), deleted]);
+        let second = delta(15, &base, 12, &[upsert(13, "a", "https://a2/")]);
+        let gap = delta(20, &base, 16, &[upsert(17, "d", "https://d/")]);
+        let other =
+            Snapshot::from_bytes(encode_snapshot(Seq(10), [record("z", "https://z/")]).unwrap())
+                .unwrap();
+        let foreign = delta(30, &other, 10, &[upsert(30, "y", "https://y/")]);
+        let table = LiveTable::new(base);
+        table.apply([upsert(16, "e", "https://e/"), upsert(17, "f", "https://f/")]);
+        assert_eq!(table.install(first).unwrap(), Seq(17));
+        let view = table.load();
+        assert_eq!(view.get(b"b"), None, "a tombstone hides the base's link");
+        assert_eq!(view.get(b"c").unwrap().target(), b"https://c/");
+        assert_eq!(view.get(b"a").unwrap().target(), b"https://a/");
+        assert_eq!(view.covered(), Seq(12));
+        assert_eq!(view.overlay_len(), 2);
+        assert!(matches!(
+            table.install(gap),
+            Err(InstallError::Gap {
+                parent: 16,
+                base: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            table.install(foreign),
+            Err(InstallError::OtherBase { .. })
+        ));
+        table.install(second).unwrap();
+        let view = table.load();
+        assert_eq!(view.get(b"a").unwrap().target(), b"https://a2/");
+        assert_eq!(view.deltas().len(), 2);
+        assert_eq!(view.overlay_len(), 2, "e and f are newer than the deltas");
+        let again = delta(15, view.base(), 12, &[upsert(13, "a", "https://a2/")]);
+        assert!(matches!(
+            table.install(again),
+            Err(InstallError::Older {
+                offered: 15,
+                installed: 15
+            })
+        ));
+        let mut records: Vec<LinkRecord> = view.records().collect::<Result<_, _>>().unwrap();
+        records.sort_by(|x, y| x.code.cmp(&y.code));
+        let codes: Vec<&str> = records.iter().map(|r| r.code.as_str()).collect();
+        assert_eq!(codes, ["a", "c", "e", "f"]);
+        assert_eq!(records[0].target.as_str(), "https://a2/");
     }
 }

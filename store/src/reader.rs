@@ -8,8 +8,8 @@ use memmap2::Mmap;
 
 use crate::error::OpenError;
 use crate::format::{
-    self, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_REDIRECT_SHIFT, FLAG_STATUS_MASK, HEADER_SIZE,
-    Header, RECORD_FIXED_SIZE, SLOT_SIZE,
+    self, BaseId, DeltaOf, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_REDIRECT_SHIFT,
+    FLAG_STATUS_MASK, HEADER_SIZE, Header, RECORD_FIXED_SIZE, SLOT_SIZE, STATUS_DELETED,
 };
 use crate::record::{LinkId, LinkStatus, LinkView, RedirectStatus, Seq};
 
@@ -43,7 +43,36 @@ impl Backing {
 pub struct Snapshot {
     backing: Backing,
     header: Header,
+    /// Where the records start: the header's size.
+    records_start: usize,
     blocks: Blocks,
+}
+
+/// What a segment holds for a code: its link, or, in a delta segment, that
+/// it was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    Link(LinkView<'a>),
+    Deleted(&'a [u8]),
+}
+
+impl<'a> Entry<'a> {
+    #[must_use]
+    pub fn code(&self) -> &'a [u8] {
+        match self {
+            Self::Link(view) => view.code,
+            Self::Deleted(code) => code,
+        }
+    }
+
+    /// The link, unless this is a tombstone.
+    #[must_use]
+    pub fn link(self) -> Option<LinkView<'a>> {
+        match self {
+            Self::Link(view) => Some(view),
+            Self::Deleted(_) => None,
+        }
+    }
 }
 
 /// Which blocks have been checked against their checksums, and which failed.
@@ -215,6 +244,7 @@ impl Snapshot {
         };
         Ok(Self {
             backing,
+            records_start: header.size(),
             header,
             blocks,
         })
@@ -245,7 +275,7 @@ impl Snapshot {
     }
 
     fn block_span(&self, block: u64) -> BlockDamage {
-        let start = HEADER_SIZE as u64 + (block << self.blocks.shift);
+        let start = self.records_start as u64 + (block << self.blocks.shift);
         let end = (start.saturating_add(1 << self.blocks.shift)).min(self.header.checksums_offset);
         BlockDamage { block, start, end }
     }
@@ -286,8 +316,8 @@ impl Snapshot {
     /// checksums, `start < end`) unless they are already.
     #[inline]
     fn readable(&self, start: usize, end: usize) -> Result<(), BlockDamage> {
-        let first = ((start - HEADER_SIZE) as u64) >> self.blocks.shift;
-        let last = ((end - 1 - HEADER_SIZE) as u64) >> self.blocks.shift;
+        let first = ((start - self.records_start) as u64) >> self.blocks.shift;
+        let last = ((end - 1 - self.records_start) as u64) >> self.blocks.shift;
         if first == last && Blocks::bit(&self.blocks.checked, first) {
             return Ok(());
         }
@@ -325,7 +355,7 @@ impl Snapshot {
     }
 
     fn records(&self) -> &[u8] {
-        let start = HEADER_SIZE;
+        let start = self.records_start;
         &self.backing.bytes()[start..start + self.header.records_size as usize]
     }
 
@@ -343,19 +373,20 @@ impl Snapshot {
         &self,
         records: &'a [u8],
         offset: usize,
-    ) -> Result<(LinkView<'a>, usize), Option<BlockDamage>> {
+    ) -> Result<(Entry<'a>, usize), Option<BlockDamage>> {
         let end = offset.checked_add(RECORD_FIXED_SIZE).ok_or(None)?;
         if end > records.len() {
             return Err(None);
         }
-        self.readable(HEADER_SIZE + offset, HEADER_SIZE + end)?;
+        let start = self.records_start;
+        self.readable(start + offset, start + end)?;
         let code_len = records[offset] as usize;
         let target_len = u16::from_le_bytes([records[offset + 2], records[offset + 3]]) as usize;
         let record_end = end + code_len + target_len;
         if record_end > records.len() {
             return Err(None);
         }
-        self.readable(HEADER_SIZE + offset, HEADER_SIZE + record_end)?;
+        self.readable(start + offset, start + record_end)?;
         decode_record(records, offset).ok_or(None)
     }
 
@@ -363,12 +394,53 @@ impl Snapshot {
     #[inline]
     #[must_use]
     pub fn get(&self, code: &[u8]) -> Option<LinkView<'_>> {
+        self.find(code).and_then(Entry::link)
+    }
+
+    /// Looks `code` up, telling a tombstone (a delta segment's deleted code)
+    /// from a code the segment does not mention.
+    #[inline]
+    #[must_use]
+    pub fn find(&self, code: &[u8]) -> Option<Entry<'_>> {
+        self.find_hashed(code, format::hash_code(code, self.header.hash_seed))
+    }
+
+    /// [`Snapshot::find`] with the code's hash under [`Snapshot::hash_seed`]
+    /// already computed: a delta segment shares its base's seed, so one
+    /// hash serves every segment of a table.
+    #[inline]
+    #[must_use]
+    pub fn find_hashed(&self, code: &[u8], hash: u64) -> Option<Entry<'_>> {
         // Once every block is checked, lookups skip the per-block bits.
         if self.blocks.all.load(Ordering::Relaxed) {
-            self.lookup::<false>(code)
+            self.lookup::<false>(code, hash)
         } else {
-            self.lookup_checking(code)
+            self.lookup_checking(code, hash)
         }
+    }
+
+    /// The seed of this segment's index hash.
+    #[must_use]
+    pub fn hash_seed(&self) -> u64 {
+        self.header.hash_seed
+    }
+
+    /// For a delta segment, the base and parent it applies to; `None` for a base.
+    #[must_use]
+    pub fn delta_of(&self) -> Option<DeltaOf> {
+        self.header.delta
+    }
+
+    /// The identity of the base this segment is or applies to.
+    #[must_use]
+    pub fn base_id(&self) -> BaseId {
+        self.header.delta.map_or(
+            BaseId {
+                sequence: self.header.sequence,
+                seed: self.header.hash_seed,
+            },
+            |delta| delta.base,
+        )
     }
 
     /// The lookup while some blocks are unchecked, kept out of line and cold
@@ -377,15 +449,14 @@ impl Snapshot {
     /// docs/BENCHMARKS.md.
     #[cold]
     #[inline(never)]
-    fn lookup_checking(&self, code: &[u8]) -> Option<LinkView<'_>> {
-        self.lookup::<true>(code)
+    fn lookup_checking(&self, code: &[u8], hash: u64) -> Option<Entry<'_>> {
+        self.lookup::<true>(code, hash)
     }
 
     /// The lookup, checking each block it reads first when `CHECK`.
     #[inline(always)]
-    fn lookup<const CHECK: bool>(&self, code: &[u8]) -> Option<LinkView<'_>> {
+    fn lookup<const CHECK: bool>(&self, code: &[u8], hash: u64) -> Option<Entry<'_>> {
         let slot_count = self.header.slot_count;
-        let hash = format::hash_code(code, self.header.hash_seed);
         let index = self.index();
         let records = self.records();
         let mut i = format::home_slot(hash, slot_count) as usize;
@@ -411,10 +482,10 @@ impl Snapshot {
                 } else {
                     decode_record(records, offset)
                 };
-                if let Some((view, _)) = found
-                    && view.code == code
+                if let Some((entry, _)) = found
+                    && entry.code() == code
                 {
-                    return Some(view);
+                    return Some(entry);
                 }
             }
             i += 1;
@@ -425,9 +496,15 @@ impl Snapshot {
         None
     }
 
-    /// Iterates over every record in file order.
+    /// Iterates over every link in file order (a delta's tombstones left out).
+    pub fn iter(&self) -> impl Iterator<Item = Result<LinkView<'_>, OpenError>> + '_ {
+        self.entries()
+            .filter_map(|entry| entry.map(Entry::link).transpose())
+    }
+
+    /// Iterates over every entry in file order, tombstones included.
     #[must_use]
-    pub fn iter(&self) -> RecordIter<'_> {
+    pub fn entries(&self) -> RecordIter<'_> {
         RecordIter {
             snapshot: self,
             records: self.records(),
@@ -441,14 +518,16 @@ impl Snapshot {
     /// and tests.
     pub fn verify_records(&self) -> Result<u64, OpenError> {
         let mut count = 0u64;
-        for view in self.iter() {
-            let view = view?;
-            if !crate::is_valid_code(view.code)
-                || crate::code::check_target_bytes(view.target).is_err()
-            {
+        for entry in self.entries() {
+            let entry = entry?;
+            let valid = match entry {
+                Entry::Link(view) => crate::code::check_target_bytes(view.target).is_ok(),
+                Entry::Deleted(_) => self.header.delta.is_some(),
+            };
+            if !valid || !crate::is_valid_code(entry.code()) {
                 return Err(OpenError::Layout("record holds a bad code or target"));
             }
-            if self.get(view.code) != Some(view) {
+            if self.find(entry.code()) != Some(entry) {
                 return Err(OpenError::Layout("record not reachable through the index"));
             }
             count += 1;
@@ -459,7 +538,7 @@ impl Snapshot {
 
 /// Decodes the record at `offset`, returning it and the offset after it.
 #[inline]
-fn decode_record(records: &[u8], offset: usize) -> Option<(LinkView<'_>, usize)> {
+fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
     let fixed = records.get(offset..offset.checked_add(RECORD_FIXED_SIZE)?)?;
     let code_len = fixed[0] as usize;
     let flags = fixed[1];
@@ -471,6 +550,9 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(LinkView<'_>, usize)>
     let end = target_start + target_len;
     let code = records.get(code_start..target_start)?;
     let target = records.get(target_start..end)?;
+    if flags & FLAG_STATUS_MASK == STATUS_DELETED {
+        return (target_len == 0).then_some((Entry::Deleted(code), end));
+    }
     let view = LinkView {
         code,
         target,
@@ -480,7 +562,7 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(LinkView<'_>, usize)>
         expires_at: (flags & FLAG_HAS_EXPIRY != 0).then_some(expires_at),
         forward_query: flags & FLAG_FORWARD_QUERY != 0,
     };
-    Some((view, end))
+    Some((Entry::Link(view), end))
 }
 
 /// Iterator over a snapshot's records; yields an error and stops at the first
@@ -494,7 +576,7 @@ pub struct RecordIter<'a> {
 }
 
 impl<'a> Iterator for RecordIter<'a> {
-    type Item = Result<LinkView<'a>, OpenError>;
+    type Item = Result<Entry<'a>, OpenError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {

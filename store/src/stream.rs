@@ -15,9 +15,10 @@ pub const LINE_BYTES_MAX: usize = 64 << 20;
 pub enum Message {
     /// Committed changes, in sequence order.
     Changes { changes: Vec<Change> },
-    /// A snapshot covering `seq` exists (`GET /internal/v1/snapshots/{seq}`).
-    /// When `required`, the changes before it are gone from the log: the
-    /// subscriber must install it before applying what follows.
+    /// Segments covering `seq` exist: a base and the deltas over it, listed
+    /// by `GET /internal/v1/segments` ([`Manifest`]). When `required`, the
+    /// changes before it are gone from the log: the subscriber must install
+    /// them before applying what follows.
     Snapshot { seq: Seq, required: bool },
     /// Nothing new; the newest committed sequence.
     Heartbeat { seq: Seq },
@@ -30,6 +31,53 @@ impl Message {
         let mut bytes = serde_json::to_vec(self).expect("stream messages always serialise");
         bytes.push(b'\n');
         bytes
+    }
+}
+
+/// The segments that make up control's table, `GET /internal/v1/segments`:
+/// a base and the chain of deltas over it, oldest first, each downloadable
+/// by its file name (`GET /internal/v1/segments/{file}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub base: ManifestBase,
+    pub deltas: Vec<ManifestDelta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestBase {
+    pub file: String,
+    pub sequence: Seq,
+    pub seed: u64,
+    pub links: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestDelta {
+    pub file: String,
+    pub parent: Seq,
+    pub sequence: Seq,
+    /// Codes it changes or deletes.
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// The newest change the segments cover.
+    #[must_use]
+    pub fn sequence(&self) -> Seq {
+        self.deltas
+            .last()
+            .map_or(self.base.sequence, |delta| delta.sequence)
+    }
+
+    /// The base's identity.
+    #[must_use]
+    pub fn base_id(&self) -> crate::BaseId {
+        crate::BaseId {
+            sequence: self.base.sequence,
+            seed: self.base.seed,
+        }
     }
 }
 

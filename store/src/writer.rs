@@ -7,10 +7,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::code::Code;
 use crate::error::WriteError;
 use crate::format::{
-    self, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_REDIRECT_SHIFT, HEADER_SIZE, Header,
-    RECORD_FIXED_SIZE, RECORD_OFFSET_MAX,
+    self, DeltaOf, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_REDIRECT_SHIFT, Header,
+    RECORD_FIXED_SIZE, RECORD_OFFSET_MAX, STATUS_DELETED,
 };
 use crate::record::{LinkRecord, Seq};
 use xxhash_rust::xxh3::Xxh3;
@@ -60,12 +61,26 @@ where
     I: IntoIterator,
     I::Item: Borrow<LinkRecord>,
 {
-    let mut build = Build::new(sequence, MemorySink(vec![0; HEADER_SIZE]));
+    let mut build = Build::new(sequence, None, MemorySink::new(None));
     for record in records {
         build.push(record.borrow())?;
     }
     let (sink, _) = build.finish()?;
-    Ok(sink.0)
+    Ok(sink.bytes)
+}
+
+/// Encodes a delta segment into memory: each code's state after the
+/// changes since `of.parent`, `None` for a deleted code. Codes must be unique.
+pub fn encode_delta<'a, I>(sequence: Seq, of: DeltaOf, entries: I) -> Result<Vec<u8>, WriteError>
+where
+    I: IntoIterator<Item = (&'a Code, Option<&'a LinkRecord>)>,
+{
+    let mut build = Build::new(sequence, Some(of), MemorySink::new(Some(of)));
+    for (code, record) in entries {
+        build.push_entry(code, record)?;
+    }
+    let (sink, _) = build.finish()?;
+    Ok(sink.bytes)
 }
 
 /// Bytes gathered before each write to the file.
@@ -97,8 +112,24 @@ impl std::fmt::Debug for SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Starts a snapshot covering `sequence`, to be renamed to `path`.
+    /// Starts a snapshot (a base: the whole table) covering `sequence`, to
+    /// be renamed to `path`.
     pub fn create(path: &Path, sequence: Seq) -> Result<Self, WriteError> {
+        Self::create_segment(path, sequence, None)
+    }
+
+    /// Starts a delta segment: the changes to the base `of.base` after
+    /// `of.parent`, up to `sequence`. Push each changed code's state once,
+    /// with [`SnapshotWriter::push`] or [`SnapshotWriter::push_deleted`].
+    pub fn create_delta(path: &Path, sequence: Seq, of: DeltaOf) -> Result<Self, WriteError> {
+        Self::create_segment(path, sequence, Some(of))
+    }
+
+    fn create_segment(
+        path: &Path,
+        sequence: Seq,
+        delta: Option<DeltaOf>,
+    ) -> Result<Self, WriteError> {
         let tmp = temporary_path(path);
         let io = |source| WriteError::Io {
             path: tmp.clone(),
@@ -110,17 +141,24 @@ impl SnapshotWriter {
             .create_new(true)
             .open(&tmp)
             .map_err(io)?;
-        file.write_all(&[0; HEADER_SIZE]).map_err(io)?;
+        file.write_all(&vec![0; header_size(delta)]).map_err(io)?;
         let sink = FileSink {
             path: path.to_path_buf(),
             tmp: tmp.clone(),
             // Few, large writes for a file of gigabytes.
             out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             map: None,
+            header_size: header_size(delta),
         };
         Ok(Self {
-            build: Build::new(sequence, sink),
+            build: Build::new(sequence, delta, sink),
         })
+    }
+
+    /// Appends a tombstone: `code` was deleted since the parent segment.
+    /// Only a delta segment holds them.
+    pub fn push_deleted(&mut self, code: &Code) -> Result<(), WriteError> {
+        self.build.push_entry(code, None)
     }
 
     /// Appends one record. Duplicate codes are found at [`SnapshotWriter::finish`].
@@ -154,23 +192,44 @@ trait Sink {
     fn append(&mut self, bytes: &[u8]) -> Result<(), WriteError>;
     /// Every byte after the header appended so far.
     fn body(&mut self) -> Result<&[u8], WriteError>;
-    fn write_header(&mut self, header: &[u8; HEADER_SIZE]) -> Result<(), WriteError>;
+    fn write_header(&mut self, header: &[u8]) -> Result<(), WriteError>;
 }
 
-struct MemorySink(Vec<u8>);
+/// Bytes of header a segment starts with.
+fn header_size(delta: Option<DeltaOf>) -> usize {
+    format::header_size(if delta.is_some() {
+        format::DELTA_FORMAT_VERSION
+    } else {
+        format::FORMAT_VERSION
+    })
+}
+
+struct MemorySink {
+    bytes: Vec<u8>,
+    header_size: usize,
+}
+
+impl MemorySink {
+    fn new(delta: Option<DeltaOf>) -> Self {
+        Self {
+            bytes: vec![0; header_size(delta)],
+            header_size: header_size(delta),
+        }
+    }
+}
 
 impl Sink for MemorySink {
     fn append(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
-        self.0.extend_from_slice(bytes);
+        self.bytes.extend_from_slice(bytes);
         Ok(())
     }
 
     fn body(&mut self) -> Result<&[u8], WriteError> {
-        Ok(&self.0[HEADER_SIZE..])
+        Ok(&self.bytes[self.header_size..])
     }
 
-    fn write_header(&mut self, header: &[u8; HEADER_SIZE]) -> Result<(), WriteError> {
-        self.0[..HEADER_SIZE].copy_from_slice(header);
+    fn write_header(&mut self, header: &[u8]) -> Result<(), WriteError> {
+        self.bytes[..header.len()].copy_from_slice(header);
         Ok(())
     }
 }
@@ -182,6 +241,7 @@ struct FileSink {
     /// The file as written so far, mapped to read the codes back when the
     /// index is built.
     map: Option<memmap2::Mmap>,
+    header_size: usize,
 }
 
 /// An I/O error at `path`, for `map_err`.
@@ -247,10 +307,10 @@ impl Sink for FileSink {
             let map = unsafe { memmap2::Mmap::map(file) }.map_err(io_at(tmp))?;
             self.map = Some(map);
         }
-        Ok(&self.map.as_ref().expect("mapped above")[HEADER_SIZE..])
+        Ok(&self.map.as_ref().expect("mapped above")[self.header_size..])
     }
 
-    fn write_header(&mut self, header: &[u8; HEADER_SIZE]) -> Result<(), WriteError> {
+    fn write_header(&mut self, header: &[u8]) -> Result<(), WriteError> {
         self.map = None;
         let (out, tmp) = self.out();
         out.flush()
@@ -307,6 +367,7 @@ impl BlockSums {
 struct Build<S: Sink> {
     sink: S,
     sequence: Seq,
+    delta: Option<DeltaOf>,
     seed: u64,
     /// (hash, offset) per record.
     entries: Vec<(u64, u64)>,
@@ -317,11 +378,14 @@ struct Build<S: Sink> {
 }
 
 impl<S: Sink> Build<S> {
-    fn new(sequence: Seq, sink: S) -> Self {
+    fn new(sequence: Seq, delta: Option<DeltaOf>, sink: S) -> Self {
         Self {
             sink,
             sequence,
-            seed: hash_seed(),
+            delta,
+            // A delta hashes with its base's seed, so a lookup through a
+            // base and its deltas hashes the code once.
+            seed: delta.map_or_else(hash_seed, |of| of.base.seed),
             entries: Vec::new(),
             records_size: 0,
             payload_bytes: 0,
@@ -336,9 +400,21 @@ impl<S: Sink> Build<S> {
     }
 
     fn push(&mut self, record: &LinkRecord) -> Result<(), WriteError> {
+        self.push_entry(&record.code, Some(record))
+    }
+
+    /// Appends a record, or with `None` (a delta only) a tombstone.
+    fn push_entry(&mut self, code: &Code, record: Option<&LinkRecord>) -> Result<(), WriteError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        encode_record(&mut scratch, record);
+        match record {
+            Some(record) => encode_record(&mut scratch, record),
+            None if self.delta.is_some() => encode_tombstone(&mut scratch, code),
+            None => {
+                self.scratch = scratch;
+                return Err(WriteError::TombstoneInBase(code.as_str().to_owned()));
+            }
+        }
         let size = scratch.len() as u64;
         if self.records_size + size > RECORD_OFFSET_MAX {
             return Err(WriteError::TooLarge {
@@ -346,7 +422,7 @@ impl<S: Sink> Build<S> {
             });
         }
         self.entries.push((
-            format::hash_code(record.code.as_bytes(), self.seed),
+            format::hash_code(code.as_bytes(), self.seed),
             self.records_size,
         ));
         let appended = self.append(&scratch);
@@ -359,8 +435,9 @@ impl<S: Sink> Build<S> {
     fn finish(mut self) -> Result<(S, SnapshotStats), WriteError> {
         let record_count = self.entries.len() as u64;
         let slot_count = format::slot_count_for(record_count);
-        let index_offset = format::align_up(HEADER_SIZE as u64 + self.records_size);
-        let pad = index_offset - HEADER_SIZE as u64 - self.records_size;
+        let records_start = header_size(self.delta) as u64;
+        let index_offset = format::align_up(records_start + self.records_size);
+        let pad = index_offset - records_start - self.records_size;
         self.append(&vec![0; pad as usize])?;
         let slots = self.index(slot_count)?;
         let mut chunk = Vec::with_capacity(1 << 16);
@@ -377,7 +454,11 @@ impl<S: Sink> Build<S> {
         self.sink.append(&table)?;
         let file_size = checksums_offset + table.len() as u64;
         let header = Header {
-            version: format::FORMAT_VERSION,
+            version: if self.delta.is_some() {
+                format::DELTA_FORMAT_VERSION
+            } else {
+                format::FORMAT_VERSION
+            },
             sequence: self.sequence,
             record_count,
             slot_count,
@@ -389,6 +470,7 @@ impl<S: Sink> Build<S> {
             checksum: format::checksum(&table),
             block_size: format::BLOCK_SIZE,
             checksums_offset,
+            delta: self.delta,
         };
         let encoded = header.encode();
         // Check the format at both ends: what we are about to write must decode.
@@ -444,6 +526,15 @@ fn encode_record(out: &mut Vec<u8>, record: &LinkRecord) {
     out.extend_from_slice(&record.expires_at.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(code);
     out.extend_from_slice(target);
+}
+
+fn encode_tombstone(out: &mut Vec<u8>, code: &Code) {
+    let code = code.as_bytes();
+    out.push(code.len() as u8);
+    out.push(STATUS_DELETED);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&[0; 16]);
+    out.extend_from_slice(code);
 }
 
 /// The code bytes of the record at `offset` in a records region this module wrote.

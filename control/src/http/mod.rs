@@ -126,6 +126,8 @@ pub fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
         .route("/api/v1/reports/{id}/resolve", post(abuse::resolve_report))
         .route("/internal/v1/changes", get(stream::changes))
         .route("/internal/v1/snapshots/{seq}", get(stream::snapshot_file))
+        .route("/internal/v1/segments", get(stream::segments))
+        .route("/internal/v1/segments/{file}", get(stream::segment_file))
         .route("/internal/v1/clicks", post(clicks::ingest))
         .fallback(|| async { problem::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })

@@ -1,5 +1,6 @@
 //! The proxies' internal endpoints: the change stream
-//! (`GET /internal/v1/changes?after=SEQ`) and snapshot files. They need the
+//! (`GET /internal/v1/changes?after=SEQ`), the list of snapshot segments
+//! and the segment files. They need the
 //! internal token and are absent from the OpenAPI document.
 
 use std::sync::Arc;
@@ -18,8 +19,10 @@ use crate::state::AppState;
 
 use super::extract::{ApiPath, check_internal};
 use crate::tasks::publish::{
-    STREAM_BUFFER_MESSAGES, snapshot_file_name, snapshot_files, stream_changes,
+    STREAM_BUFFER_MESSAGES, current_chain, set_aside, snapshot_file_name, snapshot_files,
+    stream_changes,
 };
+use shortline_store::files::is_segment_name;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ChangesParams {
@@ -61,10 +64,47 @@ pub(super) async fn snapshot_file(
             .map_err(|_| ApiError::invalid("seq", "a sequence number or latest"))?;
         Some(dir.join(snapshot_file_name(Seq(seq))))
     };
-    let path = path.ok_or(ApiError::NotFound)?;
-    // A proxy installs what it downloads in place of what it serves; a
-    // damaged file is moved aside (so the builder writes a new one at its
-    // next tick and announces it) rather than sent.
+    send_checked(path.ok_or(ApiError::NotFound)?).await
+}
+
+/// The segments a proxy needs for control's table: the base and the chain
+/// of deltas over it.
+pub(super) async fn segments(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_internal(&state, &headers)?;
+    let dir = state.config.snapshot_dir();
+    let manifest = tokio::task::spawn_blocking(move || current_chain(&dir).map(|c| c.manifest()))
+        .await?
+        .ok_or(ApiError::Unavailable(
+            "no snapshot has been built yet".into(),
+        ))?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(manifest)).into_response())
+}
+
+/// One segment file by the name the manifest gives.
+pub(super) async fn segment_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiPath(file): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    check_internal(&state, &headers)?;
+    // Only names this build writes: never a path.
+    if !is_segment_name(&file) {
+        return Err(ApiError::invalid(
+            "file",
+            "a segment file name from GET /internal/v1/segments",
+        ));
+    }
+    send_checked(state.config.snapshot_dir().join(file)).await
+}
+
+/// Sends a segment file once every block of it checks. A proxy installs
+/// what it downloads in place of what it serves; a damaged file is moved
+/// aside (so the builder writes the segments again at its next tick and
+/// announces them) rather than sent.
+async fn send_checked(path: std::path::PathBuf) -> Result<Response, ApiError> {
     let checking = path.clone();
     let checked =
         tokio::task::spawn_blocking(move || shortline_store::Snapshot::open_verified(&checking))
@@ -77,16 +117,7 @@ pub(super) async fn snapshot_file(
             return Err(ApiError::NotFound);
         }
         Err(e) => {
-            let mut aside = path.clone().into_os_string();
-            aside.push(".damaged");
-            let moved = std::fs::rename(&path, &aside);
-            metrics::counter!("control_snapshots_damaged_total").increment(1);
-            tracing::error!(
-                path = %path.display(),
-                error = %e,
-                moved_aside = moved.is_ok(),
-                "a snapshot file is damaged; it is not sent, and a new one is built"
-            );
+            set_aside(&path, &e);
             return Err(ApiError::Unavailable(
                 "that snapshot file is damaged; a new one is being built".into(),
             ));

@@ -1,15 +1,23 @@
-//! Keeping proxies current: full snapshots built in the background, and a
-//! change stream resumable by sequence number.
+//! Keeping proxies current: snapshot segments (a base and deltas over it)
+//! built in the background, and a change stream resumable by sequence
+//! number.
 //!
 //! The stream is `GET /internal/v1/changes?after=SEQ`, a long-lived response of
 //! newline-delimited JSON messages (see [`Message`]). It is not part of the
 //! public API: it lives under `/internal/`, is absent from the OpenAPI
 //! document, and needs the internal token.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shortline_store::{Change, Seq, SnapshotStats, SnapshotWriter};
+use anyhow::Context as _;
+use shortline_store::files::{DeltaFile, chain, delta_file_name, list_deltas};
+use shortline_store::stream::{Manifest, ManifestBase, ManifestDelta};
+use shortline_store::{
+    Change, Code, DeltaOf, LinkRecord, LiveTable, Seq, Snapshot, SnapshotStats, SnapshotWriter,
+};
 use tokio::sync::mpsc;
 
 use crate::db::{Space, StoreResult};
@@ -63,72 +71,310 @@ fn write_all_links(
     Ok((seq, stats))
 }
 
-/// Whether the newest snapshot should be replaced: enough changes since it,
-/// or changes older than `snapshot_age_max_ms`. Rebuilding reads every link,
-/// so a steady trickle of writes must not cause a rebuild per tick; proxies
-/// carry the changes in their overlays meanwhile.
-fn due(state: &AppState, newest: Option<(Seq, std::time::SystemTime)>, committed: Seq) -> bool {
-    let Some((seq, written)) = newest else {
-        return true;
-    };
-    if seq >= committed {
+/// Whether the segments should move forward: enough changes since the
+/// newest segment, or changes older than `snapshot_age_max_ms`. A steady
+/// trickle of writes must not cause a segment per tick; proxies carry the
+/// changes in their overlays meanwhile.
+fn due(state: &AppState, top: Seq, written: std::time::SystemTime, committed: Seq) -> bool {
+    if top >= committed {
         return false;
     }
-    let pending = committed.0 - seq.0;
+    let pending = committed.0 - top.0;
     let age = written.elapsed().unwrap_or_default();
     pending >= state.config.snapshot_changes_min
         || age >= Duration::from_millis(state.config.snapshot_age_max_ms)
 }
 
-/// Builds a snapshot when one is due (or, with `force`, whenever the log has
-/// moved past the newest one), removes old files, prunes the change log and
-/// announces the snapshot. Returns its sequence.
+/// Control's table as files: the newest base that opens and the chain of
+/// deltas over it.
+#[derive(Debug)]
+pub struct Chain {
+    pub base: Snapshot,
+    pub base_path: PathBuf,
+    pub deltas: Vec<DeltaFile>,
+}
+
+impl Chain {
+    /// The newest change the segments cover.
+    #[must_use]
+    pub fn sequence(&self) -> Seq {
+        self.deltas.last().map_or(self.base.sequence(), |d| d.seq)
+    }
+
+    fn newest_path(&self) -> &Path {
+        self.deltas.last().map_or(&self.base_path, |d| &d.path)
+    }
+
+    /// The segments opened as one table, each delta checked whole.
+    fn open(&self) -> anyhow::Result<LiveTable> {
+        let base = Snapshot::open(&self.base_path)?;
+        let deltas = self
+            .deltas
+            .iter()
+            .map(|d| Snapshot::open_verified(&d.path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(LiveTable::with_deltas(base, deltas)?)
+    }
+
+    /// What proxies are told to fetch.
+    #[must_use]
+    pub fn manifest(&self) -> Manifest {
+        let name = |path: &Path| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let info = self.base.info();
+        Manifest {
+            base: ManifestBase {
+                file: name(&self.base_path),
+                sequence: info.sequence,
+                seed: self.base.hash_seed(),
+                links: info.record_count,
+                bytes: info.file_size_bytes,
+            },
+            deltas: self
+                .deltas
+                .iter()
+                .map(|d| {
+                    let (entries, bytes) = Snapshot::open(&d.path)
+                        .map(|s| (s.len(), s.info().file_size_bytes))
+                        .unwrap_or_default();
+                    ManifestDelta {
+                        file: name(&d.path),
+                        parent: d.of.parent,
+                        sequence: d.seq,
+                        entries,
+                        bytes,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The chain in `dir`: the newest base whose header opens (one that does
+/// not is moved aside, so a new one is built) and the deltas over it.
+pub fn current_chain(dir: &Path) -> Option<Chain> {
+    let deltas = list_deltas(dir);
+    for (_, path) in snapshot_files(dir) {
+        match Snapshot::open(&path) {
+            Ok(base) => {
+                let deltas = chain(base.base_id(), &deltas);
+                return Some(Chain {
+                    base,
+                    base_path: path,
+                    deltas,
+                });
+            }
+            Err(e) => set_aside(&path, &e),
+        }
+    }
+    None
+}
+
+/// Moves a damaged segment file out of the way, so it is neither sent nor
+/// built upon, and says so.
+pub fn set_aside(path: &Path, error: &dyn std::fmt::Display) {
+    let mut aside = path.to_path_buf().into_os_string();
+    aside.push(".damaged");
+    let moved = std::fs::rename(path, &aside);
+    metrics::counter!("control_snapshots_damaged_total").increment(1);
+    tracing::error!(
+        path = %path.display(),
+        error = %error,
+        moved_aside = moved.is_ok(),
+        "a snapshot file is damaged; it is not sent, and the segments are built again without it"
+    );
+}
+
+/// What one publishing step did, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// A new base read from the store.
+    Base,
+    /// A delta from the change log.
+    Delta,
+    /// The deltas merged into one.
+    MergeDeltas,
+    /// The base and the deltas merged into a new base.
+    MergeAll,
+}
+
+impl Step {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Base => "base",
+            Self::Delta => "delta",
+            Self::MergeDeltas => "merge_deltas",
+            Self::MergeAll => "merge_all",
+        }
+    }
+}
+
+/// Writes a delta over `chain` of the changes after its newest segment, read
+/// from the change log in pages (each page its own read transaction, whole
+/// commits only): its cost follows the changes, not the table. `None` when
+/// the log no longer holds them (pruned, or a restore moved past them).
+fn write_delta(state: &AppState, dir: &Path, chain: &Chain) -> anyhow::Result<Option<Seq>> {
+    let parent = chain.sequence();
+    let committed = state.backend.read(|txn| txn.last_seq())?;
+    let mut newest: HashMap<Code, Option<LinkRecord>> = HashMap::new();
+    let mut after = parent;
+    while after < committed {
+        match read_changes(state, after, SNAPSHOT_PAGE_LINKS)? {
+            Err(()) => return Ok(None),
+            Ok(changes) if changes.is_empty() => break,
+            Ok(changes) => {
+                after = changes.last().map_or(after, |c| c.seq);
+                for change in changes {
+                    newest.insert(change.code, change.record);
+                }
+            }
+        }
+    }
+    if after == parent {
+        return Ok(Some(parent));
+    }
+    let of = DeltaOf {
+        base: chain.base.base_id(),
+        parent,
+    };
+    let mut writer =
+        SnapshotWriter::create_delta(&dir.join(delta_file_name(of, after)), after, of)?;
+    for (code, record) in &newest {
+        match record {
+            Some(record) => writer.push(record)?,
+            None => writer.push_deleted(code)?,
+        }
+    }
+    writer.finish()?;
+    Ok(Some(after))
+}
+
+/// Merges every delta of `chain` into one over its base: the cost follows
+/// the deltas, and proxies holding the base fetch one file.
+fn merge_deltas(dir: &Path, chain: &Chain) -> anyhow::Result<()> {
+    let table = chain.open()?;
+    let view = table.load_full();
+    let of = DeltaOf {
+        base: chain.base.base_id(),
+        parent: chain.base.sequence(),
+    };
+    let seq = view.covered();
+    let mut writer = SnapshotWriter::create_delta(&dir.join(delta_file_name(of, seq)), seq, of)?;
+    for newer in view.newer_than_base() {
+        match newer? {
+            (_, Some(record)) => writer.push(&record)?,
+            (code, None) => writer.push_deleted(&code)?,
+        }
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// Merges the base and its deltas into a new base, reading the old base
+/// sequentially from its file (not the store: no transaction spans the
+/// merge, whatever the table's size).
+fn merge_all(dir: &Path, chain: &Chain) -> anyhow::Result<SnapshotStats> {
+    let table = chain.open()?;
+    let view = table.load_full();
+    let seq = view.covered();
+    let mut writer = SnapshotWriter::create(&dir.join(snapshot_file_name(seq)), seq)?;
+    for record in view.records() {
+        writer.push(&record?)?;
+    }
+    Ok(writer.finish()?)
+}
+
+/// Moves control's segments forward when due (or, with `force`, whenever
+/// the log has moved past them): a base read from the store when there is
+/// none or the log cannot say what changed, else a delta from the change
+/// log; then deltas merged into one past `snapshot_deltas_max`, and
+/// everything merged into a new base once the deltas hold
+/// `snapshot_merge_percent` of the base's links. Removes files no chain
+/// needs, prunes the change log and announces the segments. Returns the
+/// sequence they cover when they moved.
 pub fn build_snapshot(state: &AppState, force: bool) -> anyhow::Result<Option<Seq>> {
     let dir = state.config.snapshot_dir();
     std::fs::create_dir_all(&dir)?;
-    let newest = snapshot_files(&dir).into_iter().next().map(|(seq, path)| {
-        let written = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .unwrap_or(std::time::UNIX_EPOCH);
-        (seq, written)
-    });
     let committed = state.committed.borrow().seq;
-    if let Some((seq, _)) = newest {
-        state
-            .snapshot
-            .send_if_modified(|cur| std::mem::replace(cur, seq) != seq);
-    }
-    let wanted = if force {
-        newest.is_none_or(|(seq, _)| seq < committed)
-    } else {
-        due(state, newest, committed)
+    let current = current_chain(&dir);
+    let step = match &current {
+        None => Step::Base,
+        Some(chain) => {
+            let top = chain.sequence();
+            state
+                .snapshot
+                .send_if_modified(|cur| std::mem::replace(cur, top) != top);
+            let written = std::fs::metadata(chain.newest_path())
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let wanted = if force {
+                top < committed
+            } else {
+                due(state, top, written, committed)
+            };
+            if !wanted {
+                return Ok(None);
+            }
+            Step::Delta
+        }
     };
-    if !wanted {
-        return Ok(None);
-    }
     let started = Instant::now();
-    let (seq, stats) = write_all_links(state, &dir)?;
+    let mut steps = vec![step];
+    if let Some(chain) = &current
+        && write_delta(state, &dir, chain)?.is_none()
+    {
+        tracing::info!(
+            after = chain.sequence().0,
+            "the change log no longer reaches the newest segment; reading every link for a new base"
+        );
+        steps = vec![Step::Base];
+    }
+    if steps == [Step::Base] {
+        write_all_links(state, &dir)?;
+    }
+    let mut chain = current_chain(&dir).context("the segments just written do not open")?;
+    if chain.deltas.len() > state.config.snapshot_deltas_max {
+        merge_deltas(&dir, &chain)?;
+        steps.push(Step::MergeDeltas);
+        chain = current_chain(&dir).context("the merged delta does not open")?;
+    }
+    let delta_entries: u64 = chain
+        .deltas
+        .iter()
+        .filter_map(|d| Snapshot::open(&d.path).ok())
+        .map(|d| d.len())
+        .sum();
+    if !chain.deltas.is_empty()
+        && delta_entries * 100 >= chain.base.len().max(1) * state.config.snapshot_merge_percent
+    {
+        merge_all(&dir, &chain)?;
+        steps.push(Step::MergeAll);
+        chain = current_chain(&dir).context("the merged base does not open")?;
+    }
+    let seq = chain.sequence();
     let seconds = started.elapsed().as_secs_f64();
+    for step in &steps {
+        metrics::counter!("control_snapshot_steps_total", "step" => step.as_str()).increment(1);
+    }
     metrics::histogram!("control_snapshot_build_seconds").record(seconds);
-    metrics::gauge!("control_snapshot_size_bytes").set(stats.file_size_bytes as f64);
-    metrics::gauge!("control_snapshot_links").set(stats.record_count as f64);
+    let info = chain.base.info();
+    metrics::gauge!("control_snapshot_size_bytes").set(info.file_size_bytes as f64);
+    metrics::gauge!("control_snapshot_links").set(info.record_count as f64);
+    metrics::gauge!("control_snapshot_deltas").set(chain.deltas.len() as f64);
     metrics::gauge!("control_snapshot_sequence").set(seq.0 as f64);
     tracing::info!(
         seq = seq.0,
-        links = stats.record_count,
-        bytes = stats.file_size_bytes,
+        steps = ?steps.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        base_links = info.record_count,
+        deltas = chain.deltas.len(),
         seconds,
-        "built snapshot"
+        "segments moved forward"
     );
-    for (_, old) in snapshot_files(&dir)
-        .into_iter()
-        .skip(state.config.snapshot_keep)
-    {
-        if let Err(e) = std::fs::remove_file(&old) {
-            tracing::warn!(path = %old.display(), error = %e, "cannot remove old snapshot");
-        }
-    }
-    // Keep `change_log_keep` changes behind the snapshot, counted through
+    remove_unneeded(state, &dir, &chain);
+    // Keep `change_log_keep` changes behind the segments, counted through
     // the log: sequences are not counts (FoundationDB's are commit
     // versions, a million a second).
     let keep = state.config.change_log_keep;
@@ -139,6 +385,25 @@ pub fn build_snapshot(state: &AppState, force: bool) -> anyhow::Result<Option<Se
     }
     state.snapshot.send_replace(seq);
     Ok(Some(seq))
+}
+
+/// Removes bases beyond the newest `snapshot_keep` and every delta that is
+/// not in the current chain.
+fn remove_unneeded(state: &AppState, dir: &Path, chain: &Chain) {
+    let keep: Vec<&Path> = chain.deltas.iter().map(|d| d.path.as_path()).collect();
+    let old_deltas = list_deltas(dir)
+        .into_iter()
+        .filter(|d| !keep.contains(&d.path.as_path()))
+        .map(|d| d.path);
+    let old_bases = snapshot_files(dir)
+        .into_iter()
+        .skip(state.config.snapshot_keep)
+        .map(|(_, path)| path);
+    for old in old_deltas.chain(old_bases) {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!(path = %old.display(), error = %e, "cannot remove old snapshot");
+        }
+    }
 }
 
 /// Builds snapshots every `snapshot_interval_ms` until the process ends.

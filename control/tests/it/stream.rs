@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{Control, agent, start_with};
+use shortline_store::stream::Manifest;
+use shortline_store::{LiveTable, Snapshot};
+
+use crate::{Control, agent, eventually, start_with};
 
 struct Subscription {
     lines: std::io::Lines<BufReader<Box<dyn std::io::Read + Send>>>,
@@ -23,6 +26,32 @@ fn internal_get(control: &Control, path: &str) -> ureq::http::Response<ureq::Bod
         )
         .call()
         .unwrap()
+}
+
+/// Control's table as a proxy builds it: the segment list, then each
+/// file. `None` when a listed file is gone already (merged meanwhile).
+fn fetch_segments(control: &Control) -> Option<(Manifest, LiveTable)> {
+    let response = internal_get(control, "/internal/v1/segments");
+    assert_eq!(response.status().as_u16(), 200);
+    let manifest: Manifest =
+        serde_json::from_slice(&response.into_body().read_to_vec().unwrap()).unwrap();
+    let open = |file: &str| {
+        let response = internal_get(control, &format!("/internal/v1/segments/{file}"));
+        if response.status().as_u16() == 404 {
+            return None;
+        }
+        assert_eq!(response.status().as_u16(), 200, "{file}");
+        let bytes = response.into_body().read_to_vec().unwrap();
+        Some(Snapshot::from_bytes(bytes).expect("a valid segment"))
+    };
+    let base = open(&manifest.base.file)?;
+    let deltas = manifest
+        .deltas
+        .iter()
+        .map(|d| open(&d.file))
+        .collect::<Option<Vec<_>>>()?;
+    let table = LiveTable::with_deltas(base, deltas).expect("the deltas follow the base");
+    Some((manifest, table))
 }
 
 impl Subscription {
@@ -103,18 +132,12 @@ fn far_behind_subscribers_are_sent_to_a_snapshot() {
     let links: Vec<Value> = (0..5)
         .map(|i| control.create(json!({"url": format!("https://example.com/{i}")})))
         .collect();
-    // Wait until a snapshot covers all five and the log is pruned: on a
-    // slow machine a snapshot may come between two creates first.
-    let fetch = |seq: u64| {
-        let response = internal_get(&control, &format!("/internal/v1/snapshots/{seq}"));
-        assert_eq!(response.status().as_u16(), 200);
-        let bytes = response.into_body().read_to_vec().unwrap();
-        shortline_store::Snapshot::from_bytes(bytes).expect("a valid snapshot")
-    };
-    let holds_all = |snapshot: &shortline_store::Snapshot| {
+    // Wait until the segments cover all five and the log is pruned: on a
+    // slow machine segments may move between two creates first.
+    let holds_all = |table: &LiveTable| {
+        let view = table.load();
         links.iter().all(|link| {
-            snapshot
-                .get(link["code"].as_str().unwrap().as_bytes())
+            view.get(link["code"].as_str().unwrap().as_bytes())
                 .is_some_and(|found| found.target_str() == link["url"].as_str())
         })
     };
@@ -122,26 +145,123 @@ fn far_behind_subscribers_are_sent_to_a_snapshot() {
     let mut seen = Vec::new();
     loop {
         let mut stream = Subscription::open(&control, 0);
-        // An announcement of the newest snapshot may come first.
+        // An announcement of the newest segments may come first.
         let messages = [stream.next(), stream.next()];
         if let Some(message) = messages
             .iter()
             .find(|m| m["kind"] == "snapshot" && m["required"] == true)
         {
             let seq = message["seq"].as_u64().unwrap();
-            let snapshot = fetch(seq);
-            assert_eq!(snapshot.sequence().0, seq);
-            if holds_all(&snapshot) {
-                break;
+            if let Some((manifest, table)) = fetch_segments(&control) {
+                assert!(manifest.sequence().0 >= seq, "{manifest:?} behind {seq}");
+                if holds_all(&table) {
+                    break;
+                }
             }
             seen.push(seq);
         }
         assert!(
             Instant::now() < deadline,
-            "never told to load a snapshot with all five links: {messages:?}, required snapshots seen: {seen:?}"
+            "never told to load segments with all five links: {messages:?}, required announcements seen: {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     let missing = internal_get(&control, "/internal/v1/snapshots/999999");
     assert_eq!(missing.status().as_u16(), 404);
+}
+
+#[test]
+fn segments_follow_the_changes_and_merge() {
+    let control = start_with(&[
+        ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+        ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+        ("SHORTLINE_SNAPSHOT_DELTAS_MAX", "2"),
+        // The deltas merge into a new base once they change ten times as
+        // many codes as the base holds (ten, over the empty first base).
+        ("SHORTLINE_SNAPSHOT_MERGE_PERCENT", "1000"),
+    ]);
+    let answers = |code: &str, url: Option<&str>| {
+        fetch_segments(&control).is_some_and(|(_, table)| {
+            table.load().get(code.as_bytes()).map(|l| l.target_str()) == url.map(Some)
+        })
+    };
+    let mut links = Vec::new();
+    for i in 0..10 {
+        let url = format!("https://example.com/segment/{i}");
+        let code = control.create(json!({ "url": url }))["code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // One delta per create: each waits until the segments hold it.
+        eventually(60, "the segments to hold the new link", || {
+            answers(&code, Some(&url))
+        });
+        links.push((code, url));
+    }
+    let steps =
+        |step: &str| control.metric(&format!("control_snapshot_steps_total{{step=\"{step}\"}}"));
+    assert!(steps("delta") >= 10.0, "a delta per create");
+    assert!(
+        steps("merge_deltas") >= 1.0,
+        "three deltas were merged into one"
+    );
+    eventually(60, "the deltas to merge into a base", || {
+        steps("merge_all") >= 1.0
+    });
+
+    // A delete is a tombstone in a delta over the new base; a change, a new record.
+    let (gone, gone_url) = links.remove(0);
+    let deleted = control.request(
+        "DELETE",
+        &format!("/api/v1/links/{gone}"),
+        Some(&control.token),
+        None,
+    );
+    assert_eq!(deleted.status, 204);
+    let (changed, _) = links[0].clone();
+    let patched = control.request(
+        "PATCH",
+        &format!("/api/v1/links/{changed}"),
+        Some(&control.token),
+        Some(&json!({"url": "https://example.org/changed"})),
+    );
+    assert_eq!(patched.status, 200);
+    links[0].1 = "https://example.org/changed".into();
+    eventually(60, "the segments to drop the deleted link", || {
+        answers(&gone, None)
+    });
+    eventually(60, "the segments to hold the change", || {
+        answers(&changed, Some("https://example.org/changed"))
+    });
+    let (manifest, table) = fetch_segments(&control).expect("segments");
+    assert!(
+        manifest.base.links >= 9 && !manifest.deltas.is_empty(),
+        "the delete and the change are deltas over a base that held the link: {manifest:?}"
+    );
+    let base = table.load().base().clone();
+    assert!(
+        base.get(gone.as_bytes())
+            .is_some_and(|l| l.target_str() == Some(gone_url.as_str())),
+        "the base itself is not rewritten for a delete"
+    );
+    for (code, url) in &links {
+        assert!(answers(code, Some(url)), "{code}");
+    }
+
+    // Files are asked for by name only.
+    for (path, status) in [
+        ("/internal/v1/segments/..%2Fstore.redb", 422),
+        ("/internal/v1/segments/links-1.snap", 422),
+        ("/internal/v1/segments/links-00000000000000999999.snap", 404),
+    ] {
+        let response = agent()
+            .get(&control.url(path))
+            .header(
+                "Authorization",
+                &format!("Bearer {}", control.internal_token()),
+            )
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+    }
 }

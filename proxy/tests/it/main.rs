@@ -149,6 +149,22 @@ impl Control {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A sample from control's `/metrics`, 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let url = format!("http://{}/metrics", self.addr);
+        let text = self
+            .agent
+            .get(&url)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Creates a link; returns its code.
     pub fn create(&self, body: Value) -> String {
         let (status, link) = self.request("POST", "/api/v1/links", Some(body));

@@ -4,15 +4,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::{link, system};
+use crate::{eventually, link, start_control, start_proxy, system};
 
 #[test]
 fn swaps_and_deltas_under_load_fail_no_request() {
-    // Snapshots every 50 ms: the proxy swaps tables constantly while deltas arrive.
+    // Segments every 50 ms, deltas merged past two and into a new base
+    // once they change a tenth as many codes as the base holds: the proxy
+    // installs deltas and swaps bases constantly while changes arrive.
     let sys = system(
         &[
             ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
             ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+            ("SHORTLINE_SNAPSHOT_DELTAS_MAX", "2"),
+            ("SHORTLINE_SNAPSHOT_MERGE_PERCENT", "10"),
         ],
         &[],
     );
@@ -96,8 +100,94 @@ fn swaps_and_deltas_under_load_fail_no_request() {
         sys.proxy.metric("proxy_snapshots_installed_total") >= 2.0,
         "snapshots were swapped"
     );
+    for step in ["delta", "merge_all"] {
+        assert!(
+            sys.control
+                .metric(&format!("control_snapshot_steps_total{{step=\"{step}\"}}"))
+                >= 1.0,
+            "control wrote a {step} while the load ran"
+        );
+    }
     assert!(
         sys.proxy.metric("proxy_changes_applied_total") >= 60.0,
         "deltas were applied"
+    );
+}
+
+/// A proxy that was down while control wrote many deltas fetches those
+/// deltas, and only those: the base it holds is kept.
+#[test]
+fn a_proxy_behind_by_many_segments_fetches_only_those_it_lacks() {
+    let control_dir = tempfile::tempdir().unwrap();
+    let control = start_control(
+        control_dir.path(),
+        "127.0.0.1:0",
+        &[
+            ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
+            ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
+            ("SHORTLINE_SNAPSHOT_DELTAS_MAX", "64"),
+            ("SHORTLINE_SNAPSHOT_MERGE_PERCENT", "1000"),
+        ],
+    );
+    let mut links: Vec<(String, String)> = (0..40)
+        .map(|i| {
+            let url = format!("https://example.com/base/{i}");
+            (control.create(link(&url)), url)
+        })
+        .collect();
+    // The proxy has a data directory of its own: it downloads what it serves.
+    let token = shortline_common::layout::DataDir::new(control_dir.path())
+        .internal_token()
+        .expect("control wrote the internal token");
+    let proxy_dir = tempfile::tempdir().unwrap();
+    let env = [("SHORTLINE_INTERNAL_TOKEN", token.as_str())];
+    let mut proxy = start_proxy(proxy_dir.path(), control.addr, &env);
+    eventually(
+        60,
+        "the proxy to serve the forty links from segments",
+        || {
+            proxy.metric("proxy_snapshot_sequence") >= control.metric("control_snapshot_sequence")
+                && control.metric("control_snapshot_links") > 0.0
+                && links.iter().all(|(code, url)| {
+                    proxy.get(&format!("/{code}")).header("location") == Some(url.as_str())
+                })
+        },
+    );
+    proxy.kill();
+    let deltas_before = control.metric("control_snapshot_deltas");
+
+    // Eight deltas while it is down, one per link.
+    for i in 1..=8 {
+        let url = format!("https://example.com/delta/{i}");
+        links.push((control.create(link(&url)), url));
+        eventually(60, "a delta per link", || {
+            control.metric("control_snapshot_deltas") >= deltas_before + f64::from(i)
+        });
+    }
+    let deltas = deltas_before + 8.0;
+    let proxy = start_proxy(proxy_dir.path(), control.addr, &env);
+    eventually(60, "the proxy to install the eight new deltas", || {
+        proxy.metric("proxy_snapshot_deltas") == deltas
+    });
+    assert_eq!(
+        proxy.metric("proxy_snapshots_installed_total"),
+        1.0 + deltas,
+        "the cached base and deltas at start-up, then the eight new deltas: the base is not downloaded again"
+    );
+    for (code, url) in &links {
+        assert_eq!(
+            proxy.get(&format!("/{code}")).header("location"),
+            Some(url.as_str()),
+            "{code}"
+        );
+    }
+    let cached = std::fs::read_dir(proxy_dir.path().join("proxy-cache"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("delta-"))
+        .count();
+    assert_eq!(
+        cached as f64, deltas,
+        "the deltas are kept for the next start"
     );
 }

@@ -1,7 +1,8 @@
 //! Opens arbitrary bytes as a snapshot, checked whole and checked block by
 //! block as they are read, and when they open looks codes up, iterates and
-//! verifies. Nothing may panic or read out of bounds, and a lookup finds
-//! only the code it asked for.
+//! verifies, base files and delta segments (tombstones included) alike.
+//! Nothing may panic or read out of bounds, and a lookup finds only the
+//! code it asked for.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,9 +24,13 @@ fn exercise(snapshot: &Snapshot) {
             assert_eq!(link.code(), code);
         }
     }
-    for link in snapshot.iter().flatten() {
-        let _ = link.target_str();
-        let _ = snapshot.get(link.code());
+    for entry in snapshot.entries().flatten() {
+        if let Some(found) = snapshot.find(entry.code()) {
+            assert_eq!(found.code(), entry.code());
+        }
+        if let Some(link) = entry.link() {
+            let _ = link.target_str();
+        }
     }
     let _ = snapshot.verify_records();
     let _ = snapshot.verify();

@@ -42,6 +42,13 @@ fn main() -> ExitCode {
     println!("file size bytes: {}", info.file_size_bytes);
     println!("records size bytes: {}", info.records_size_bytes);
     println!("created at unix ms: {}", info.created_at_unix_ms);
+    match snapshot.delta_of() {
+        Some(of) => println!(
+            "kind: delta over base {}, after sequence {}",
+            of.base, of.parent.0
+        ),
+        None => println!("kind: base, id {}", snapshot.base_id()),
+    }
     let mut status = ExitCode::SUCCESS;
     for arg in args {
         let arg = arg.to_string_lossy();
@@ -55,8 +62,12 @@ fn main() -> ExitCode {
             }
             continue;
         }
-        match snapshot.get(arg.as_bytes()) {
-            Some(link) => println!(
+        match snapshot
+            .find(arg.as_bytes())
+            .map(shortline_store::Entry::link)
+        {
+            Some(None) => println!("{arg}: deleted (a tombstone in this delta)"),
+            Some(Some(link)) => println!(
                 "{arg}: id={} status={} redirect={} expires_at={} forward_query={} target={}",
                 link.link_id.0,
                 link.status.as_str(),
