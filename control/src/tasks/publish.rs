@@ -323,14 +323,19 @@ pub fn build_snapshot(state: &AppState, force: bool) -> anyhow::Result<Option<Se
     };
     let started = Instant::now();
     let mut steps = vec![step];
-    if let Some(chain) = &current
-        && write_delta(state, &dir, chain)?.is_none()
-    {
-        tracing::info!(
-            after = chain.sequence().0,
-            "the change log no longer reaches the newest segment; reading every link for a new base"
-        );
-        steps = vec![Step::Base];
+    if let Some(chain) = &current {
+        match write_delta(state, &dir, chain)? {
+            // Nothing in the log past the segments after all.
+            Some(seq) if seq == chain.sequence() => return Ok(None),
+            Some(_) => {}
+            None => {
+                tracing::info!(
+                    after = chain.sequence().0,
+                    "the change log no longer reaches the newest segment; reading every link for a new base"
+                );
+                steps = vec![Step::Base];
+            }
+        }
     }
     if steps == [Step::Base] {
         write_all_links(state, &dir)?;

@@ -277,12 +277,25 @@ impl Damaged {
         let dir = tempfile::tempdir().unwrap();
         let mut control = start_control(dir.path(), "127.0.0.1:0", &FAST_SNAPSHOTS);
         // Long targets: a few hundred kilobytes of records, several blocks.
+        // One batch, so one delta that dwarfs the empty first base and is
+        // merged into a base of every link at once.
         let pad = "p".repeat(2000);
-        let links: Vec<(String, String)> = (0..150)
-            .map(|i| {
-                let url = format!("https://example.com/{i}/{pad}");
-                (control.create(link(&url)), url)
-            })
+        let urls: Vec<String> = (0..150)
+            .map(|i| format!("https://example.com/{i}/{pad}"))
+            .collect();
+        let batch: Vec<serde_json::Value> = urls.iter().map(|url| link(url)).collect();
+        let (status, out) = control.request(
+            "POST",
+            "/api/v1/links/batch",
+            Some(serde_json::json!({ "links": batch })),
+        );
+        assert_eq!(status, 200, "the batch is answered whole");
+        let links: Vec<(String, String)> = out["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .zip(urls)
+            .map(|(item, url)| (item["link"]["code"].as_str().unwrap().to_owned(), url))
             .collect();
         let snapshots = dir.path().join("snapshots");
         eventually(30, "a snapshot with every link", || {
