@@ -34,6 +34,7 @@ pub mod clickwire;
 mod code;
 mod error;
 pub mod files;
+mod filter;
 pub mod format;
 mod live;
 mod reader;

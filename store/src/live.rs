@@ -75,12 +75,15 @@ impl View {
         let seed = self.base.hash_seed();
         let hash = crate::format::hash_code(code, seed);
         for delta in self.deltas.iter().rev() {
-            let found = if delta.hash_seed() == seed {
-                delta.find_hashed(code, hash)
+            let own = if delta.hash_seed() == seed {
+                hash
             } else {
-                delta.find(code)
+                crate::format::hash_code(code, delta.hash_seed())
             };
-            if let Some(entry) = found {
+            if !delta.may_hold(own) {
+                continue;
+            }
+            if let Some(entry) = delta.find_hashed(code, own) {
                 return entry.link();
             }
         }
@@ -217,6 +220,16 @@ fn owned(entry: Entry<'_>) -> Result<Newer, crate::OpenError> {
     Ok((code, record))
 }
 
+/// Checks a delta whole and builds its filter before it serves: a lookup
+/// that passed a damaged delta would find an older state of the code
+/// beneath it.
+fn prepare(delta: &Snapshot) -> Result<(), InstallError> {
+    delta.prepare_filter().map_err(|e| InstallError::Damaged {
+        sequence: delta.sequence().0,
+        reason: e.to_string(),
+    })
+}
+
 /// Why a segment was not installed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InstallError {
@@ -226,6 +239,8 @@ pub enum InstallError {
     OtherBase { offered: BaseId, installed: BaseId },
     #[error("segment at sequence {sequence} follows a base but is not a delta")]
     NotDelta { sequence: u64 },
+    #[error("delta segment at sequence {sequence} is damaged: {reason}")]
+    Damaged { sequence: u64, reason: String },
     #[error(
         "delta segment starts after sequence {parent}, where no segment of the table ends (base {base}, deltas ending at {ends:?}): a segment is missing"
     )]
@@ -342,6 +357,7 @@ impl LiveTable {
         let id = base.base_id();
         let mut end = base.sequence();
         for delta in &deltas {
+            prepare(delta)?;
             let of = delta.delta_of().ok_or(InstallError::NotDelta {
                 sequence: delta.sequence().0,
             })?;
@@ -393,6 +409,9 @@ impl LiveTable {
     /// after that point (a merged delta replaces the ones it merged), and it
     /// must reach further than they did. The base's pages are not touched.
     pub fn install(&self, segment: Snapshot) -> Result<Seq, InstallError> {
+        if segment.delta_of().is_some() {
+            prepare(&segment)?;
+        }
         let _writer = self.write();
         let old = self.current.load();
         let installed = old.covered();
@@ -617,5 +636,31 @@ mod tests {
         let codes: Vec<&str> = records.iter().map(|r| r.code.as_str()).collect();
         assert_eq!(codes, ["a", "c", "e", "f"]);
         assert_eq!(records[0].target.as_str(), "https://a2/");
+    }
+
+    #[test]
+    fn a_damaged_delta_is_never_installed() {
+        let base =
+            Snapshot::from_bytes(encode_snapshot(Seq(1), [record("a", "https://a/")]).unwrap())
+                .unwrap();
+        let of = crate::DeltaOf {
+            base: base.base_id(),
+            parent: Seq(1),
+        };
+        let deleted = Code::parse("a").unwrap();
+        let mut bytes = crate::encode_delta(Seq(2), of, [(&deleted, None)]).unwrap();
+        let at = crate::format::DELTA_HEADER_SIZE + 3;
+        bytes[at] ^= 1;
+        let table = LiveTable::new(base);
+        let damaged = Snapshot::from_bytes_lazy(bytes).unwrap();
+        assert!(matches!(
+            table.install(damaged),
+            Err(InstallError::Damaged { sequence: 2, .. })
+        ));
+        assert_eq!(
+            table.load().get(b"a").unwrap().target(),
+            b"https://a/",
+            "the table is as it was"
+        );
     }
 }

@@ -46,6 +46,8 @@ pub struct Snapshot {
     /// Where the records start: the header's size.
     records_start: usize,
     blocks: Blocks,
+    /// A delta's filter of its codes, once [`Snapshot::prepare_filter`] ran.
+    filter: std::sync::OnceLock<crate::filter::Filter>,
 }
 
 /// What a segment holds for a code: its link, or, in a delta segment, that
@@ -247,6 +249,7 @@ impl Snapshot {
             records_start: header.size(),
             header,
             blocks,
+            filter: std::sync::OnceLock::new(),
         })
     }
 
@@ -417,6 +420,33 @@ impl Snapshot {
         } else {
             self.lookup_checking(code, hash)
         }
+    }
+
+    /// Checks every block, then builds the filter that lets a lookup pass
+    /// this segment without probing its index when it does not hold the
+    /// code (a delta's; for a base, only the check). Idempotent.
+    pub fn prepare_filter(&self) -> Result<(), OpenError> {
+        self.verify()?;
+        if self.header.delta.is_none() || self.filter.get().is_some() {
+            return Ok(());
+        }
+        let mut hashes = Vec::with_capacity(self.header.record_count as usize);
+        for entry in self.entries() {
+            hashes.push(format::hash_code(entry?.code(), self.header.hash_seed));
+        }
+        let _ = self
+            .filter
+            .set(crate::filter::Filter::new(hashes.len(), hashes.into_iter()));
+        Ok(())
+    }
+
+    /// False when this segment certainly does not hold the code whose hash
+    /// (under [`Snapshot::hash_seed`]) is `hash`; true when it may, or when
+    /// it has no filter.
+    #[inline]
+    #[must_use]
+    pub fn may_hold(&self, hash: u64) -> bool {
+        self.filter.get().is_none_or(|filter| filter.may_hold(hash))
     }
 
     /// The seed of this segment's index hash.
