@@ -297,6 +297,9 @@ impl Subscriber {
         let url = format!("{}/internal/v1/segments", self.config.control_base());
         let manifest: Manifest = serde_json::from_slice(&get_bytes(client, &url, token).await?)
             .map_err(|e| SyncError::Message(format!("segment list: {e}")))?;
+        // From the list to serving: reading or downloading what is lacking,
+        // checking it whole, and the swap.
+        let started = std::time::Instant::now();
         let held = |segment: &Arc<Snapshot>| segment.damage().is_none();
         let mut fetched = Vec::new();
         let base = if view.base().base_id() == manifest.base_id() && held(view.base()) {
@@ -330,7 +333,6 @@ impl Subscriber {
             fetched.push(path);
             deltas.push(Arc::new(delta));
         }
-        let started = std::time::Instant::now();
         let installed = match self.table.install_chain(base, deltas) {
             Ok(_) => true,
             Err(e @ shortline_store::InstallError::Older { .. }) => {

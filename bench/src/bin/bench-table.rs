@@ -12,15 +12,14 @@
 //! does not; and a hundred million links need no list of them in memory.
 
 use std::collections::HashMap;
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Zipf};
-use shortline_store::{Code, LinkId, LinkRecord, LiveTable, Seq, Snapshot, Target, write_snapshot};
+use shortline_bench::{code_for, record_for, target_for, time_lookups, workloads};
+use shortline_store::{LiveTable, Seq, Snapshot, write_snapshot};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -56,6 +55,9 @@ struct Args {
     /// print the timings and exit.
     #[arg(long, hide = true)]
     write_only: Option<std::path::PathBuf>,
+    /// With `--write-only`: the change sequence the file says it covers.
+    #[arg(long, hide = true, default_value_t = 1)]
+    sequence: u64,
     /// Only read: open this file (written with `--write-only`, same
     /// `--links`), check every block and time uniform hits, nothing else in
     /// the process.
@@ -63,98 +65,22 @@ struct Args {
     read_only: Option<std::path::PathBuf>,
 }
 
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-const SPACE_7: u64 = 3_521_614_606_208; // 62^7
-
-/// A 7-character base62 code, distinct for distinct `i` below 62^7, scattered
-/// by multiplying with a constant coprime to 62^7.
-fn code_for(i: u64) -> String {
-    let mut n = (u128::from(i) * 2_654_435_761 % u128::from(SPACE_7)) as u64;
-    let mut out = [0u8; 7];
-    for slot in out.iter_mut().rev() {
-        *slot = BASE62[(n % 62) as usize];
-        n /= 62;
-    }
-    String::from_utf8(out.to_vec()).expect("ascii")
-}
-
-fn target_for(i: u64, short: bool) -> String {
-    if short {
-        format!("https://e.example/{i}")
-    } else {
-        format!("https://www.example.com/articles/2026/{i}/a-readable-slug?utm_source=bench")
-    }
-}
-
-fn record_for(i: u64, short: bool) -> LinkRecord {
-    LinkRecord::new(
-        Code::parse(&code_for(i)).expect("valid code"),
-        Target::parse(&target_for(i, short)).expect("valid target"),
-        LinkId(i),
-    )
-}
-
-struct Workload {
-    name: &'static str,
-    probes: Vec<Vec<u8>>,
-}
-
-fn workloads(n: u64, lookups: usize, zipf_exponent: f64) -> Result<Vec<Workload>> {
-    let mut rng = StdRng::seed_from_u64(42);
-    let uniform = (0..lookups)
-        .map(|_| code_for(rng.random_range(0..n)).into_bytes())
-        .collect();
-    let zipf = Zipf::new(n as f64, zipf_exponent).context("zipf parameters")?;
-    // Zipf ranks are shuffled onto codes so the hot set is not one region of the file.
-    let hot = (0..lookups)
-        .map(|_| {
-            let rank = zipf.sample(&mut rng) as u64 - 1;
-            code_for(rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n).into_bytes()
-        })
-        .collect();
-    let misses = (0..lookups)
-        .map(|_| {
-            let mut code = code_for(rng.random_range(0..n)).into_bytes();
-            code.push(b'x');
-            code
-        })
-        .collect();
-    Ok(vec![
-        Workload {
-            name: "uniform hits",
-            probes: uniform,
-        },
-        Workload {
-            name: "zipf hits",
-            probes: hot,
-        },
-        Workload {
-            name: "misses",
-            probes: misses,
-        },
-    ])
-}
-
-fn time_lookups(probes: &[Vec<u8>], mut lookup: impl FnMut(&[u8]) -> usize) -> Duration {
-    let start = Instant::now();
-    let mut sum = 0usize;
-    for probe in probes {
-        sum = sum.wrapping_add(lookup(black_box(probe.as_slice())));
-    }
-    black_box(sum);
-    start.elapsed()
-}
-
 /// Child mode: writes `count` generated links to `path` `builds` times and
 /// prints `first_build_s repeated_build_s file_bytes overhead_per_link`.
-fn write_only(path: &std::path::Path, count: u64, short: bool, builds: u32) -> Result<()> {
+fn write_only(
+    path: &std::path::Path,
+    count: u64,
+    short: bool,
+    builds: u32,
+    sequence: Seq,
+) -> Result<()> {
     let mut times = Vec::new();
     let mut stats = None;
     for _ in 0..builds.max(1) {
         let start = Instant::now();
         stats = Some(write_snapshot(
             path,
-            Seq(1),
+            sequence,
             (0..count).map(|i| record_for(i, short)),
         )?);
         times.push(start.elapsed().as_secs_f64());
@@ -232,7 +158,13 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(path) = &args.write_only {
         let count = *args.links.first().context("--links")?;
-        return write_only(path, count, args.short_targets, args.builds);
+        return write_only(
+            path,
+            count,
+            args.short_targets,
+            args.builds,
+            Seq(args.sequence),
+        );
     }
     if let Some(path) = &args.read_only {
         let count = *args.links.first().context("--links")?;
