@@ -411,3 +411,54 @@ fn a_damaged_snapshot_at_control_is_built_again_for_the_proxy() {
         .collect();
     assert_eq!(moved.len(), 1, "control moved its damaged file aside");
 }
+
+/// With control publishing nothing, a journal past `journal_bytes_max` is
+/// written as one delta segment of the proxy's own (what it holds beyond
+/// its base, not the whole table), which a restart with control down loads.
+#[test]
+fn a_long_journal_becomes_a_delta_of_the_proxys_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut control = start_control(
+        dir.path(),
+        "127.0.0.1:0",
+        &[("SHORTLINE_SNAPSHOT_INTERVAL_MS", "3600000")],
+    );
+    let journal_max = [("SHORTLINE_JOURNAL_BYTES_MAX", "65536")];
+    let mut proxy = start_proxy(dir.path(), control.addr, &journal_max);
+    // About 100 KB of changes: past the journal's limit.
+    let pad = "q".repeat(1000);
+    let links: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            let url = format!("https://example.com/{i}/{pad}");
+            (control.create(link(&url)), url)
+        })
+        .collect();
+    eventually(60, "the journal to be written as a delta", || {
+        proxy.metric("proxy_snapshot_deltas") == 1.0
+    });
+    assert!(proxy.metric("proxy_journal_bytes") < 65536.0);
+    let own: Vec<_> = std::fs::read_dir(dir.path().join("proxy-cache"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("delta-"))
+        .collect();
+    assert_eq!(own.len(), 1, "one delta in the proxy's cache");
+    for (code, url) in &links {
+        eventually(10, "visible", || {
+            proxy.get(&format!("/{code}")).header("location") == Some(url.as_str())
+        });
+    }
+    control.kill();
+    proxy.kill();
+    let proxy = start_proxy(
+        dir.path(),
+        control.addr,
+        &[("SHORTLINE_CATCH_UP_WAIT_MS", "100")],
+    );
+    assert_eq!(proxy.metric("proxy_snapshot_deltas"), 1.0);
+    for (code, url) in &links {
+        let answer = proxy.get(&format!("/{code}"));
+        assert_eq!(answer.status, 302, "{code} lost across the restart");
+        assert_eq!(answer.header("location"), Some(url.as_str()));
+    }
+}
