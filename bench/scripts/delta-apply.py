@@ -7,8 +7,8 @@ into DIR/snapshots/ as control's newest segment, starts shortline-control
 and shortline-proxy on DIR (the proxy maps the base from control's folder),
 then for each round creates CHANGES links through the batch API and reads
 two log lines: control's "segments moved forward" (the delta step, from
-reading the change log to the fsynced delta file; its wall time bounds its
-CPU, as it runs on one thread) and the proxy's "installed segments" (from
+reading the change log to the fsynced delta file, and any merge it was due
+for; its wall time bounds its CPU, as it runs on one thread) and the proxy's "installed segments" (from
 control's segment list to serving: reading the new delta from the shared
 folder, checking it whole, building its filter and the swap). Every link
 of the round must then redirect through the proxy, and a sample of the base
@@ -25,40 +25,16 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import time
+
+from generated import code_for, free_port, target_for
 
 BIN, DIR, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
 SHORT = "--short-targets" in sys.argv[4:]
 ROUNDS, CHANGES, BATCH = 3, 10_000, 1_000
 TOKEN = "sl_bench_" + "a" * 40
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def code_for(i):
-    """bench-table's code for link i."""
-    n = i * 2_654_435_761 % 62**7
-    out = []
-    for _ in range(7):
-        out.append(BASE62[n % 62])
-        n //= 62
-    return "".join(reversed(out))
-
-
-def target_for(i):
-    if SHORT:
-        return f"https://e.example/{i}"
-    return f"https://www.example.com/articles/2026/{i}/a-readable-slug?utm_source=bench"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for(what, check, seconds=300):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -120,8 +96,8 @@ try:
         answer.read()
         return answer.status, answer.getheader("location")
 
-    print("| round | changes | control delta step ms | proxy install ms | deltas |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| round | changes | control step | control step ms | proxy install ms | deltas |")
+    print("|---:|---:|---|---:|---:|---:|")
     for round_ in range(ROUNDS):
         steps_before = len(lines(control_log, "segments moved forward"))
         installs_before = len(lines(proxy_log, "installed segments"))
@@ -140,8 +116,9 @@ try:
         for code, url in created:
             assert redirect(code) == (302, url), code
         for i in random.sample(range(N), 1000):
-            assert redirect(code_for(i)) == (302, target_for(i)), i
-        print(f"| {round_ + 1} | {CHANGES} | {float(field(step[-1], 'seconds')) * 1e3:.1f} | "
+            assert redirect(code_for(i)) == (302, target_for(i, SHORT)), i
+        steps = re.search(r"steps=\[([^\]]*)\]", step[-1]).group(1).replace('"', "")
+        print(f"| {round_ + 1} | {CHANGES} | {steps} | {float(field(step[-1], 'seconds')) * 1e3:.1f} | "
               f"{int(field(install[-1], 'install_us')) / 1e3:.2f} | {field(install[-1], 'deltas')} |")
     print(f"memory beyond mapped files (RssAnon): proxy {rss_anon(proxy.pid)} MB, "
           f"control {rss_anon(control.pid)} MB")

@@ -19,37 +19,14 @@ reboot reads the blocks it touches from disk.
 import http.client
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
 
+from generated import code_for, free_port, target_for
+
 BIN, DIR, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
 SHORT = "--short-targets" in sys.argv[4:]
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def code_for(i):
-    """bench-table's code for link i."""
-    n = i * 2_654_435_761 % 62**7
-    out = []
-    for _ in range(7):
-        out.append(BASE62[n % 62])
-        n //= 62
-    return "".join(reversed(out))
-
-
-def target_for(i):
-    if SHORT:
-        return f"https://e.example/{i}"
-    return f"https://www.example.com/articles/2026/{i}/a-readable-slug?utm_source=bench"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 cache = os.path.join(DIR, "proxy-cache")
 os.makedirs(cache, exist_ok=True)
@@ -82,7 +59,7 @@ try:
         if time.time() - started > 60:
             sys.exit("no answer within a minute")
         time.sleep(0.001)
-    assert answer.getheader("location") == target_for(middle), answer.getheader("location")
+    assert answer.getheader("location") == target_for(middle, SHORT), answer.getheader("location")
     checked = None
     for line in proxy.stderr:
         if "snapshot checked" in line:
@@ -97,7 +74,7 @@ try:
         conn.request("GET", "/" + code_for(i))
         answer = conn.getresponse()
         answer.read()
-        assert answer.status == 302 and answer.getheader("location") == target_for(i), (i, answer.status)
+        assert answer.status == 302 and answer.getheader("location") == target_for(i, SHORT), (i, answer.status)
     status = {}
     with open(f"/proc/{proxy.pid}/status") as f:
         for line in f:

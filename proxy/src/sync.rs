@@ -213,20 +213,8 @@ impl Applier {
             return Ok(seq);
         }
         let dir = self.config.cache_dir();
-        let of = shortline_store::DeltaOf {
-            base: view.base().base_id(),
-            parent: view.base().sequence(),
-        };
-        let path = dir.join(shortline_store::files::delta_file_name(of, seq));
-        let mut writer = shortline_store::SnapshotWriter::create_delta(&path, seq, of)?;
-        for newer in view.newer_than_base() {
-            match newer? {
-                (_, Some(record)) => writer.push(&record)?,
-                (code, None) => writer.push_deleted(&code)?,
-            }
-        }
-        let codes = writer.len();
-        writer.finish()?;
+        let (path, stats) = view.write_newer_than_base(&dir, seq)?;
+        let codes = stats.record_count;
         crate::journal::sync_dir(&dir)?;
         self.table.install(
             snapshots::open_checked(&path, &self.metrics).ok_or_else(|| {

@@ -49,6 +49,8 @@ pub enum WriteError {
     TooLarge { limit: u64 },
     #[error("code {0:?} is a tombstone, which only a delta segment may hold")]
     TombstoneInBase(String),
+    #[error("cannot read a segment being merged: {0}")]
+    Read(#[from] OpenError),
     #[error("index probe distance overflowed with every seed tried")]
     Clustered,
 }

@@ -164,6 +164,27 @@ impl View {
         overlay.chain(deltas)
     }
 
+    /// Writes [`View::newer_than_base`] as one delta segment over the base,
+    /// covering `seq`, into `dir` under its file name: a merge of the
+    /// deltas (and the overlay) whose cost follows the changes.
+    pub fn write_newer_than_base(
+        &self,
+        dir: &std::path::Path,
+        seq: Seq,
+    ) -> Result<(std::path::PathBuf, crate::SnapshotStats), crate::WriteError> {
+        let of = crate::DeltaOf {
+            base: self.base.base_id(),
+            parent: self.base.sequence(),
+        };
+        let path = dir.join(crate::files::delta_file_name(of, seq));
+        let mut writer = crate::SnapshotWriter::create_delta(&path, seq, of)?;
+        for newer in self.newer_than_base() {
+            let (code, record) = newer?;
+            writer.push_change(&code, record.as_ref())?;
+        }
+        Ok((path, writer.finish()?))
+    }
+
     /// Every live record: the base's, minus what a newer layer replaces or
     /// deletes, plus the newer layers' own, one at a time (for streaming a
     /// view into a new base). An error when a record of a segment cannot be

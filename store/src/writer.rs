@@ -161,6 +161,16 @@ impl SnapshotWriter {
         self.build.push_entry(code, None)
     }
 
+    /// Appends a code's state in a delta: its record, or with `None` a
+    /// tombstone.
+    pub fn push_change(
+        &mut self,
+        code: &Code,
+        record: Option<&LinkRecord>,
+    ) -> Result<(), WriteError> {
+        self.build.push_entry(code, record)
+    }
+
     /// Appends one record. Duplicate codes are found at [`SnapshotWriter::finish`].
     pub fn push(&mut self, record: &LinkRecord) -> Result<(), WriteError> {
         self.build.push(record)

@@ -115,10 +115,7 @@ fn write_delta(
     let path = dir.join(delta_file_name(of, seq));
     let mut writer = SnapshotWriter::create_delta(&path, seq, of)?;
     for (code, record) in &newest {
-        match record {
-            Some(record) => writer.push(record)?,
-            None => writer.push_deleted(code)?,
-        }
+        writer.push_change(code, record.as_ref())?;
     }
     writer.finish()?;
     Ok((path, thread_cpu() - cpu, wall.elapsed()))
@@ -268,20 +265,8 @@ fn main() -> Result<()> {
     }
 
     let merging = (thread_cpu(), Instant::now());
-    let of = DeltaOf {
-        base: of_base,
-        parent: view.base().sequence(),
-    };
-    let merged_path = dir.join(delta_file_name(of, view.covered()));
-    let mut writer = SnapshotWriter::create_delta(&merged_path, view.covered(), of)?;
-    for newer in view.newer_than_base() {
-        match newer? {
-            (_, Some(record)) => writer.push(&record)?,
-            (code, None) => writer.push_deleted(&code)?,
-        }
-    }
-    let codes = writer.len();
-    writer.finish()?;
+    let (_, merged) = view.write_newer_than_base(dir, view.covered())?;
+    let codes = merged.record_count;
     println!();
     println!(
         "{} deltas merged into one of {codes} codes: {:.0} ms CPU, {:.0} ms",

@@ -243,10 +243,7 @@ fn write_delta(state: &AppState, dir: &Path, chain: &Chain) -> anyhow::Result<Op
     let mut writer =
         SnapshotWriter::create_delta(&dir.join(delta_file_name(of, after)), after, of)?;
     for (code, record) in &newest {
-        match record {
-            Some(record) => writer.push(record)?,
-            None => writer.push_deleted(code)?,
-        }
+        writer.push_change(code, record.as_ref())?;
     }
     writer.finish()?;
     Ok(Some(after))
@@ -255,21 +252,8 @@ fn write_delta(state: &AppState, dir: &Path, chain: &Chain) -> anyhow::Result<Op
 /// Merges every delta of `chain` into one over its base: the cost follows
 /// the deltas, and proxies holding the base fetch one file.
 fn merge_deltas(dir: &Path, chain: &Chain) -> anyhow::Result<()> {
-    let table = chain.open()?;
-    let view = table.load_full();
-    let of = DeltaOf {
-        base: chain.base.base_id(),
-        parent: chain.base.sequence(),
-    };
-    let seq = view.covered();
-    let mut writer = SnapshotWriter::create_delta(&dir.join(delta_file_name(of, seq)), seq, of)?;
-    for newer in view.newer_than_base() {
-        match newer? {
-            (_, Some(record)) => writer.push(&record)?,
-            (code, None) => writer.push_deleted(&code)?,
-        }
-    }
-    writer.finish()?;
+    let view = chain.open()?.load_full();
+    view.write_newer_than_base(dir, view.covered())?;
     Ok(())
 }
 
