@@ -105,13 +105,22 @@ impl Chain {
         self.deltas.last().map_or(&self.base_path, |d| &d.path)
     }
 
-    /// The segments opened as one table, each delta checked whole.
-    fn open(&self) -> anyhow::Result<LiveTable> {
-        let base = Snapshot::open(&self.base_path)?;
+    /// The segments opened as one table for a merge, every block of the
+    /// deltas (and, for a merge that reads it, of the base) checked first:
+    /// a damaged one is set aside, so the next step builds without it, and
+    /// the merge does not happen.
+    fn open(&self, read_base: bool) -> anyhow::Result<LiveTable> {
+        let checked =
+            |path: &Path| Snapshot::open_verified(path).inspect_err(|e| set_aside(path, e));
+        let base = if read_base {
+            checked(&self.base_path)?
+        } else {
+            Snapshot::open(&self.base_path)?
+        };
         let deltas = self
             .deltas
             .iter()
-            .map(|d| Snapshot::open_verified(&d.path))
+            .map(|d| checked(&d.path))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(LiveTable::with_deltas(base, deltas)?)
     }
@@ -252,7 +261,7 @@ fn write_delta(state: &AppState, dir: &Path, chain: &Chain) -> anyhow::Result<Op
 /// Merges every delta of `chain` into one over its base: the cost follows
 /// the deltas, and proxies holding the base fetch one file.
 fn merge_deltas(dir: &Path, chain: &Chain) -> anyhow::Result<()> {
-    let view = chain.open()?.load_full();
+    let view = chain.open(false)?.load_full();
     view.write_newer_than_base(dir, view.covered())?;
     Ok(())
 }
@@ -261,8 +270,7 @@ fn merge_deltas(dir: &Path, chain: &Chain) -> anyhow::Result<()> {
 /// sequentially from its file (not the store: no transaction spans the
 /// merge, whatever the table's size).
 fn merge_all(dir: &Path, chain: &Chain) -> anyhow::Result<SnapshotStats> {
-    let table = chain.open()?;
-    let view = table.load_full();
+    let view = chain.open(true)?.load_full();
     let seq = view.covered();
     let mut writer = SnapshotWriter::create(&dir.join(snapshot_file_name(seq)), seq)?;
     for record in view.records() {
