@@ -70,7 +70,9 @@ impl View {
     }
 
     /// The lookup through the deltas: the code hashed once with the base's
-    /// seed, which the deltas share.
+    /// seed, which the deltas share. Out of line, so the lookup in a table
+    /// without deltas compiles as it did before there were any.
+    #[inline(never)]
     fn get_layered(&self, code: &[u8]) -> Option<LinkView<'_>> {
         let seed = self.base.hash_seed();
         let hash = crate::format::hash_code(code, seed);

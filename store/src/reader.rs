@@ -394,7 +394,7 @@ impl Snapshot {
     }
 
     /// Looks `code` up. No lock, no allocation, no copy.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn get(&self, code: &[u8]) -> Option<LinkView<'_>> {
         self.find(code).and_then(Entry::link)
@@ -402,7 +402,7 @@ impl Snapshot {
 
     /// Looks `code` up, telling a tombstone (a delta segment's deleted code)
     /// from a code the segment does not mention.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn find(&self, code: &[u8]) -> Option<Entry<'_>> {
         self.find_hashed(code, format::hash_code(code, self.header.hash_seed))
@@ -411,7 +411,7 @@ impl Snapshot {
     /// [`Snapshot::find`] with the code's hash under [`Snapshot::hash_seed`]
     /// already computed: a delta segment shares its base's seed, so one
     /// hash serves every segment of a table.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn find_hashed(&self, code: &[u8], hash: u64) -> Option<Entry<'_>> {
         // Once every block is checked, lookups skip the per-block bits.
