@@ -408,20 +408,33 @@ impl LiveTable {
                 installed: installed.0,
             });
         }
+        Ok(self.publish(&old, base, deltas.into(), end))
+    }
+
+    /// Stores a view of `base` and `deltas`, which cover up to `covered`,
+    /// with the overlay entries of `old` that are newer. The caller holds
+    /// the writer lock.
+    fn publish(
+        &self,
+        old: &View,
+        base: Arc<Snapshot>,
+        deltas: Arc<[Arc<Snapshot>]>,
+        covered: Seq,
+    ) -> Seq {
         let overlay: OverlayMap = old
             .overlay
             .iter()
-            .filter(|(_, entry)| entry.seq > end)
+            .filter(|(_, entry)| entry.seq > covered)
             .map(|(code, entry)| (code.clone(), entry.clone()))
             .collect();
-        let applied = old.applied.max(end);
+        let applied = old.applied.max(covered);
         self.current.store(Arc::new(View {
             base,
-            deltas: deltas.into(),
+            deltas,
             overlay,
             applied,
         }));
-        Ok(applied)
+        applied
     }
 
     /// Installs a segment and drops the overlay entries it covers.
@@ -485,20 +498,7 @@ impl LiveTable {
         } else {
             (segment, deltas)
         };
-        let overlay: OverlayMap = old
-            .overlay
-            .iter()
-            .filter(|(_, entry)| entry.seq > offered)
-            .map(|(code, entry)| (code.clone(), entry.clone()))
-            .collect();
-        let applied = old.applied.max(offered);
-        self.current.store(Arc::new(View {
-            base,
-            deltas,
-            overlay,
-            applied,
-        }));
-        Ok(applied)
+        Ok(self.publish(&old, base, deltas, offered))
     }
 }
 
