@@ -4,6 +4,8 @@
 //! dismissing the report; every other open report of the same link is
 //! resolved with it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
 use shortline_store::LinkStatus;
 
@@ -86,10 +88,21 @@ impl Report {
 }
 
 /// A new report id: milliseconds since the epoch and 32 random bits, in hex,
-/// so ids sort by time.
+/// so ids sort by time. Within one process ids strictly increase, even for
+/// reports filed in the same millisecond, so the queue lists them in the order
+/// they were filed; the random bits keep ids from several hosts apart.
 #[must_use]
 pub fn new_id(now_ms: u64) -> String {
-    format!("{now_ms:012x}{:08x}", rand::random::<u32>())
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    // Half the random range leaves room to count up within a millisecond.
+    let fresh = (now_ms << 32) | u64::from(rand::random::<u32>() >> 1);
+    let last = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(fresh.max(last + 1))
+        })
+        .unwrap_or_else(|last| last);
+    let id = fresh.max(last + 1);
+    format!("{:012x}{:08x}", id >> 32, id & 0xffff_ffff)
 }
 
 /// Files a report on an existing link, unless the queue is full.
@@ -280,4 +293,18 @@ fn close_open_reports(
         -(resolved as i64),
     )?;
     Ok((resolved, this))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_id;
+
+    #[test]
+    fn ids_filed_in_one_millisecond_keep_their_order() {
+        let ids: Vec<String> = (0..10_000).map(|_| new_id(1_700_000_000_000)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must increase");
+        assert!(ids.iter().all(|id| id.len() == 20));
+        // A later millisecond still sorts after everything before it.
+        assert!(new_id(1_700_000_000_001) > ids[ids.len() - 1]);
+    }
 }
