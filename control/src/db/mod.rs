@@ -139,6 +139,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("transaction is too large: {0}")]
     TooLarge(String),
+    /// A write the store does not take: a bulk load's key out of order or
+    /// stored already, or a bulk load where there is none.
+    #[error("the store refused the write: {0}")]
+    Refused(String),
 }
 
 impl StoreError {
@@ -242,6 +246,17 @@ pub trait View: ReadTxn {
     fn pruned_through(&self) -> StoreResult<Seq>;
 }
 
+/// A bulk load in progress ([`Backend::load`]).
+pub trait Load {
+    /// Stores a new key. Each space's keys come in ascending order (spaces
+    /// may follow one another in any order), and none is stored already:
+    /// a key out of order or already there is refused.
+    fn put(&mut self, space: Space, key: &[u8], value: &[u8]) -> StoreResult<()>;
+    /// Runs `body` in a write transaction that is part of the load: it sees
+    /// every key put before it, and stands or falls with the load.
+    fn write(&mut self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<()>;
+}
+
 /// A backend: the embedded store or FoundationDB.
 pub trait Backend: Send + Sync + 'static {
     /// Runs `body` in a write transaction and commits it durably. `body` may run
@@ -261,6 +276,22 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A short name for logs and metrics.
     fn name(&self) -> &'static str;
+
+    /// Loads many new keys at once, far faster than transactions: `body`
+    /// puts them through a [`Load`], in key order. All or nothing: a load
+    /// that fails, or a process killed during one, leaves the store as it
+    /// was. The load's changes are not logged one by one: it ends by moving
+    /// the change sequence ahead and marking the log pruned through it (as
+    /// a restore does), so every reader of the log loads a snapshot next.
+    /// Returns that sequence. Nothing else writes while a load runs. A
+    /// backend without bulk loads refuses.
+    fn load(&self, body: &mut dyn FnMut(&mut dyn Load) -> StoreResult<()>) -> StoreResult<Seq> {
+        let _ = body;
+        Err(StoreError::Refused(format!(
+            "the {} store has no bulk load; write in transactions",
+            self.name()
+        )))
+    }
 
     /// Whether other processes write to this store too (FoundationDB with a
     /// control sidecar per proxy host): their changes are then found by
