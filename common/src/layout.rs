@@ -17,6 +17,8 @@ pub const PROXY_CACHE_DIR: &str = "proxy-cache";
 pub const CLICK_LOG_DIR: &str = "clicks-wal";
 /// The embedded store's redo log: writes not yet checkpointed into the store file.
 pub const STORE_LOG_DIR: &str = "store-log";
+/// An import's sort files while it bulk-loads the embedded store.
+pub const IMPORT_SORT_DIR: &str = "import-sort";
 /// The socket a proxy hands its listeners over in a graceful upgrade.
 pub const UPGRADE_SOCKET_FILE: &str = "proxy-upgrade.sock";
 /// The running proxy's pid.
@@ -45,6 +47,12 @@ impl DataDir {
     #[must_use]
     pub fn store_log(&self) -> PathBuf {
         self.0.join(STORE_LOG_DIR)
+    }
+
+    /// An import's sort files while it bulk-loads the embedded store.
+    #[must_use]
+    pub fn import_sort(&self) -> PathBuf {
+        self.0.join(IMPORT_SORT_DIR)
     }
 
     #[must_use]

@@ -1,5 +1,5 @@
 //! `shortline-control import`: links from a CSV file, loaded straight into
-//! the store in large transactions.
+//! the store in large transactions or one bulk load.
 //!
 //! Every row goes through what `POST /api/v1/links` applies (the target
 //! validator, the threat list, alias rules, tags and title limits, and inside
@@ -13,6 +13,10 @@
 //! refuses a second process); with FoundationDB it may run beside the
 //! sidecars.
 //!
+//! An embedded store that holds no links takes the whole file as one bulk
+//! load instead (`app/bulk.rs`): sorted by key and written in order, all
+//! or nothing, several times faster.
+//!
 //! The file has a header row naming its columns, in any order: `url`
 //! (required), `code` (an alias kept as it is), `title`, `tags` (separated
 //! by `|`), `expires_at` (RFC 3339), `max_clicks`, `redirect` (301, 302,
@@ -20,126 +24,18 @@
 //! reported as `row,reason` and the import goes on.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
+use super::rows::{Columns, plan_batch, refuse};
+pub use super::rows::{Options, Summary};
 use crate::config::Config;
 use crate::db::{Space, StoreResult};
 use crate::domain::links::{self, NewLink};
-use crate::http::links::{CreateLink, plan_create};
-use crate::model::now_unix;
 use crate::state::AppState;
-
-/// What to import and how.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub file: PathBuf,
-    /// The owner of every imported link (a key name).
-    pub owner: String,
-    /// Rows per transaction; `None` for the backend's default
-    /// ([`default_batch`]).
-    pub batch: Option<usize>,
-    /// Validate every row and report, without writing anything.
-    pub dry_run: bool,
-}
-
-/// What an import did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Summary {
-    /// Data rows in the file.
-    pub rows: u64,
-    /// Rows a run before this one had committed, skipped.
-    pub skipped: u64,
-    pub created: u64,
-    /// Rows whose link already existed (the hash strategy's same target).
-    pub existing: u64,
-    pub refused: u64,
-}
-
-/// The columns a file may have.
-#[derive(Debug, Default)]
-struct Columns {
-    url: usize,
-    code: Option<usize>,
-    title: Option<usize>,
-    tags: Option<usize>,
-    expires_at: Option<usize>,
-    max_clicks: Option<usize>,
-    redirect: Option<usize>,
-    created_at: Option<usize>,
-}
-
-impl Columns {
-    fn from_header(header: &csv::StringRecord) -> Result<Self> {
-        let mut columns = Self::default();
-        let mut url = None;
-        for (i, name) in header.iter().enumerate() {
-            let slot = match name.trim() {
-                "url" => {
-                    url = Some(i);
-                    continue;
-                }
-                "code" => &mut columns.code,
-                "title" => &mut columns.title,
-                "tags" => &mut columns.tags,
-                "expires_at" => &mut columns.expires_at,
-                "max_clicks" => &mut columns.max_clicks,
-                "redirect" => &mut columns.redirect,
-                "created_at" => &mut columns.created_at,
-                other => bail!(
-                    "unknown column {other:?}; the columns are url, code, title, tags, expires_at, max_clicks, redirect and created_at"
-                ),
-            };
-            if slot.replace(i).is_some() {
-                bail!("column {name:?} appears twice");
-            }
-        }
-        columns.url = url.context("the header has no url column")?;
-        Ok(columns)
-    }
-
-    /// A row as the create request it stands for, with its creation time.
-    fn request(&self, row: &csv::StringRecord, now: i64) -> Result<(CreateLink, i64), String> {
-        let field = |column: Option<usize>| {
-            column
-                .and_then(|i| row.get(i))
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
-        let created_at = match field(self.created_at) {
-            Some(text) => {
-                crate::http::wire::parse_rfc3339("created_at", text).map_err(|e| e.to_string())?
-            }
-            None => now,
-        };
-        let number = |name: &str, column| -> Result<Option<u64>, String> {
-            field(column)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map_err(|_| format!("{name}: {v:?} is not a whole number"))
-                })
-                .transpose()
-        };
-        let request = CreateLink {
-            url: field(Some(self.url)).unwrap_or_default().to_owned(),
-            alias: field(self.code).map(str::to_owned),
-            strategy: None,
-            expires_at: field(self.expires_at).map(str::to_owned),
-            ttl_seconds: None,
-            max_clicks: number("max_clicks", self.max_clicks)?,
-            redirect: number("redirect", self.redirect)?
-                .map(|r| u16::try_from(r).map_err(|_| format!("redirect: {r} is not a status")))
-                .transpose()?,
-            forward_query: None,
-            tags: field(self.tags).map(|t| t.split('|').map(|s| s.trim().to_owned()).collect()),
-            title: field(self.title).map(str::to_owned),
-        };
-        Ok((request, created_at))
-    }
-}
 
 /// Rows per transaction unless told: large for the embedded store (a B-tree
 /// page rewritten once per transaction serves more rows), and under
@@ -169,14 +65,6 @@ fn progress_key(file: &Path) -> Result<Vec<u8>> {
         hasher.update(&buffer[..n]);
     }
     Ok(format!("import/{:032x}", hasher.digest128()).into_bytes())
-}
-
-/// One batch, validated: the plans to write and the rows refused, with
-/// their row numbers.
-struct Planned {
-    plans: Vec<(u64, NewLink)>,
-    refused: Vec<(u64, String)>,
-    last_row: u64,
 }
 
 /// What a batch's transaction did, per planned row.
@@ -221,9 +109,16 @@ pub async fn run(
         .from_path(&options.file)
         .with_context(|| format!("cannot open {}", options.file.display()))?;
     let columns = Columns::from_header(reader.headers().context("cannot read the header row")?)?;
+    let mut rows = reader.records();
+    if super::bulk::applies(&state, options, done)? {
+        let started = Instant::now();
+        let summary =
+            super::bulk::run(&state, &columns, options, &key, &mut rows, report, progress).await?;
+        line(progress, &summary, started)?;
+        return Ok(summary);
+    }
     let mut summary = Summary::default();
     let started = Instant::now();
-    let mut rows = reader.records();
     let mut in_flight: Option<InFlight> = None;
     loop {
         let planned = plan_batch(
@@ -268,50 +163,6 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Reads and validates up to a batch of rows; `None` at the end of the
-/// file. Rows a run before committed are counted and passed over.
-fn plan_batch(
-    state: &AppState,
-    columns: &Columns,
-    options: &Options,
-    batch: usize,
-    done: u64,
-    rows: &mut csv::StringRecordsIter<'_, std::fs::File>,
-    summary: &mut Summary,
-) -> Result<Option<Planned>> {
-    let mut planned = Planned {
-        plans: Vec::with_capacity(batch),
-        refused: Vec::new(),
-        last_row: summary.rows,
-    };
-    let now = now_unix();
-    let mut read_any = false;
-    while planned.plans.len() < batch {
-        let Some(row) = rows.next() else {
-            break;
-        };
-        read_any = true;
-        summary.rows += 1;
-        let number = summary.rows;
-        planned.last_row = number;
-        let row = row.with_context(|| format!("row {number} cannot be read"))?;
-        if number <= done {
-            summary.skipped += 1;
-            continue;
-        }
-        let plan = columns
-            .request(&row, now)
-            .and_then(|(request, created_at)| {
-                plan_create(state, &options.owner, request, created_at).map_err(|e| e.to_string())
-            });
-        match plan {
-            Ok(plan) => planned.plans.push((number, plan)),
-            Err(reason) => planned.refused.push((number, reason)),
-        }
-    }
-    Ok(read_any.then_some(planned))
-}
-
 /// Writes one batch in one transaction, with the import's progress.
 async fn write_batch(
     state: Arc<AppState>,
@@ -319,7 +170,11 @@ async fn write_batch(
     key: Vec<u8>,
 ) -> Result<Written> {
     let (rows, plans): (Vec<u64>, Vec<NewLink>) = plans.into_iter().unzip();
-    let plans: Vec<(u64, NewLink)> = rows.into_iter().zip(state.number(plans).await?).collect();
+    let mut plans: Vec<(u64, NewLink)> = rows.into_iter().zip(state.number(plans).await?).collect();
+    plans.sort_unstable_by(|a, b| match (&a.1.code, &b.1.code) {
+        (links::CodePlan::Alias(x), links::CodePlan::Alias(y)) => x.cmp(y),
+        _ => std::cmp::Ordering::Equal,
+    });
     let permutation = state.permutation.clone();
     let written = state
         .committer
@@ -356,13 +211,6 @@ fn account(
             }
         }
     }
-    Ok(())
-}
-
-fn refuse(report: &mut (dyn Write + Send), row: u64, reason: &str) -> Result<()> {
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record([row.to_string().as_str(), reason])?;
-    report.write_all(&out.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
     Ok(())
 }
 

@@ -67,10 +67,7 @@ pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Ou
     let code = match &new.code {
         CodePlan::Alias(alias) => {
             if txn.get(Space::Links, alias.as_bytes())?.is_some() {
-                return Ok(Err(Error::Conflict {
-                    field: "alias".into(),
-                    reason: format!("alias {alias:?} is taken"),
-                }));
+                return Ok(Err(alias_taken(alias)));
             }
             if txn.get(Space::Retired, alias.as_bytes())?.is_some() {
                 return Ok(Err(Error::Conflict {
@@ -99,7 +96,46 @@ pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Ou
             }
         }
     };
-    let link = LinkDoc {
+    let link = new_doc(new, code);
+    write_link(txn, &link, None)?;
+    Ok(Ok(Created {
+        link,
+        created: true,
+    }))
+}
+
+/// The refusal of an alias another link has.
+#[must_use]
+pub fn alias_taken(alias: &Code) -> Error {
+    Error::Conflict {
+        field: "alias".into(),
+        reason: format!("alias {alias:?} is taken"),
+    }
+}
+
+impl NewLink {
+    /// The create a planned link ([`plan_load`]) came from, with `code`.
+    #[must_use]
+    pub fn from_doc(doc: LinkDoc, code: CodePlan) -> Self {
+        Self {
+            id: doc.id,
+            code,
+            url: doc.url,
+            owner: doc.owner,
+            now: doc.created_at,
+            expires_at: doc.expires_at,
+            max_clicks: doc.max_clicks,
+            redirect: doc.redirect,
+            forward_query: doc.forward_query,
+            tags: doc.tags,
+            title: doc.title,
+        }
+    }
+}
+
+/// The link a create writes, with its code chosen.
+fn new_doc(new: &NewLink, code: Code) -> LinkDoc {
+    LinkDoc {
         id: new.id,
         code,
         url: new.url.clone(),
@@ -114,12 +150,60 @@ pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Ou
         tags: new.tags.clone(),
         title: new.title.clone(),
         flag_reason: None,
+    }
+}
+
+/// A link planned for a bulk load ([`crate::db::Backend::load`]).
+#[derive(Debug)]
+pub enum Loaded {
+    /// The link, to be written with its [`index_entries`] unless another
+    /// row of the load claims its code first.
+    Link(LinkDoc),
+    Refused(Error),
+    /// Its generated code was used before: [`create`] makes it, in a
+    /// transaction, once the load's links are in.
+    Later,
+}
+
+/// Plans a link for a bulk load into a store that holds no links: what
+/// [`create`] would write, checked against the blocklist and the retired
+/// codes. The load compares its links' codes with each other, in code
+/// order: the first row with a code takes it. A generated code is the
+/// strategy's first choice (a counter code is unique by construction).
+pub fn plan_load(
+    txn: &dyn ReadTxn,
+    new: &NewLink,
+    permutation: &Permutation,
+) -> StoreResult<Loaded> {
+    if let Some(refusal) = blocklist_refusal(txn, &new.url)? {
+        return Ok(Loaded::Refused(refusal));
+    }
+    let code = match &new.code {
+        CodePlan::Alias(alias) => {
+            if txn.get(Space::Retired, alias.as_bytes())?.is_some() {
+                return Ok(Loaded::Refused(Error::Conflict {
+                    field: "alias".into(),
+                    reason: format!(
+                        "alias {alias:?} was used before and is never handed out again"
+                    ),
+                }));
+            }
+            alias.clone()
+        }
+        CodePlan::Generated { strategy, length } => {
+            let code = match strategy {
+                Strategy::Counter => permutation.code_for_id(new.id.0, *length),
+                Strategy::Random => codes::random_code(*length),
+                Strategy::Hash => codes::hash_code(&new.owner, &new.url, 0, *length),
+                Strategy::Uuid => codes::uuid_code(),
+            };
+            if txn.get(Space::Retired, code.as_bytes())?.is_some() {
+                return Ok(Loaded::Later);
+            }
+            generated(code)
+        }
     };
-    write_link(txn, &link, None)?;
-    Ok(Ok(Created {
-        link,
-        created: true,
-    }))
+    Ok(Loaded::Link(new_doc(new, code)))
 }
 
 enum Generated {
@@ -358,9 +442,6 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
     {
         txn.clear(Space::ByHost, &key)?;
     }
-    if let Some(key) = host_index_key(&link.url, &link.code) {
-        txn.set(Space::ByHost, &key, b"")?;
-    }
     if let Some(old) = old {
         for tag in &old.tags {
             txn.clear(Space::ByTag, &keys::pair(tag, &old.code))?;
@@ -368,23 +449,13 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
         if let Some(at) = old.expires_at {
             txn.clear(Space::ByExpiry, &keys::expiry(at, &old.code))?;
         }
+        if old.max_clicks.is_some() && old.status == LinkStatus::Active {
+            txn.clear(Space::Limited, &keys::link_id(link.id.0))?;
+        }
     }
     txn.set(Space::Links, link.code.as_bytes(), &link.encode())?;
-    let id = keys::link_id(link.id.0);
-    if old.is_none() {
-        txn.set(Space::ById, &id, link.code.as_bytes())?;
-    }
-    if link.max_clicks.is_some() && link.status == LinkStatus::Active {
-        txn.set(Space::Limited, &id, link.code.as_bytes())?;
-    } else if old.is_some_and(|o| o.max_clicks.is_some() && o.status == LinkStatus::Active) {
-        txn.clear(Space::Limited, &id)?;
-    }
-    txn.set(Space::ByOwner, &keys::pair(&link.owner, &link.code), b"")?;
-    for tag in &link.tags {
-        txn.set(Space::ByTag, &keys::pair(tag, &link.code), b"")?;
-    }
-    if let (Some(at), LinkStatus::Active) = (link.expires_at, link.status) {
-        txn.set(Space::ByExpiry, &keys::expiry(at, &link.code), b"")?;
+    for (space, key, value) in index_entries(link, old.is_none()) {
+        txn.set(space, &key, &value)?;
     }
     let change = ChangeDoc {
         code: shortline_store::Code::parse(&link.code)
@@ -392,6 +463,36 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
         record: Some(link.record()),
     };
     txn.log_change(&change.encode())
+}
+
+/// The index entries of a link, as `(space, key, value)`; `new` adds its
+/// id's entry, written once for life.
+#[must_use]
+pub fn index_entries(link: &LinkDoc, new: bool) -> Vec<(Space, Vec<u8>, Vec<u8>)> {
+    let mut entries = Vec::with_capacity(4 + link.tags.len());
+    let code = link.code.as_bytes();
+    if let Some(key) = host_index_key(&link.url, &link.code) {
+        entries.push((Space::ByHost, key, Vec::new()));
+    }
+    let id = keys::link_id(link.id.0);
+    if new {
+        entries.push((Space::ById, id.to_vec(), code.to_vec()));
+    }
+    if link.max_clicks.is_some() && link.status == LinkStatus::Active {
+        entries.push((Space::Limited, id.to_vec(), code.to_vec()));
+    }
+    entries.push((
+        Space::ByOwner,
+        keys::pair(&link.owner, &link.code),
+        Vec::new(),
+    ));
+    for tag in &link.tags {
+        entries.push((Space::ByTag, keys::pair(tag, &link.code), Vec::new()));
+    }
+    if let (Some(at), LinkStatus::Active) = (link.expires_at, link.status) {
+        entries.push((Space::ByExpiry, keys::expiry(at, &link.code), Vec::new()));
+    }
+    entries
 }
 
 /// Reads a link for `principal`: another owner's link is "not found".

@@ -103,51 +103,154 @@ fn rows_are_checked_reported_and_imported_once() {
     assert_eq!(quoted["max_clicks"], 5);
 }
 
-#[test]
-fn a_killed_import_run_again_creates_every_row_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let file = dir.path().join("links.csv");
-    let rows = 20_000;
+/// The number after `label` on the last progress line that has one.
+fn last_count(stderr: &str, label: &str) -> u64 {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.split(label).nth(1))
+        .and_then(|rest| rest.split([',', ';']).next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in {stderr}"))
+}
+
+fn many_rows(file: &Path, rows: u32) {
     let mut csv = String::from("url\n");
     for i in 0..rows {
         csv.push_str(&format!("https://example.com/many/{i}\n"));
     }
-    std::fs::write(&file, csv).unwrap();
-    let mut child = command(&data)
-        .args(["--batch", "500"])
-        .arg(&file)
+    std::fs::write(file, csv).unwrap();
+}
+
+/// Starts an import of `file` and kills it with SIGKILL once a progress
+/// line passes `cut` (or at the end, on a fast machine).
+fn kill_import_after(data: &Path, file: &Path, extra: &[&str], cut: impl Fn(&str) -> bool) {
+    let mut child = command(data)
+        .args(extra)
+        .arg(file)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Killed once a batch is committed (or at the end, on a fast machine).
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    assert!(
-        lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.starts_with("rows "))
-    );
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| cut(&l)));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn a_killed_import_run_again_creates_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A store with links takes the import in transactions, a batch each.
+    let seed = dir.path().join("seed.csv");
+    std::fs::write(&seed, "url\nhttps://example.com/seed\n").unwrap();
+    assert!(import(&data, &seed, &[]).status.success());
+    let file = dir.path().join("links.csv");
+    let rows = 20_000;
+    many_rows(&file, rows);
+    // Killed once a batch is committed.
+    kill_import_after(&data, &file, &["--batch", "500"], |l| {
+        l.starts_with("rows ")
+    });
 
     let again = import(&data, &file, &[]);
     assert!(again.status.success(), "{again:?}");
     let stderr = String::from_utf8_lossy(&again.stderr);
-    let skipped: u64 = stderr
-        .lines()
-        .last()
-        .and_then(|l| l.split("skipped (imported before) ").nth(1))
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{stderr}"));
     assert!(
-        skipped >= 500,
+        last_count(&stderr, "skipped (imported before) ") >= 500,
         "the committed batch is not imported again: {stderr}"
+    );
+    let control = start_in(&data, &[]);
+    crate::eventually(60, "a snapshot of every link", || {
+        control.metric("control_snapshot_links") == f64::from(rows + 1)
+    });
+}
+
+#[test]
+fn a_bulk_import_killed_while_writing_is_undone_and_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("links.csv");
+    let rows = 50_000;
+    many_rows(&file, rows);
+    // An empty store takes the bulk load: killed as it writes.
+    kill_import_after(&data, &file, &[], |l| l.contains("written to the store"));
+
+    let again = import(&data, &file, &[]);
+    assert!(again.status.success(), "{again:?}");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    // Either the load was undone whole and made again, or it had ended
+    // before the kill and every row is skipped: never a part.
+    let created = last_count(&stderr, "created ");
+    let skipped = last_count(&stderr, "skipped (imported before) ");
+    assert!(
+        (created, skipped) == (u64::from(rows), 0) || (created, skipped) == (0, u64::from(rows)),
+        "{stderr}"
+    );
+    assert!(
+        !data.join("import-sort").exists(),
+        "the sort files are removed"
     );
     let control = start_in(&data, &[]);
     crate::eventually(60, "a snapshot of every link", || {
         control.metric("control_snapshot_links") == f64::from(rows)
     });
+    let listed = control.get("/api/v1/links?limit=1000");
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1000);
+    // A link made after the load gets a code no loaded link has.
+    let made = control.create(serde_json::json!({"url": "https://example.com/after"}));
+    assert_eq!(made["url"], "https://example.com/after");
+}
+
+#[test]
+fn a_bulk_import_finds_rows_that_share_a_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("links.csv");
+    // With the hash strategy, the same target is the same link.
+    std::fs::write(
+        &file,
+        "url,code\n\
+         https://example.com/same,\n\
+         https://example.com/other,\n\
+         https://example.com/same,\n\
+         https://example.com/x,taken\n\
+         https://example.com/y,taken\n",
+    )
+    .unwrap();
+    let out = command(&data)
+        .env("SHORTLINE_DEFAULT_STRATEGY", "hash")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.starts_with("5,") && report.contains("taken"),
+        "{report}"
+    );
+    assert_eq!(report.lines().count(), 1, "{report}");
+    assert_eq!(last_count(&stderr, "created "), 3, "{stderr}");
+    assert_eq!(last_count(&stderr, "existing "), 1, "{stderr}");
+    let control = start_in(&data, &[("SHORTLINE_DEFAULT_STRATEGY", "hash")]);
+    assert_eq!(
+        control.get("/api/v1/links/taken").body["url"],
+        "https://example.com/x"
+    );
+    let listed = control.get("/api/v1/links?limit=10");
+    let urls: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 3, "{listed:?}");
+    assert_eq!(
+        urls.iter()
+            .filter(|u| **u == "https://example.com/same")
+            .count(),
+        1
+    );
 }
