@@ -85,7 +85,10 @@ impl Pending {
     }
 
     fn is_hash(&self) -> bool {
-        self.plan == 1 + 2
+        usize::from(self.plan)
+            .checked_sub(1)
+            .and_then(|i| STRATEGIES.get(i))
+            == Some(&Strategy::Hash)
     }
 
     /// The create to run again for a generated code another row took.

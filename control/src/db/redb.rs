@@ -521,6 +521,27 @@ impl RedbBackend {
     }
 }
 
+/// Runs `body` in `txn` and stores the change sequence it reached; returns
+/// that sequence and the transaction's redo record.
+fn run_body(
+    txn: &WriteTransaction,
+    body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>,
+) -> StoreResult<(u64, Vec<u8>)> {
+    let mut handle = RedbTxn {
+        txn,
+        tables: RefCell::new(Vec::new()),
+        seq: None,
+        logged: false,
+        record: Vec::new(),
+    };
+    body(&mut handle)?;
+    let seq = handle.current_seq()?;
+    if handle.logged {
+        handle.set(Space::Meta, keys::SEQ, &seq.to_le_bytes())?;
+    }
+    Ok((seq, std::mem::take(&mut handle.record)))
+}
+
 /// Bytes of puts a bulk load gathers before writing them in one transaction.
 const LOAD_PAGE_BYTES: usize = 4 << 20;
 
@@ -628,20 +649,7 @@ impl super::Load for RedbLoad<'_> {
     fn write(&mut self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<()> {
         self.flush()?;
         let txn = self.begin()?;
-        {
-            let mut handle = RedbTxn {
-                txn: &txn,
-                tables: RefCell::new(Vec::new()),
-                seq: None,
-                logged: false,
-                record: Vec::new(),
-            };
-            body(&mut handle)?;
-            if handle.logged {
-                let seq = handle.current_seq()?;
-                handle.set(Space::Meta, keys::SEQ, &seq.to_le_bytes())?;
-            }
-        }
+        run_body(&txn, body)?;
         txn.commit().map_err(io)
     }
 }
@@ -710,23 +718,7 @@ impl Backend for RedbBackend {
     fn write(&self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<Seq> {
         let mut log = self.lock_log();
         let txn = self.begin(&log)?;
-        let (seq, record) = {
-            let mut handle = RedbTxn {
-                txn: &txn,
-                tables: RefCell::new(Vec::new()),
-                seq: None,
-                logged: false,
-                record: Vec::new(),
-            };
-            body(&mut handle)?;
-            let seq = handle.current_seq()?;
-            if handle.logged {
-                handle.set(Space::Meta, keys::SEQ, &seq.to_le_bytes())?;
-            }
-            let record = std::mem::take(&mut handle.record);
-            drop(handle);
-            (seq, record)
-        };
+        let (seq, record) = run_body(&txn, body)?;
         // Durable once the log is synced; redb's own commit does not sync.
         self.commit_logged(&mut log, txn, &record)?;
         Ok(Seq(seq))
