@@ -64,6 +64,19 @@ pub struct RedirectApp {
     catch_up_wait: Duration,
 }
 
+/// A client connection: plain TCP as Pingora accepted it, or TLS over it.
+pub trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + ?Sized> Conn for S {}
+
+/// The client's address of an accepted connection.
+#[must_use]
+pub fn peer_of(stream: &Stream) -> Option<IpAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+}
+
 /// The address a trusted load balancer appended last to `X-Forwarded-For`.
 fn forwarded_client(header: &[u8]) -> Option<IpAddr> {
     let last = header.rsplit(|&b| b == b',').next()?;
@@ -210,20 +223,22 @@ impl RedirectApp {
 
     /// Serves one connection: HTTP/1.1 keep-alive and pipelining, HTTP/1.0,
     /// bounded heads, per-request read deadlines and an idle timeout.
-    async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+    pub async fn serve<S: Conn>(
+        &self,
+        stream: &mut S,
+        peer: Option<IpAddr>,
+        shutdown: &ShutdownWatch,
+    ) {
         let _open = self.drain.connection();
         if !self.caught_up.is_set() {
             self.caught_up.wait(self.catch_up_wait).await;
         }
-        let peer: Option<IpAddr> = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut out: Vec<u8> = Vec::with_capacity(1024);
         let mut shutdown = shutdown.clone();
         let mut client = Client { peer, served: 0 };
         while self
-            .await_request(&mut stream, &mut buf, client.served == 0, &mut shutdown)
+            .await_request(stream, &mut buf, client.served == 0, &mut shutdown)
             .await
         {
             // Requests that arrived together (pipelined) are answered
@@ -233,7 +248,7 @@ impl RedirectApp {
             loop {
                 match self
                     .one_request(
-                        &mut stream,
+                        stream,
                         &mut buf,
                         &mut out,
                         &mut client,
@@ -257,7 +272,7 @@ impl RedirectApp {
                     }
                 }
             }
-            if self.send(&mut stream, &out).await.is_err() {
+            if self.send(stream, &out).await.is_err() {
                 return;
             }
         }
@@ -275,9 +290,9 @@ impl RedirectApp {
 
     /// Waits for the first bytes of the next request, unless pipelined bytes
     /// are already here. False when the connection is done.
-    async fn await_request(
+    async fn await_request<S: Conn>(
         &self,
-        stream: &mut Stream,
+        stream: &mut S,
         buf: &mut Vec<u8>,
         first: bool,
         shutdown: &mut ShutdownWatch,
@@ -323,9 +338,9 @@ impl RedirectApp {
     /// Reads the rest of one request head and appends its answer to `out`.
     /// A `follow_on` request (one after others in the same batch) is not
     /// waited for: when its head is incomplete, the batch is sent first.
-    async fn one_request(
+    async fn one_request<S: Conn>(
         &self,
-        stream: &mut Stream,
+        stream: &mut S,
         buf: &mut Vec<u8>,
         out: &mut Vec<u8>,
         client: &mut Client,
@@ -391,9 +406,9 @@ impl RedirectApp {
 
     /// Answers a request that cannot be served, after the answers already in
     /// `out`, and ends the connection.
-    async fn refuse(
+    async fn refuse<S: Conn>(
         &self,
-        stream: &mut Stream,
+        stream: &mut S,
         out: &mut Vec<u8>,
         status: u16,
         body: &'static [u8],
@@ -409,7 +424,7 @@ impl RedirectApp {
         }
     }
 
-    async fn send(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    async fn send<S: Conn>(&self, stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
         let write = async {
             stream.write_all(bytes).await?;
             stream.flush().await
@@ -432,7 +447,7 @@ const LINGER_BYTES_MAX: usize = 256 << 10;
 /// of the answer), then reads and discards for a short while. Closing a
 /// socket with unread bytes sends a reset, and a reset can reach the
 /// client before it has read the answer.
-async fn linger(stream: &mut Stream) {
+async fn linger<S: Conn>(stream: &mut S) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -447,7 +462,6 @@ async fn linger(stream: &mut Stream) {
     }
 }
 
-/// Reads what is available into the spare capacity of `buf`.
 /// Most pipelined answers sent in one write.
 const PIPELINE_ANSWERS_MAX: usize = 64;
 /// Most bytes of pipelined answers gathered before they are written.
@@ -473,21 +487,29 @@ enum Step {
     Closed,
 }
 
-async fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+/// Reads what is available into the spare capacity of `buf`.
+async fn read_more<S: Conn>(stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
     }
     stream.read_buf(buf).await
 }
 
+/// The plain HTTP listener: the redirect application, shared with the
+/// HTTPS listener ([`crate::tls`]).
+#[derive(Debug)]
+pub struct Plain(pub Arc<RedirectApp>);
+
 #[async_trait]
-impl ServerApp for RedirectApp {
+impl ServerApp for Plain {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.serve(stream, shutdown).await;
+        let peer = peer_of(&stream);
+        let mut stream = stream;
+        self.0.serve(&mut stream, peer, shutdown).await;
         None
     }
 }

@@ -84,6 +84,14 @@ pub struct ProxyConfig {
     pub grace_period_seconds: u64,
     /// Log format: text or json.
     pub log_format: LogFormat,
+    /// Where browsers connect over HTTPS; none (the default) serves plain
+    /// HTTP only.
+    pub proxy_tls_listen: Option<SocketAddr>,
+    /// Certificates and keys for HTTPS (`NAME.crt` with `NAME.key`);
+    /// `data_dir/tls/` when unset.
+    pub proxy_tls_dir: Option<PathBuf>,
+    /// How often the certificate directory is read again for changes.
+    pub proxy_tls_reload_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -120,6 +128,9 @@ impl Default for ProxyConfig {
             snapshot_keep: 2,
             grace_period_seconds: 5,
             log_format: LogFormat::Text,
+            proxy_tls_listen: None,
+            proxy_tls_dir: None,
+            proxy_tls_reload_ms: 2000,
         }
     }
 }
@@ -156,6 +167,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("snapshot_keep", Kind::Integer),
     ("grace_period_seconds", Kind::Integer),
     ("log_format", Kind::Text),
+    ("proxy_tls_listen", Kind::Text),
+    ("proxy_tls_dir", Kind::Text),
+    ("proxy_tls_reload_ms", Kind::Integer),
 ];
 
 impl ProxyConfig {
@@ -264,6 +278,12 @@ impl ProxyConfig {
         range("catch_up_wait_ms", self.catch_up_wait_ms, 0, 600_000)?;
         range("snapshot_keep", self.snapshot_keep as u64, 1, 100)?;
         range("grace_period_seconds", self.grace_period_seconds, 0, 3600)?;
+        range(
+            "proxy_tls_reload_ms",
+            self.proxy_tls_reload_ms,
+            100,
+            3_600_000,
+        )?;
         if self
             .control_url
             .as_ref()
@@ -297,6 +317,14 @@ impl ProxyConfig {
     #[must_use]
     pub fn control_snapshot_dir(&self) -> PathBuf {
         self.layout().snapshots()
+    }
+
+    /// The certificate directory of the HTTPS listener.
+    #[must_use]
+    pub fn tls_dir(&self) -> PathBuf {
+        self.proxy_tls_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls"))
     }
 
     /// The proxy's own snapshot folder.

@@ -28,3 +28,4 @@ pub mod path;
 pub mod shipper;
 pub mod snapshots;
 pub mod sync;
+pub mod tls;

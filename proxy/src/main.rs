@@ -15,7 +15,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use shortline_common::listen::Listener;
-use shortline_proxy::app::{Limits, RedirectApp};
+use shortline_proxy::app::{Limits, Plain, RedirectApp};
 use shortline_proxy::clicks::ClickRing;
 use shortline_proxy::config::ProxyConfig;
 use shortline_proxy::drain::{Drain, Exit, Signals};
@@ -102,6 +102,9 @@ fn run(cli: &Cli) -> Result<()> {
         // minute and then abort.
         Listener::new("proxy_listen", config.proxy_listen).check()?;
         Listener::new("proxy_metrics_listen", config.proxy_metrics_listen).check()?;
+        if let Some(listen) = config.proxy_tls_listen {
+            Listener::new("proxy_tls_listen", listen).check()?;
+        }
     }
     std::fs::create_dir_all(config.cache_dir())
         .with_context(|| format!("cannot create {}", config.cache_dir().display()))?;
@@ -188,22 +191,39 @@ fn run(cli: &Cli) -> Result<()> {
     };
     let drain = Arc::new(Drain::default());
     let caught_up = Arc::new(shortline_proxy::sync::CaughtUp::default());
-    let app = RedirectApp::new(
-        Arc::clone(&table),
-        Arc::clone(&ring),
-        Arc::clone(&metrics),
-        limits,
-        guard,
-    )
-    .with_drain(Arc::clone(&drain))
-    .with_catch_up(
-        Arc::clone(&caught_up),
-        Duration::from_millis(config.catch_up_wait_ms),
+    let app = Arc::new(
+        RedirectApp::new(
+            Arc::clone(&table),
+            Arc::clone(&ring),
+            Arc::clone(&metrics),
+            limits,
+            guard,
+        )
+        .with_drain(Arc::clone(&drain))
+        .with_catch_up(
+            Arc::clone(&caught_up),
+            Duration::from_millis(config.catch_up_wait_ms),
+        ),
     );
-    let mut redirects = Service::new("redirects".to_owned(), app);
+    let mut redirects = Service::new("redirects".to_owned(), Plain(Arc::clone(&app)));
     redirects.add_tcp(&config.proxy_listen.to_string());
     redirects.threads = Some(config.proxy_threads);
     server.add_service(redirects);
+    if let Some(listen) = config.proxy_tls_listen {
+        let tls = Arc::new(shortline_proxy::tls::Tls::load(
+            &config.tls_dir(),
+            Arc::clone(&metrics),
+        )?);
+        tls.watch(Duration::from_millis(config.proxy_tls_reload_ms));
+        let mut https = Service::new(
+            "redirects-tls".to_owned(),
+            tls.app(app, Duration::from_millis(config.read_timeout_ms)),
+        );
+        https.add_tcp(&listen.to_string());
+        https.threads = Some(config.proxy_threads);
+        server.add_service(https);
+        println!("proxy listening on https://{listen}");
+    }
 
     let mut metrics_service = Service::new(
         "metrics".to_owned(),

@@ -80,6 +80,16 @@ pub struct Metrics {
     pub journal_replayed: AtomicU64,
     pub stream_connected: AtomicI64,
     pub stream_reconnects: AtomicU64,
+    /// TLS handshakes completed, of them resumed, and failed (including
+    /// timed out).
+    pub tls_handshakes: AtomicU64,
+    pub tls_resumed: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    /// Certificate sets loaded (start-up and reloads) and reloads refused.
+    pub tls_loads: AtomicU64,
+    pub tls_load_errors: AtomicU64,
+    /// When the first of the served certificates expires (Unix seconds).
+    pub tls_expires_first_unix: AtomicI64,
 }
 
 impl Metrics {
@@ -139,7 +149,7 @@ impl Metrics {
         } else {
             now_ms.saturating_sub(created) as f64 / 1e3
         };
-        let gauges: [(&str, &str, &str, f64); 23] = [
+        let gauges: [(&str, &str, &str, f64); 29] = [
             (
                 "proxy_clicks_queued",
                 "gauge",
@@ -271,6 +281,45 @@ impl Metrics {
                 "counter",
                 "Change stream connection attempts after the first.",
                 self.stream_reconnects.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_tls_handshakes_total",
+                "counter",
+                "TLS handshakes completed on the HTTPS listener.",
+                self.tls_handshakes.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_tls_resumed_total",
+                "counter",
+                "TLS handshakes that resumed a session (ticket or cache).",
+                self.tls_resumed.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes that failed or timed out.",
+                self.tls_handshake_failures.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_tls_certificate_loads_total",
+                "counter",
+                "Certificate sets read and put in force (start-up and changes).",
+                self.tls_loads.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_tls_certificate_load_errors_total",
+                "counter",
+                "Changed certificate directories refused; the set in force stays.",
+                self.tls_load_errors.load(Relaxed) as f64,
+            ),
+            (
+                "proxy_tls_certificate_expiry_seconds",
+                "gauge",
+                "Seconds until the first served certificate expires (0 without HTTPS).",
+                match self.tls_expires_first_unix.load(Relaxed) {
+                    0 => 0.0,
+                    at => (at - crate::tls::unix_now()) as f64,
+                },
             ),
             ("proxy_up", "gauge", "1 while the proxy runs.", 1.0),
         ];

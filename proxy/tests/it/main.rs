@@ -13,6 +13,7 @@ mod lifecycle;
 mod readme;
 mod sidecars;
 mod staying_current;
+mod tls;
 mod up;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -276,7 +277,12 @@ pub fn raw_request(port: u16, request: &str) -> std::io::Result<Answer> {
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    parse_answer(&raw)
+}
+
+/// An HTTP answer as read whole from a connection.
+pub fn parse_answer(raw: &[u8]) -> std::io::Result<Answer> {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
     let status = lines
