@@ -496,7 +496,7 @@ async fn read_more<S: Conn>(stream: &mut S, buf: &mut Vec<u8>) -> std::io::Resul
 }
 
 /// The plain HTTP listener: the redirect application, shared with the
-/// HTTPS listener ([`crate::tls`]).
+/// HTTPS listener (`tls.rs`).
 #[derive(Debug)]
 pub struct Plain(pub Arc<RedirectApp>);
 

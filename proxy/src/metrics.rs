@@ -318,7 +318,12 @@ impl Metrics {
                 "Seconds until the first served certificate expires (0 without HTTPS).",
                 match self.tls_expires_first_unix.load(Relaxed) {
                     0 => 0.0,
-                    at => (at - crate::tls::unix_now()) as f64,
+                    at => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64());
+                        at as f64 - now
+                    }
                 },
             ),
             ("proxy_up", "gauge", "1 while the proxy runs.", 1.0),

@@ -224,6 +224,9 @@ impl ResolvesServerCert for Resolver {
 pub struct Tls {
     dir: PathBuf,
     resolver: Arc<Resolver>,
+    /// The files of the last set refused, so it is not read (and logged)
+    /// again until they change.
+    refused: std::sync::Mutex<Stamp>,
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
 }
@@ -255,6 +258,7 @@ impl Tls {
         Ok(Self {
             dir: dir.to_owned(),
             resolver,
+            refused: std::sync::Mutex::default(),
             config: Arc::new(config),
             metrics,
         })
@@ -264,14 +268,16 @@ impl Tls {
     /// refused and the one in force stays. Returns whether a new set is in
     /// force.
     pub fn reload(&self) -> bool {
-        let changed = match stamp(&self.dir) {
-            Ok(now) => now != self.resolver.current.load().stamp,
+        let files = match stamp(&self.dir) {
+            Ok(files) => files,
             Err(e) => {
-                self.refused(&e);
+                self.refused(&e, Vec::new());
                 return false;
             }
         };
-        if !changed {
+        if files == self.resolver.current.load().stamp
+            || *self.refused.lock().unwrap_or_else(|e| e.into_inner()) == files
+        {
             return false;
         }
         match Certificates::load(&self.dir, unix_now()) {
@@ -287,13 +293,14 @@ impl Tls {
                 true
             }
             Err(e) => {
-                self.refused(&e);
+                self.refused(&e, files);
                 false
             }
         }
     }
 
-    fn refused(&self, error: &anyhow::Error) {
+    fn refused(&self, error: &anyhow::Error, files: Stamp) {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = files;
         self.metrics.tls_load_errors.fetch_add(1, Relaxed);
         tracing::error!(error = %format!("{error:#}"), "certificates not reloaded; the ones in force stay");
     }

@@ -342,7 +342,7 @@ pub async fn run(
     }
     writeln!(
         progress,
-        "rows {}: sorted by code and written to the store in order",
+        "rows {}: checked; sorting by code and writing to the store in order",
         summary.rows
     )?;
     let mut links = links.done().map_err(sort_error)?;

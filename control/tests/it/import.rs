@@ -178,7 +178,7 @@ fn a_bulk_import_killed_while_writing_is_undone_and_run_again() {
     let rows = 50_000;
     many_rows(&file, rows);
     // An empty store takes the bulk load: killed as it writes.
-    kill_import_after(&data, &file, &[], |l| l.contains("written to the store"));
+    kill_import_after(&data, &file, &[], |l| l.contains("writing to the store"));
 
     let again = import(&data, &file, &[]);
     assert!(again.status.success(), "{again:?}");
