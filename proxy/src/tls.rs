@@ -44,8 +44,7 @@ use crate::metrics::Metrics;
 const SESSION_CACHE_ENTRIES: usize = 16_384;
 
 /// Seconds since the Unix epoch, now.
-#[must_use]
-pub fn unix_now() -> i64 {
+fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -119,7 +119,7 @@ impl Planned {
                 let index = links::index_entries(&doc, true)
                     .into_iter()
                     .map(|(space, key, value)| Entry {
-                        space: space_index(space),
+                        space: space.index(),
                         key,
                         value,
                         row,
@@ -219,14 +219,6 @@ impl Sortable for Entry {
     }
 }
 
-fn space_index(space: Space) -> u8 {
-    let index = Space::ALL
-        .iter()
-        .position(|s| *s == space)
-        .expect("every space is in ALL");
-    u8::try_from(index).expect("fewer than 256 spaces")
-}
-
 fn sort_failed(error: std::io::Error) -> StoreError {
     StoreError::io("cannot read the import's sort files", error)
 }
@@ -285,13 +277,14 @@ pub async fn run(
     let mut links = sorter(dir.clone()).pushed_by(Pending::cmp);
     let mut entries = sorter(dir.clone()).pushed_by(Entry::cmp);
     let mut summary = Summary::default();
-    let mut outcomes = Outcomes::default();
+    // Rows refused while being checked; the load adds its own.
+    let mut checked: Vec<(u64, String)> = Vec::new();
     let mut later: Vec<(u64, NewLink)> = Vec::new();
     let sort_error = |e| anyhow::anyhow!("cannot write the import's sort files: {e}");
     while let Some(planned) =
         plan_batch(state, columns, options, BULK_BATCH, 0, rows, &mut summary)?
     {
-        outcomes.refused.extend(planned.refused);
+        checked.extend(planned.refused);
         let (numbers, plans): (Vec<u64>, Vec<NewLink>) = planned.plans.into_iter().unzip();
         let plans: Vec<(u64, NewLink)> = numbers
             .into_iter()
@@ -328,7 +321,7 @@ pub async fn run(
                     }
                     links.push(link).map_err(sort_error)?;
                 }
-                Planned::Refused(row, reason) => outcomes.refused.push((row, reason)),
+                Planned::Refused(row, reason) => checked.push((row, reason)),
                 Planned::Later(row, plan) => later.push((row, *plan)),
             }
         }
@@ -348,11 +341,10 @@ pub async fn run(
     let mut links = links.done().map_err(sort_error)?;
     let mut entries = Some(entries);
     let rows_total = summary.rows;
-    let checked = std::mem::take(&mut outcomes.refused);
+    let mut outcomes = Outcomes::default();
     let mut load = |load: &mut dyn Load| -> StoreResult<()> {
-        outcomes = Outcomes::default();
-        // Rows whose entries are not written: another row has their code.
-        let mut lost: HashSet<u64> = later.iter().map(|(row, _)| *row).collect();
+        // Rows whose index entries are not written: another row has their code.
+        let mut lost: HashSet<u64> = HashSet::new();
         let mut again = Vec::new();
         let mut holder: Option<Pending> = None;
         for link in links.by_ref() {

@@ -86,6 +86,17 @@ impl Space {
         Self::ReportsOpen,
     ];
 
+    /// The space's place in [`Space::ALL`], as redo records and sort files
+    /// keep it.
+    #[must_use]
+    pub fn index(self) -> u8 {
+        let index = Self::ALL
+            .iter()
+            .position(|s| *s == self)
+            .expect("every space is in ALL");
+        u8::try_from(index).expect("fewer than 256 spaces")
+    }
+
     /// The stable name of the space.
     #[must_use]
     pub fn name(self) -> &'static str {

@@ -81,12 +81,8 @@ enum Op {
 /// Appends one change to a redo record: `op space len:u32 a len:u32 b`,
 /// where `a` and `b` are key and value, the key alone, or start and end.
 fn encode_op(record: &mut Vec<u8>, op: Op, space: Space, a: &[u8], b: &[u8]) {
-    let index = Space::ALL
-        .iter()
-        .position(|s| *s == space)
-        .expect("every space is in ALL");
     record.push(op as u8);
-    record.push(u8::try_from(index).expect("fewer than 256 spaces"));
+    record.push(space.index());
     for part in [a, b] {
         record.extend_from_slice(
             &u32::try_from(part.len())
@@ -97,22 +93,38 @@ fn encode_op(record: &mut Vec<u8>, op: Op, space: Space, a: &[u8], b: &[u8]) {
     }
 }
 
+/// One change of a redo record, as [`encode_op`] wrote it.
+struct Change<'r> {
+    op: u8,
+    /// The space's index in [`Space::ALL`].
+    space: u8,
+    a: &'r [u8],
+    b: &'r [u8],
+}
+
+/// The first change of a record, and what follows it; `None` when the
+/// record is empty or does not decode.
+fn next_change(record: &[u8]) -> Option<(Change<'_>, &[u8])> {
+    fn part<'r>(record: &mut &'r [u8]) -> Option<&'r [u8]> {
+        let len = u32::from_le_bytes(record.get(..4)?.try_into().ok()?) as usize;
+        let (part, rest) = record.get(4..)?.split_at_checked(len)?;
+        *record = rest;
+        Some(part)
+    }
+    let (&op, rest) = record.split_first()?;
+    let (&space, mut rest) = rest.split_first()?;
+    let a = part(&mut rest)?;
+    let b = part(&mut rest)?;
+    Some((Change { op, space, a, b }, rest))
+}
+
 /// Applies a redo record to a write transaction.
 fn apply_record(txn: &WriteTransaction, mut record: &[u8]) -> StoreResult<()> {
     let corrupt = || StoreError::Corrupt("a store log record does not decode".into());
-    fn part<'r>(record: &mut &'r [u8]) -> Option<&'r [u8]> {
-        let len = u32::from_le_bytes(record.get(..4)?.try_into().ok()?) as usize;
-        let part = record.get(4..4 + len)?;
-        *record = &record[4 + len..];
-        Some(part)
-    }
     while !record.is_empty() {
-        let (&op, rest) = record.split_first().ok_or_else(corrupt)?;
-        let (&space, rest) = rest.split_first().ok_or_else(corrupt)?;
+        let (Change { op, space, a, b }, rest) = next_change(record).ok_or_else(corrupt)?;
         record = rest;
         let space = *Space::ALL.get(usize::from(space)).ok_or_else(corrupt)?;
-        let a = part(&mut record).ok_or_else(corrupt)?;
-        let b = part(&mut record).ok_or_else(corrupt)?;
         let mut table = txn.open_table(definition(space)).map_err(io)?;
         match op {
             x if x == Op::Insert as u8 => {
@@ -577,7 +589,16 @@ impl RedbLoad<'_> {
         let txn = self.begin()?;
         let mut record = &self.page[..];
         let mut table: Option<(u8, BytesTable<'_>)> = None;
-        while let Some((Put { space, key, value }, rest)) = next_put(record) {
+        while let Some((
+            Change {
+                space,
+                a: key,
+                b: value,
+                ..
+            },
+            rest,
+        )) = next_change(record)
+        {
             record = rest;
             if table.as_ref().is_none_or(|(open, _)| *open != space) {
                 let opened = txn
@@ -600,31 +621,9 @@ impl RedbLoad<'_> {
     }
 }
 
-/// One put of a page: the space's index in [`Space::ALL`], key and value.
-struct Put<'p> {
-    space: u8,
-    key: &'p [u8],
-    value: &'p [u8],
-}
-
-/// The first put of a page, and what follows it.
-fn next_put(record: &[u8]) -> Option<(Put<'_>, &[u8])> {
-    let (&_op, rest) = record.split_first()?;
-    let (&space, rest) = rest.split_first()?;
-    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let (key, rest) = rest.get(4..)?.split_at_checked(len)?;
-    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let (value, rest) = rest.get(4..)?.split_at_checked(len)?;
-    Some((Put { space, key, value }, rest))
-}
-
 impl super::Load for RedbLoad<'_> {
     fn put(&mut self, space: Space, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        let index = Space::ALL
-            .iter()
-            .position(|s| *s == space)
-            .expect("every space is in ALL");
-        let last = &mut self.last[index];
+        let last = &mut self.last[usize::from(space.index())];
         if last.as_deref().is_some_and(|last| key <= last) {
             return Err(StoreError::Refused(format!(
                 "a bulk load put keys of {} out of order",
