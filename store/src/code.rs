@@ -20,6 +20,46 @@ pub fn is_valid_code(bytes: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
 }
 
+/// The longest domain name a table key can carry, in bytes: with `/` and
+/// the longest code, a scoped key still fits a record's one-byte length.
+pub const DOMAIN_LEN_MAX: usize = 190;
+
+/// The longest table key, in bytes.
+pub const KEY_LEN_MAX: usize = DOMAIN_LEN_MAX + 1 + CODE_LEN_MAX;
+
+/// Whether `bytes` is a domain name as table keys carry it: at most
+/// [`DOMAIN_LEN_MAX`] bytes of dot-separated labels, each 1 to 63 lowercase
+/// ASCII letters, digits and inner `-` (an internationalised name in its
+/// `xn--` form).
+#[must_use]
+pub fn is_valid_domain(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.len() <= DOMAIN_LEN_MAX
+        && bytes.split(|&b| b == b'.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label[0] != b'-'
+                && label[label.len() - 1] != b'-'
+                && label
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        })
+}
+
+/// Whether `bytes` is a well-formed table key: a code of the default scope
+/// (`sale`), a code scoped to a domain (`go.acme.com/sale`), a domain's
+/// settings (`.go.acme.com`), or the settings of the default scope (`.`).
+/// No code holds `/` or `.`, so the forms never collide.
+#[must_use]
+pub fn is_valid_key(bytes: &[u8]) -> bool {
+    if let Some(domain) = bytes.strip_prefix(b".") {
+        return domain.is_empty() || is_valid_domain(domain);
+    }
+    match bytes.iter().position(|&b| b == b'/') {
+        Some(at) => is_valid_domain(&bytes[..at]) && is_valid_code(&bytes[at + 1..]),
+        None => is_valid_code(bytes),
+    }
+}
+
 /// Why a string is not a code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodeError {
@@ -29,18 +69,23 @@ pub enum CodeError {
     TooLong { len: usize },
     #[error("code contains {found:?}; only A-Z, a-z, 0-9, '_' and '-' are allowed")]
     BadCharacter { found: char },
+    #[error("{key:?} is not a table key (a code, domain/code, .domain or .)")]
+    BadKey { key: String },
 }
 
-/// A short code: 1 to 64 bytes of `[A-Za-z0-9_-]`, case-sensitive.
+/// A short code: 1 to 64 bytes of `[A-Za-z0-9_-]`, case-sensitive; or, made
+/// by [`Code::key`], any table key (see [`is_valid_key`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(try_from = "String", into = "String"))]
 pub struct Code(Box<str>);
 
+/// Deserialising accepts any table key: a change carries scoped keys and
+/// domain settings as well as plain codes.
 impl TryFrom<String> for Code {
     type Error = CodeError;
     fn try_from(text: String) -> Result<Self, CodeError> {
-        Self::parse(&text)
+        Self::key(&text)
     }
 }
 
@@ -66,6 +111,15 @@ impl Code {
             return Err(CodeError::BadCharacter { found });
         }
         Ok(Self(text.into()))
+    }
+
+    /// Checks that `text` is a table key (see [`is_valid_key`]) and wraps it.
+    pub fn key(text: &str) -> Result<Self, CodeError> {
+        if is_valid_key(text.as_bytes()) {
+            Ok(Self(text.into()))
+        } else {
+            Err(CodeError::BadKey { key: text.into() })
+        }
     }
 
     #[must_use]
@@ -209,6 +263,44 @@ mod tests {
         );
         assert!(!is_valid_code(b"a+"));
         assert!(is_valid_code(b"abc"));
+    }
+
+    #[test]
+    fn keys_are_codes_scoped_codes_or_domain_settings() {
+        for good in [
+            "abc",
+            "go.acme.com/sale",
+            "xn--bcher-kva.example/a",
+            ".go.acme.com",
+            ".",
+        ] {
+            assert!(is_valid_key(good.as_bytes()), "{good}");
+            assert_eq!(Code::key(good).unwrap().as_str(), good);
+        }
+        let domain = ["a".repeat(63), "b".repeat(63), "c".repeat(62)].join(".");
+        assert_eq!(domain.len(), DOMAIN_LEN_MAX);
+        let longest = format!("{domain}/{}", "b".repeat(CODE_LEN_MAX));
+        assert!(is_valid_key(longest.as_bytes()));
+        for bad in [
+            "",
+            "/a",
+            "Go.acme.com/a",
+            "go.acme.com/",
+            "a/b/c",
+            "..",
+            ".Go",
+            "a..b/c",
+            "-a.b/c",
+            "go acme/a",
+            &format!("{}/a", "a".repeat(DOMAIN_LEN_MAX + 1)),
+        ] {
+            assert!(!is_valid_key(bad.as_bytes()), "{bad}");
+            assert!(Code::key(bad).is_err());
+        }
+        assert!(
+            Code::parse("go.acme.com/sale").is_err(),
+            "a code is never scoped"
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ const HEADER_CHECKSUM_OFFSET: usize = 120;
 
 const _: () = assert!(HEADER_SIZE.is_multiple_of(SLOT_SIZE));
 const _: () = assert!(HEADER_CHECKSUM_OFFSET + 8 == HEADER_SIZE);
-const _: () = assert!(crate::code::CODE_LEN_MAX <= u8::MAX as usize);
+const _: () = assert!(crate::code::KEY_LEN_MAX <= u8::MAX as usize);
 const _: () = assert!(crate::code::TARGET_LEN_MAX <= u16::MAX as usize);
 
 /// Flag bits in a record's second byte.

@@ -32,6 +32,7 @@
 
 pub mod clickwire;
 mod code;
+pub mod domain;
 mod error;
 pub mod files;
 mod filter;
@@ -43,7 +44,10 @@ mod record;
 pub mod stream;
 mod writer;
 
-pub use code::{CODE_LEN_MAX, Code, CodeError, TARGET_LEN_MAX, Target, TargetError, is_valid_code};
+pub use code::{
+    CODE_LEN_MAX, Code, CodeError, DOMAIN_LEN_MAX, KEY_LEN_MAX, TARGET_LEN_MAX, Target,
+    TargetError, is_valid_code, is_valid_domain, is_valid_key,
+};
 pub use error::{OpenError, WriteError};
 pub use format::{BaseId, DeltaOf};
 pub use live::{Change, InstallError, LiveTable, Newer, View};

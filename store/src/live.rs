@@ -142,7 +142,7 @@ impl View {
     /// grow with the base: a code is kept only if no newer layer has it.
     pub fn newer_than_base(&self) -> impl Iterator<Item = Result<Newer, crate::OpenError>> + '_ {
         let overlay = self.overlay.iter().map(|(code, entry)| {
-            let code = crate::Code::parse(code)
+            let code = crate::Code::key(code)
                 .map_err(|_| crate::OpenError::Layout("overlay holds a bad code"))?;
             Ok((code, entry.record.as_deref().cloned()))
         });
@@ -213,7 +213,7 @@ impl View {
             .filter_map(|(code, entry)| {
                 Some(Change {
                     seq: entry.seq,
-                    code: crate::Code::parse(code).ok()?,
+                    code: crate::Code::key(code).ok()?,
                     record: entry.record.as_deref().cloned(),
                 })
             })
@@ -234,7 +234,7 @@ fn owned(entry: Entry<'_>) -> Result<Newer, crate::OpenError> {
     let bad = || crate::OpenError::Layout("record holds a bad code or target");
     let code = std::str::from_utf8(entry.code())
         .ok()
-        .and_then(|code| crate::Code::parse(code).ok())
+        .and_then(|code| crate::Code::key(code).ok())
         .ok_or_else(bad)?;
     let record = match entry {
         Entry::Link(view) => Some(view.to_record().ok_or_else(bad)?),

@@ -554,7 +554,7 @@ impl Snapshot {
                 Entry::Link(view) => crate::code::check_target_bytes(view.target).is_ok(),
                 Entry::Deleted(_) => self.header.delta.is_some(),
             };
-            if !valid || !crate::is_valid_code(entry.code()) {
+            if !valid || !crate::is_valid_key(entry.code()) {
                 return Err(OpenError::Layout("record holds a bad code or target"));
             }
             if self.find(entry.code()) != Some(entry) {

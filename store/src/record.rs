@@ -249,7 +249,7 @@ impl<'a> LinkView<'a> {
     /// Copies the view into an owned record, if its bytes are valid.
     #[must_use]
     pub fn to_record(&self) -> Option<LinkRecord> {
-        let code = Code::parse(std::str::from_utf8(self.code).ok()?).ok()?;
+        let code = Code::key(std::str::from_utf8(self.code).ok()?).ok()?;
         let target = Target::parse(self.target_str()?).ok()?;
         Some(LinkRecord {
             code,
