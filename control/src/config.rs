@@ -352,6 +352,13 @@ impl Config {
         if !matches!(public.scheme(), "http" | "https") || public.host_str().is_none() {
             bail!("bad configuration: public_url must be an http or https URL with a host");
         }
+        // Its host names the first short domain.
+        let host = public.host_str().unwrap_or_default().trim_end_matches('.');
+        if !shortline_store::is_valid_domain(host.as_bytes()) {
+            bail!(
+                "bad configuration: public_url's host {host:?} must be a domain name (or an IPv4 address): it names the first short domain"
+            );
+        }
         Ok(())
     }
 
@@ -616,6 +623,7 @@ mod tests {
         assert!(err(&[("SHORTLINE_CODE_LENGTH", "99")]).contains("code_length"));
         assert!(err(&[("SHORTLINE_DEFAULT_STRATEGY", "dice")]).contains("default_strategy"));
         assert!(err(&[("SHORTLINE_PUBLIC_URL", "ftp//x")]).contains("public_url"));
+        assert!(err(&[("SHORTLINE_PUBLIC_URL", "http://[::1]:8080")]).contains("domain name"));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("control.toml");
         std::fs::write(&file, "no_such_key = 1\n").unwrap();

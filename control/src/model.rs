@@ -198,6 +198,10 @@ pub struct KeyDoc {
     pub created_at: i64,
     /// Hex SHA-256 of the token.
     pub token_sha256: String,
+    /// The short domains a user key may create and manage links on; `None`
+    /// for every domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<Vec<String>>,
 }
 
 impl KeyDoc {

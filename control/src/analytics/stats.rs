@@ -37,6 +37,8 @@ pub struct Count {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Stats {
     pub code: String,
+    /// The short domain of the code.
+    pub domain: String,
     #[schema(value_type = String)]
     #[serde(with = "time::serde::rfc3339")]
     pub from: time::OffsetDateTime,
@@ -142,6 +144,8 @@ pub fn link_stats(
     }
     let mut stats = Stats {
         code: code.to_owned(),
+        // Named by the caller, which knows the domains.
+        domain: String::new(),
         from: time::OffsetDateTime::from_unix_timestamp(from)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
         to: time::OffsetDateTime::from_unix_timestamp(to)

@@ -44,6 +44,7 @@ pub struct Summary {
 pub struct Columns {
     url: usize,
     code: Option<usize>,
+    domain: Option<usize>,
     title: Option<usize>,
     tags: Option<usize>,
     expires_at: Option<usize>,
@@ -64,6 +65,7 @@ impl Columns {
                     continue;
                 }
                 "code" => &mut columns.code,
+                "domain" => &mut columns.domain,
                 "title" => &mut columns.title,
                 "tags" => &mut columns.tags,
                 "expires_at" => &mut columns.expires_at,
@@ -71,7 +73,7 @@ impl Columns {
                 "redirect" => &mut columns.redirect,
                 "created_at" => &mut columns.created_at,
                 other => bail!(
-                    "unknown column {other:?}; the columns are url, code, title, tags, expires_at, max_clicks, redirect and created_at"
+                    "unknown column {other:?}; the columns are url, code, domain, title, tags, expires_at, max_clicks, redirect and created_at"
                 ),
             };
             if slot.replace(i).is_some() {
@@ -107,6 +109,7 @@ impl Columns {
         let request = CreateLink {
             url: field(Some(self.url)).unwrap_or_default().to_owned(),
             alias: field(self.code).map(str::to_owned),
+            domain: field(self.domain).map(str::to_owned),
             strategy: None,
             expires_at: field(self.expires_at).map(str::to_owned),
             ttl_seconds: None,
@@ -164,7 +167,8 @@ pub fn plan_batch(
         let plan = columns
             .request(&row, now)
             .and_then(|(request, created_at)| {
-                plan_create(state, &options.owner, request, created_at).map_err(|e| e.to_string())
+                plan_create(state, None, &options.owner, request, created_at)
+                    .map_err(|e| e.to_string())
             });
         match plan {
             Ok(plan) => planned.plans.push((number, plan)),

@@ -4,7 +4,8 @@
 //!
 //! # Meta singletons ([`Space::Meta`](super::Space::Meta))
 //!
-//! [`SEQ`], [`PRUNED`], [`NOTIFY`], [`ID_NEXT`], [`HOSTS_INDEXED`] and
+//! [`SEQ`], [`PRUNED`], [`NOTIFY`], [`ID_NEXT`], [`HOSTS_INDEXED`],
+//! [`DEFAULT_DOMAIN`], [`DOMAINS_MIGRATED`] and
 //! [`WAL_THROUGH`], [`STORE_LOG_THROUGH`], plus the secrets' names in the data directory.
 //!
 //! # Counters ([`Space::Counters`](super::Space::Counters))
@@ -49,6 +50,10 @@ pub const NOTIFY: &[u8] = b"changes_notify";
 pub const ID_NEXT: &[u8] = b"id_next";
 /// Present once every stored link has a [`host`] index entry.
 pub const HOSTS_INDEXED: &[u8] = b"hosts_indexed_v1";
+/// The name of the default short domain.
+pub const DEFAULT_DOMAIN: &[u8] = b"default_domain";
+/// Present once the first short domain was made from `public_url`.
+pub const DOMAINS_MIGRATED: &[u8] = b"domains_migrated_v1";
 /// The click log position whose clicks are all counted in the store.
 pub const WAL_THROUGH: &[u8] = b"clicks_wal_through";
 /// The embedded store's redo log segment whose writes are all in the

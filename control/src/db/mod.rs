@@ -61,11 +61,13 @@ pub enum Space {
     Reports,
     /// Report id -> code, for open reports: the moderation queue.
     ReportsOpen,
+    /// Short domain name (ASCII, lowercase) -> domain document.
+    Domains,
 }
 
 impl Space {
     /// Every space, for backends that create them up front.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Links,
         Self::Retired,
         Self::ByOwner,
@@ -84,6 +86,7 @@ impl Space {
         Self::ByHost,
         Self::Reports,
         Self::ReportsOpen,
+        Self::Domains,
     ];
 
     /// The space's place in [`Space::ALL`], as redo records and sort files
@@ -119,6 +122,7 @@ impl Space {
             Self::ByHost => "by_host",
             Self::Reports => "reports",
             Self::ReportsOpen => "reports_open",
+            Self::Domains => "domains",
         }
     }
 }

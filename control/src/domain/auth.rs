@@ -17,12 +17,22 @@ pub struct Principal {
     pub key_name: String,
     pub owner: String,
     pub role: Role,
+    /// The short domains this caller may use; `None` for all.
+    pub domains: Option<Vec<String>>,
 }
 
 impl Principal {
     #[must_use]
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// Whether this caller may create and manage links on `domain`.
+    #[must_use]
+    pub fn may_use_domain(&self, domain: &str) -> bool {
+        self.domains
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|d| d == domain))
     }
 
     /// Whether this caller may see and change a link owned by `owner`.
@@ -77,6 +87,7 @@ pub fn key_doc(
         owner,
         created_at: now,
         token_sha256: hex::encode(token_hash(token)),
+        domains: None,
     }
 }
 

@@ -327,6 +327,7 @@ mod tests {
                 let new = NewLink {
                     id: LinkId(id),
                     code: CodePlan::Alias(Code::parse(&format!("l{id}")).unwrap()),
+                    domain: None,
                     url: Target::parse(&format!("https://{host}/{id}")).unwrap(),
                     owner: "ann".into(),
                     now: 1_000,

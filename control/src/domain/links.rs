@@ -8,6 +8,7 @@ use crate::db::keys;
 use crate::db::{Pairs, ReadTxn, Space, StoreResult, Txn, prefix_end};
 use crate::domain::auth::Principal;
 use crate::domain::codes::{self, Permutation};
+use crate::domain::domains::{self, DomainDoc};
 use crate::domain::threats::ThreatList;
 use crate::domain::{Error, Outcome};
 use crate::model::Strategy;
@@ -35,6 +36,8 @@ pub enum CodePlan {
 pub struct NewLink {
     pub id: LinkId,
     pub code: CodePlan,
+    /// The short domain (normalised name); `None` for the default.
+    pub domain: Option<String>,
     pub url: Target,
     pub owner: String,
     pub now: i64,
@@ -61,15 +64,20 @@ fn code_free(txn: &mut dyn Txn, code: &str) -> StoreResult<bool> {
 
 /// Claims a code and writes the link, or says why not.
 pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Outcome<Created> {
+    let domain = match domains::resolve(txn, new.domain.as_deref())? {
+        Ok(domain) => domain,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     if let Some(refusal) = blocklist_refusal(txn, &new.url)? {
         return Ok(Err(refusal));
     }
     let code = match &new.code {
         CodePlan::Alias(alias) => {
-            if txn.get(Space::Links, alias.as_bytes())?.is_some() {
+            let key = domain.key(alias);
+            if txn.get(Space::Links, key.as_bytes())?.is_some() {
                 return Ok(Err(alias_taken(alias)));
             }
-            if txn.get(Space::Retired, alias.as_bytes())?.is_some() {
+            if txn.get(Space::Retired, key.as_bytes())?.is_some() {
                 return Ok(Err(Error::Conflict {
                     field: "alias".into(),
                     reason: format!(
@@ -77,10 +85,10 @@ pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Ou
                     ),
                 }));
             }
-            alias.clone()
+            key
         }
         CodePlan::Generated { strategy, length } => {
-            match generate(txn, new, *strategy, *length, permutation)? {
+            match generate(txn, new, &domain, *strategy, *length, permutation)? {
                 Generated::Fresh(code) => code,
                 Generated::Existing(link) => {
                     return Ok(Ok(Created {
@@ -120,6 +128,7 @@ impl NewLink {
         Self {
             id: doc.id,
             code,
+            domain: domains::split_key(&doc.code).0.map(str::to_owned),
             url: doc.url,
             owner: doc.owner,
             now: doc.created_at,
@@ -175,12 +184,17 @@ pub fn plan_load(
     new: &NewLink,
     permutation: &Permutation,
 ) -> StoreResult<Loaded> {
+    let domain = match domains::resolve(txn, new.domain.as_deref())? {
+        Ok(domain) => domain,
+        Err(refusal) => return Ok(Loaded::Refused(refusal)),
+    };
     if let Some(refusal) = blocklist_refusal(txn, &new.url)? {
         return Ok(Loaded::Refused(refusal));
     }
     let code = match &new.code {
         CodePlan::Alias(alias) => {
-            if txn.get(Space::Retired, alias.as_bytes())?.is_some() {
+            let key = domain.key(alias);
+            if txn.get(Space::Retired, key.as_bytes())?.is_some() {
                 return Ok(Loaded::Refused(Error::Conflict {
                     field: "alias".into(),
                     reason: format!(
@@ -188,7 +202,7 @@ pub fn plan_load(
                     ),
                 }));
             }
-            alias.clone()
+            key
         }
         CodePlan::Generated { strategy, length } => {
             let code = match strategy {
@@ -197,10 +211,11 @@ pub fn plan_load(
                 Strategy::Hash => codes::hash_code(&new.owner, &new.url, 0, *length),
                 Strategy::Uuid => codes::uuid_code(),
             };
-            if txn.get(Space::Retired, code.as_bytes())?.is_some() {
+            let key = domain.key(&generated(code));
+            if txn.get(Space::Retired, key.as_bytes())?.is_some() {
                 return Ok(Loaded::Later);
             }
-            generated(code)
+            key
         }
     };
     Ok(Loaded::Link(new_doc(new, code)))
@@ -215,6 +230,7 @@ enum Generated {
 fn generate(
     txn: &mut dyn Txn,
     new: &NewLink,
+    domain: &DomainDoc,
     strategy: Strategy,
     length: usize,
     permutation: &Permutation,
@@ -224,13 +240,15 @@ fn generate(
             // Unique by construction; the check guards against an alias or
             // random code that happens to equal this id's code.
             let code = permutation.code_for_id(new.id.0, length);
-            if code_free(txn, &code)? {
-                return Ok(Generated::Fresh(generated(code)));
+            let key = domain.key(&generated(code));
+            if code_free(txn, &key)? {
+                return Ok(Generated::Fresh(key));
             }
             for extra in 1..=EXTRA_LENGTHS_MAX {
                 let code = permutation.code_for_id(new.id.0, length + extra);
-                if code_free(txn, &code)? {
-                    return Ok(Generated::Fresh(generated(code)));
+                let key = domain.key(&generated(code));
+                if code_free(txn, &key)? {
+                    return Ok(Generated::Fresh(key));
                 }
             }
         }
@@ -238,8 +256,9 @@ fn generate(
             for extra in 0..=EXTRA_LENGTHS_MAX {
                 for _ in 0..RANDOM_TRIES_PER_LENGTH {
                     let code = codes::random_code(length + extra);
-                    if code_free(txn, &code)? {
-                        return Ok(Generated::Fresh(generated(code)));
+                    let key = domain.key(&generated(code));
+                    if code_free(txn, &key)? {
+                        return Ok(Generated::Fresh(key));
                     }
                     metrics::counter!("control_code_collisions_total", "strategy" => "random")
                         .increment(1);
@@ -250,15 +269,16 @@ fn generate(
             for extra in 0..=EXTRA_LENGTHS_MAX {
                 for salt in 0..HASH_SALTS_PER_LENGTH {
                     let code = codes::hash_code(&new.owner, &new.url, salt, length + extra);
-                    match txn.get(Space::Links, code.as_bytes())? {
+                    let key = domain.key(&generated(code));
+                    match txn.get(Space::Links, key.as_bytes())? {
                         Some(bytes) => {
                             let existing = LinkDoc::decode(&bytes)?;
                             if existing.owner == new.owner && existing.url == new.url {
                                 return Ok(Generated::Existing(existing));
                             }
                         }
-                        None if txn.get(Space::Retired, code.as_bytes())?.is_none() => {
-                            return Ok(Generated::Fresh(generated(code)));
+                        None if txn.get(Space::Retired, key.as_bytes())?.is_none() => {
+                            return Ok(Generated::Fresh(key));
                         }
                         None => {}
                     }
@@ -270,8 +290,9 @@ fn generate(
         Strategy::Uuid => {
             for _ in 0..RANDOM_TRIES_PER_LENGTH {
                 let code = codes::uuid_code();
-                if code_free(txn, &code)? {
-                    return Ok(Generated::Fresh(generated(code)));
+                let key = domain.key(&generated(code));
+                if code_free(txn, &key)? {
+                    return Ok(Generated::Fresh(key));
                 }
             }
         }
@@ -313,11 +334,18 @@ pub fn blocked_by(txn: &dyn ReadTxn, host: &str) -> StoreResult<Option<String>> 
     }
 }
 
-/// The refusal of a target whose domain is on the blocklist.
+/// The refusal of a target whose domain is on the blocklist, or that is a
+/// short link itself (on any of the short domains), which could loop.
 fn blocklist_refusal(txn: &dyn ReadTxn, url: &str) -> StoreResult<Option<Error>> {
     let Some(host) = host_of(url) else {
         return Ok(None);
     };
+    if domains::is_short_domain(txn, &host)? {
+        return Ok(Some(Error::invalid(
+            "url",
+            format!("{host} is a short domain here; a link to a short link could loop"),
+        )));
+    }
     Ok(blocked_by(txn, &host)?
         .map(|domain| Error::invalid("url", format!("domain {domain} is blocked"))))
 }
@@ -458,8 +486,7 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
         txn.set(space, &key, &value)?;
     }
     let change = ChangeDoc {
-        code: shortline_store::Code::parse(&link.code)
-            .map_err(|e| crate::db::StoreError::Corrupt(e.to_string()))?,
+        code: link.code.clone(),
         record: Some(link.record()),
     };
     txn.log_change(&change.encode())
@@ -839,6 +866,7 @@ mod tests {
             key_name: owner.into(),
             owner: owner.into(),
             role: Role::User,
+            domains: None,
         }
     }
 
@@ -853,6 +881,7 @@ mod tests {
         NewLink {
             id: LinkId(id),
             code,
+            domain: None,
             url: Target::parse(&format!("https://example.com/{id}")).unwrap(),
             owner: owner.into(),
             now: 1_000,
@@ -993,6 +1022,134 @@ mod tests {
             store.write(|txn| delete(txn, "gone", &user("ann"))),
             Err(Error::NotFound)
         );
+    }
+
+    fn add_domain(store: &Store, name: &str) {
+        let doc = domains::DomainDoc {
+            name: name.into(),
+            scoped: true,
+            https: true,
+            https_redirect: false,
+            hsts_max_age: 0,
+            root_redirect: None,
+            not_found_redirect: None,
+            expired_redirect: None,
+            port: None,
+            created_at: 1_000,
+            updated_at: 1_000,
+        };
+        store
+            .write(|txn| domains::create(txn, doc.clone(), false))
+            .unwrap();
+    }
+
+    #[test]
+    fn codes_and_retired_codes_are_per_domain() {
+        let store = store();
+        store.write(|txn| domains::migrate(txn, "https://acme.link", 1_000));
+        add_domain(&store, "go.acme.com");
+        add_domain(&store, "promo.example");
+        let on = |id, domain: Option<&str>| NewLink {
+            domain: domain.map(str::to_owned),
+            ..new_link(id, alias("sale"), "ann")
+        };
+        let bare = store.create(&on(1, None)).unwrap().link;
+        let go = store.create(&on(2, Some("go.acme.com"))).unwrap().link;
+        let promo = store.create(&on(3, Some("promo.example"))).unwrap().link;
+        assert_eq!(
+            bare.code.as_str(),
+            "sale",
+            "the first domain keeps bare codes"
+        );
+        assert_eq!(go.code.as_str(), "go.acme.com/sale");
+        assert_eq!(promo.code.as_str(), "promo.example/sale");
+        assert!(matches!(
+            store.create(&on(4, Some("go.acme.com"))),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            store.create(&on(5, Some("nope.example"))),
+            Err(Error::Invalid { field, .. }) if field == "domain"
+        ));
+
+        assert_eq!(
+            store.write(|txn| delete(txn, "go.acme.com/sale", &user("ann"))),
+            Ok(())
+        );
+        let again = store.create(&on(6, Some("go.acme.com")));
+        assert!(
+            matches!(&again, Err(Error::Conflict { reason, .. }) if reason.contains("never handed out again"))
+        );
+        assert!(store.get("sale").is_some() && store.get("promo.example/sale").is_some());
+
+        let generated = NewLink {
+            domain: Some("go.acme.com".into()),
+            ..new_link(
+                7,
+                CodePlan::Generated {
+                    strategy: Strategy::Counter,
+                    length: 6,
+                },
+                "ann",
+            )
+        };
+        let made = store.create(&generated).unwrap().link;
+        assert!(
+            made.code.as_str().starts_with("go.acme.com/"),
+            "{}",
+            made.code
+        );
+
+        let looped = NewLink {
+            url: Target::parse("https://GO.acme.com/sale").unwrap(),
+            ..on(8, None)
+        };
+        assert!(matches!(
+            store.create(&looped),
+            Err(Error::Invalid { reason, .. }) if reason.contains("short domain")
+        ));
+    }
+
+    #[test]
+    fn a_domain_with_links_or_the_default_is_not_removed() {
+        let store = store();
+        store.write(|txn| domains::migrate(txn, "http://localhost:8080", 1_000));
+        assert!(
+            !store.write(|txn| domains::migrate(txn, "http://other.example", 1_000)),
+            "once"
+        );
+        add_domain(&store, "go.acme.com");
+        store
+            .create(&NewLink {
+                domain: Some("go.acme.com".into()),
+                ..new_link(1, alias("a1"), "ann")
+            })
+            .unwrap();
+        let refused = |name: &str| store.write(|txn| domains::delete(txn, name));
+        assert!(
+            matches!(refused("localhost"), Err(Error::Conflict { reason, .. }) if reason.contains("default"))
+        );
+        assert!(
+            matches!(refused("go.acme.com"), Err(Error::Conflict { reason, .. }) if reason.contains("still has links"))
+        );
+        store
+            .write(|txn| delete(txn, "go.acme.com/a1", &user("ann")))
+            .unwrap();
+        assert_eq!(refused("go.acme.com"), Ok(()));
+        assert_eq!(refused("go.acme.com"), Err(Error::NotFound));
+        let patch = domains::DomainPatch {
+            make_default: false,
+            hsts_max_age: Some(60),
+            ..Default::default()
+        };
+        let localhost = store
+            .write(|txn| domains::patch(txn, "localhost", &patch, 2_000))
+            .unwrap();
+        assert_eq!(
+            (localhost.hsts_max_age, localhost.port, localhost.scoped),
+            (60, Some(8080), false)
+        );
+        assert_eq!(localhost.base_url(), "http://localhost:8080");
     }
 
     #[test]

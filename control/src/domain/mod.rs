@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod blocklist;
 pub mod codes;
+pub mod domains;
 pub mod ingest;
 pub mod links;
 pub mod reports;

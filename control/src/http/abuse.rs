@@ -289,19 +289,22 @@ pub struct ReportReceipt {
     pub state: ReportState,
 }
 
-#[utoipa::path(post, path = "/api/v1/links/{code}/report", params(("code" = String, Path)), request_body = NewReport,
+#[utoipa::path(post, path = "/api/v1/links/{code}/report", params(("code" = String, Path), super::links::DomainParam), request_body = NewReport,
     responses((status = 202, body = ReportReceipt), (status = 404, body = Problem), (status = 422, body = Problem),
         (status = 429, body = Problem), (status = 503, body = Problem)))]
 pub(super) async fn report_link(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     ApiPath(code): ApiPath<String>,
+    params: Result<Query<super::links::DomainParam>, axum::extract::rejection::QueryRejection>,
     ApiJson(body): ApiJson<NewReport>,
 ) -> AppResult<(StatusCode, Json<ReportReceipt>)> {
     state.limit_unauthenticated(Unauthenticated::Report, client.ip())?;
     if !shortline_store::is_valid_code(code.as_bytes()) {
         return Err(ApiError::NotFound);
     }
+    let domain = super::links::domain_param(params)?;
+    let code = super::links::link_key(&state, None, domain.as_deref(), code)?;
     let comment = body
         .comment
         .map(|c| c.trim().to_owned())

@@ -1,6 +1,7 @@
 //! `/api/v1/keys`: API keys, created by admins.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -12,9 +13,11 @@ use super::problem::AppResult;
 use super::problem::{ApiError, Problem};
 use super::wire::rfc3339;
 use crate::domain::auth::{self};
+use crate::domain::domains;
 use crate::domain::links::ANONYMOUS_OWNER;
 use crate::model::Role;
 use crate::model::now_unix;
+use crate::state::AppState;
 
 /// A new key request.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -24,6 +27,8 @@ pub struct CreateKey {
     pub role: Role,
     /// Whose links a user key manages; defaults to the key's name.
     pub owner: Option<String>,
+    /// User keys: the short domains the key may use (default: all).
+    pub domains: Option<Vec<String>>,
 }
 
 /// A key as listed: never the token.
@@ -33,6 +38,9 @@ pub struct KeyOut {
     pub name: String,
     pub role: Role,
     pub owner: String,
+    /// The short domains the key may use; absent for all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domains: Option<Vec<String>>,
     pub created_at: String,
     /// Only in the response that created the key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,8 +81,18 @@ pub(super) async fn create_key(
             "an owner is 1 to 128 printable characters",
         ));
     }
+    let domains = match body.domains {
+        Some(_) if body.role == Role::Admin => {
+            return Err(ApiError::invalid(
+                "domains",
+                "admin keys use every domain; limit user keys",
+            ));
+        }
+        Some(names) => Some(known_domains(&state, &names).await?),
+        None => None,
+    };
     let token = auth::new_token();
-    let doc = auth::key_doc(
+    let mut doc = auth::key_doc(
         auth::new_key_id(),
         name,
         body.role,
@@ -82,6 +100,7 @@ pub(super) async fn create_key(
         &token,
         now_unix(),
     );
+    doc.domains = domains;
     let hash = auth::token_hash(&token);
     let stored = doc.clone();
     state
@@ -95,6 +114,7 @@ pub(super) async fn create_key(
             name: doc.name,
             role: doc.role,
             owner: doc.owner,
+            domains: doc.domains,
             created_at: rfc3339(doc.created_at),
             token: Some(token),
         }),
@@ -115,6 +135,7 @@ pub(super) async fn list_keys(
                 name: k.name,
                 role: k.role,
                 owner: k.owner,
+                domains: k.domains,
                 created_at: rfc3339(k.created_at),
                 token: None,
             })
@@ -147,4 +168,40 @@ pub(super) async fn delete_key(
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// `names` normalised, each checked to be a short domain here.
+async fn known_domains(state: &Arc<AppState>, names: &[String]) -> AppResult<Vec<String>> {
+    if names.is_empty() {
+        return Err(ApiError::invalid(
+            "domains",
+            "name at least one domain, or leave domains out for all",
+        ));
+    }
+    let mut normalised = Vec::with_capacity(names.len());
+    for name in names {
+        normalised.push(
+            domains::normalize(name).map_err(|e| ApiError::invalid("domains", e.to_string()))?,
+        );
+    }
+    normalised.sort();
+    normalised.dedup();
+    let wanted = normalised.clone();
+    let missing = read(state, move |txn| {
+        let mut missing = Vec::new();
+        for name in &wanted {
+            if domains::get(txn, name)?.is_none() {
+                missing.push(name.clone());
+            }
+        }
+        Ok(missing)
+    })
+    .await?;
+    if !missing.is_empty() {
+        return Err(ApiError::invalid(
+            "domains",
+            format!("not short domains here: {}", missing.join(", ")),
+        ));
+    }
+    Ok(normalised)
 }

@@ -16,6 +16,7 @@ use super::problem::{ApiError, Problem};
 use super::wire::{nullable, rfc3339};
 use crate::domain::auth::Principal;
 use crate::domain::codes;
+use crate::domain::domains;
 use crate::domain::links::ANONYMOUS_OWNER;
 use crate::domain::links::{self, CodePlan, ListQuery, NewLink, Patch};
 use crate::model::LinkDoc;
@@ -32,6 +33,8 @@ const LIST_LIMIT_DEFAULT: usize = 50;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkOut {
     pub code: String,
+    /// The short domain the code belongs to.
+    pub domain: String,
     pub short_url: String,
     pub url: String,
     pub owner: String,
@@ -62,13 +65,12 @@ impl LinkOut {
             }
             status => status,
         };
+        let (domain, base) = domain_of(state, &link.code);
+        let code = domains::split_key(&link.code).1.to_owned();
         Self {
-            short_url: format!(
-                "{}/{}",
-                state.config.public_url.trim_end_matches('/'),
-                link.code
-            ),
-            code: link.code.into(),
+            short_url: format!("{base}/{code}"),
+            code,
+            domain,
             url: link.url.into(),
             owner: link.owner,
             created_at: rfc3339(link.created_at),
@@ -85,6 +87,70 @@ impl LinkOut {
     }
 }
 
+/// The short domain of a link's table key and the start of its short URLs.
+pub(super) fn domain_of(state: &AppState, key: &str) -> (String, String) {
+    let cached = state.domains.current().of_key(key).cloned();
+    let found = match (cached, domains::split_key(key).0) {
+        (Some(doc), _) => Some(doc),
+        // Made by another process since this one last read the domains.
+        (None, Some(name)) => state.domains.find(&*state.backend, name).ok().flatten(),
+        (None, None) => None,
+    };
+    match found {
+        Some(doc) => (doc.name.clone(), doc.base_url()),
+        None => (
+            domains::split_key(key).0.unwrap_or_default().to_owned(),
+            state.config.public_url.trim_end_matches('/').to_owned(),
+        ),
+    }
+}
+
+/// Which short domain a by-code request means (`?domain=`, default: the
+/// default domain).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DomainParam {
+    /// The short domain of the code (default: the default domain).
+    pub domain: Option<String>,
+}
+
+/// The table key of `code` on the domain a request names, once the caller
+/// is allowed that domain. A path that is not a code stays as it is: no
+/// link has it, so it is not found.
+pub(super) fn link_key(
+    state: &AppState,
+    principal: Option<&Principal>,
+    domain: Option<&str>,
+    code: String,
+) -> AppResult<String> {
+    let name = plan_domain(state, principal, domain)?;
+    let doc = match &name {
+        Some(name) => state.domains.find(&*state.backend, name)?,
+        None => state.domains.current().default_domain().cloned(),
+    };
+    let Some(doc) = doc else {
+        return Err(ApiError::invalid(
+            "domain",
+            format!(
+                "{:?} is not a short domain here (see /api/v1/domains)",
+                name.unwrap_or_default()
+            ),
+        ));
+    };
+    Ok(match Code::parse(&code) {
+        Ok(code) => doc.key(&code).into(),
+        Err(_) => code,
+    })
+}
+
+/// The `?domain=` of a by-code request.
+pub(super) fn domain_param(
+    params: Result<Query<DomainParam>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Option<String>> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    Ok(params.domain)
+}
+
 /// A create request.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +159,9 @@ pub struct CreateLink {
     pub url: String,
     /// A custom code, 3 to 64 characters of `[A-Za-z0-9_-]`.
     pub alias: Option<String>,
+    /// The short domain (default: the default domain). Codes are unique
+    /// per domain.
+    pub domain: Option<String>,
     pub strategy: Option<Strategy>,
     /// RFC 3339 time after which the link answers 410.
     pub expires_at: Option<String>,
@@ -271,12 +340,40 @@ fn expiry(expires_at: Option<&str>, ttl_seconds: Option<u64>, now: i64) -> AppRe
     }
 }
 
+/// The normalised short domain a request names (or the default), checked
+/// against what `principal` may use.
+fn plan_domain(
+    state: &AppState,
+    principal: Option<&Principal>,
+    domain: Option<&str>,
+) -> AppResult<Option<String>> {
+    let name = domain
+        .map(|d| domains::normalize(d).map_err(|e| ApiError::invalid("domain", e.to_string())))
+        .transpose()?;
+    if let Some(principal) = principal
+        && principal.domains.is_some()
+    {
+        let used = match &name {
+            Some(name) => name.clone(),
+            None => state.domains.current().default.clone().unwrap_or_default(),
+        };
+        if !principal.may_use_domain(&used) {
+            return Err(ApiError::Forbidden(format!(
+                "this key may not use the domain {used:?}"
+            )));
+        }
+    }
+    Ok(name)
+}
+
 pub(crate) fn plan_create(
     state: &AppState,
+    principal: Option<&Principal>,
     owner: &str,
     body: CreateLink,
     now: i64,
 ) -> AppResult<NewLink> {
+    let domain = plan_domain(state, principal, body.domain.as_deref())?;
     let url = check_target(state, &body.url)?;
     let code = match (body.alias, body.strategy) {
         (Some(_), Some(_)) => {
@@ -303,6 +400,7 @@ pub(crate) fn plan_create(
     Ok(NewLink {
         id: LinkId(0),
         code,
+        domain,
         url,
         owner: owner.to_owned(),
         now,
@@ -374,7 +472,7 @@ pub(super) async fn create_link(
         None => return Err(ApiError::Unauthorized),
     };
     let strategy = body.strategy.unwrap_or(state.config.default_strategy);
-    let plan = plan_create(&state, &owner, body, now_unix())?;
+    let plan = plan_create(&state, principal.as_ref(), &owner, body, now_unix())?;
     let label = if matches!(plan.code, CodePlan::Alias(_)) {
         "alias"
     } else {
@@ -412,7 +510,7 @@ pub(super) async fn create_batch(
     let planned: Vec<AppResult<NewLink>> = body
         .links
         .into_iter()
-        .map(|item| plan_create(&state, &principal.owner, item, now))
+        .map(|item| plan_create(&state, Some(&principal), &principal.owner, item, now))
         .collect();
     let valid: Vec<NewLink> = planned
         .iter()
@@ -468,13 +566,16 @@ async fn read_link(
 }
 
 #[utoipa::path(get, path = "/api/v1/links/{code}", security(("bearer" = [])),
-    params(("code" = String, Path)), responses((status = 200, body = LinkOut), (status = 404, body = Problem)))]
+    params(("code" = String, Path), DomainParam), responses((status = 200, body = LinkOut), (status = 404, body = Problem)))]
 pub(super) async fn get_link(
     State(state): Shared,
     Auth(principal): Auth,
     ApiPath(code): ApiPath<String>,
+    params: Result<Query<DomainParam>, axum::extract::rejection::QueryRejection>,
 ) -> AppResult<Json<LinkOut>> {
-    let (link, clicks) = read_link(&state, code, &principal).await?;
+    let domain = domain_param(params)?;
+    let key = link_key(&state, Some(&principal), domain.as_deref(), code)?;
+    let (link, clicks) = read_link(&state, key, &principal).await?;
     Ok(Json(LinkOut::new(&state, link, clicks)))
 }
 
@@ -506,7 +607,7 @@ pub(super) async fn list_links(
         }
     };
     if let Some(cursor) = &params.cursor
-        && !shortline_store::is_valid_code(cursor.as_bytes())
+        && !shortline_store::is_valid_key(cursor.as_bytes())
     {
         return Err(ApiError::invalid(
             "cursor",
@@ -577,16 +678,19 @@ fn plan_patch(state: &AppState, body: PatchLink, now: i64) -> AppResult<Patch> {
 }
 
 #[utoipa::path(patch, path = "/api/v1/links/{code}", request_body = PatchLink, security(("bearer" = [])),
-    params(("code" = String, Path)),
+    params(("code" = String, Path), DomainParam),
     responses((status = 200, body = LinkOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub(super) async fn patch_link(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
     ApiPath(code): ApiPath<String>,
+    params: Result<Query<DomainParam>, axum::extract::rejection::QueryRejection>,
     ApiJson(body): ApiJson<PatchLink>,
 ) -> AppResult<Json<LinkOut>> {
     state.limit_write(&principal, client.ip())?;
+    let domain = domain_param(params)?;
+    let code = link_key(&state, Some(&principal), domain.as_deref(), code)?;
     let now = now_unix();
     let patch = plan_patch(&state, body, now)?;
     let who = principal.clone();
@@ -601,15 +705,18 @@ pub(super) async fn patch_link(
     Ok(Json(LinkOut::new(&state, link, clicks)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/links/{code}", security(("bearer" = [])), params(("code" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/links/{code}", security(("bearer" = [])), params(("code" = String, Path), DomainParam),
     responses((status = 204), (status = 404, body = Problem)))]
 pub(super) async fn delete_link(
     State(state): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Auth(principal): Auth,
     ApiPath(code): ApiPath<String>,
+    params: Result<Query<DomainParam>, axum::extract::rejection::QueryRejection>,
 ) -> AppResult<StatusCode> {
     state.limit_write(&principal, client.ip())?;
+    let domain = domain_param(params)?;
+    let code = link_key(&state, Some(&principal), domain.as_deref(), code)?;
     state
         .committer
         .write(move |txn| links::delete(txn, &code, &principal))

@@ -6,6 +6,7 @@ pub mod abuse;
 pub mod admin;
 pub mod clicks;
 pub mod conn;
+pub mod domains;
 pub mod extract;
 pub mod keys;
 pub mod links;
@@ -114,6 +115,16 @@ pub fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
         .route("/api/v1/links/{code}/report", post(abuse::report_link))
         .route("/api/v1/stats/top", get(stats::top_links))
         .route("/api/v1/keys", post(keys::create_key).get(keys::list_keys))
+        .route(
+            "/api/v1/domains",
+            post(domains::create_domain).get(domains::list_domains),
+        )
+        .route(
+            "/api/v1/domains/{name}",
+            get(domains::get_domain)
+                .patch(domains::patch_domain)
+                .delete(domains::delete_domain),
+        )
         .route("/api/v1/keys/{id}", delete(keys::delete_key))
         .route("/api/v1/blocklist", get(abuse::list_blocklist))
         .route(

@@ -35,6 +35,8 @@ pub struct StatsParams {
     /// `hour` or `day` (default).
     #[param(value_type = Option<String>)]
     pub granularity: Option<Granularity>,
+    /// The short domain of the code (default: the default domain).
+    pub domain: Option<String>,
 }
 
 /// The period of the top-links report.
@@ -53,6 +55,8 @@ pub struct TopParams {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TopLink {
     pub code: String,
+    /// The short domain of the code.
+    pub domain: String,
     pub human_clicks: u64,
 }
 
@@ -114,6 +118,7 @@ pub(super) async fn link_stats(
             ),
         ));
     }
+    let code = super::links::link_key(&state, Some(&principal), params.domain.as_deref(), code)?;
     let found = read(&state, move |txn| {
         Ok(match links::get(txn, &code)? {
             Some(link) if principal.may_access(&link.owner) => Some(stats::link_stats(
@@ -129,7 +134,11 @@ pub(super) async fn link_stats(
         })
     })
     .await?;
-    found.map(Json).ok_or(ApiError::NotFound)
+    let mut stats = found.ok_or(ApiError::NotFound)?;
+    let (domain, _) = super::links::domain_of(&state, &stats.code);
+    stats.code = crate::domain::domains::split_key(&stats.code).1.to_owned();
+    stats.domain = domain;
+    Ok(Json(stats))
 }
 
 #[utoipa::path(get, path = "/api/v1/stats/top", security(("bearer" = [])), params(TopParams),
@@ -166,12 +175,24 @@ pub(super) async fn top_links(
         let mut items = Vec::new();
         for (id, human_clicks) in stats::top_links(txn, first, last, limit)? {
             if let Some(code) = links::code_of(txn, id)? {
-                items.push(TopLink { code, human_clicks });
+                items.push(TopLink {
+                    code,
+                    domain: String::new(),
+                    human_clicks,
+                });
             }
         }
         Ok(items)
     })
     .await?;
+    let items = items
+        .into_iter()
+        .map(|item| TopLink {
+            domain: super::links::domain_of(&state, &item.code).0,
+            code: crate::domain::domains::split_key(&item.code).1.to_owned(),
+            ..item
+        })
+        .collect();
     Ok(Json(TopLinks {
         from: OffsetDateTime::from_unix_timestamp(Granularity::Day.start(first))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH),

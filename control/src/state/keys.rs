@@ -51,6 +51,7 @@ impl KeyCache {
             key_name: doc.name,
             owner: doc.owner,
             role: doc.role,
+            domains: doc.domains,
         };
         if self.entries.len() >= CACHE_ENTRIES_MAX {
             self.entries.clear();

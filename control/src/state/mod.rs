@@ -1,6 +1,7 @@
 //! The control plane's shared state and start-up: secrets, the bootstrap
 //! admin key, id leasing and rate limiters.
 
+pub mod domains;
 pub mod keys;
 
 use std::net::IpAddr;
@@ -46,6 +47,8 @@ pub struct AppState {
     limiters: Limiters,
     /// The threat list in force (empty when none is configured).
     pub threats: crate::domain::threats::Shared,
+    /// The short domains, as last read.
+    pub domains: domains::Domains,
 }
 
 /// Write rate limits: per key by role, per client address, and the tighter
@@ -153,6 +156,18 @@ impl AppState {
             Arc::clone(&committed_tx),
         )
         .context("cannot start the committer thread")?;
+        let now = crate::model::now_unix();
+        let public_url = config.public_url.clone();
+        let mut migrated = false;
+        backend.write(&mut |txn| {
+            migrated = crate::domain::domains::migrate(txn, &public_url, now)?;
+            Ok(())
+        })?;
+        if migrated {
+            tracing::info!(%public_url, "made the first short domain from public_url");
+        }
+        let domains = domains::Domains::default();
+        domains.refresh(&*backend)?;
         let bootstrap = bootstrap_admin(&config, &*backend)?;
         let through = backend.read(|txn| crate::analytics::Analytics::stored_through(txn))?;
         let analytics = Arc::new(analytics_from(&config, through)?);
@@ -172,6 +187,7 @@ impl AppState {
             snapshot: watch::channel(Seq(0)).0,
             shutdown: watch::channel(false).0,
             ids: Mutex::new(IdBlock::default()),
+            domains,
         };
         Ok((Arc::new(state), bootstrap))
     }

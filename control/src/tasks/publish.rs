@@ -67,6 +67,21 @@ fn write_all_links(
             _ => break,
         }
     }
+    // The short domains' settings travel with the links, as records.
+    let (domains, default) = state.backend.read(|txn| {
+        Ok((
+            crate::domain::domains::list(txn)?,
+            crate::domain::domains::default_name(txn)?,
+        ))
+    })?;
+    for domain in &domains {
+        let key = shortline_store::domain::settings_key(&domain.name)?;
+        writer.push(&domain.record(key))?;
+        if default.as_deref() == Some(&domain.name) {
+            let key = Code::key(shortline_store::domain::DEFAULT_KEY)?;
+            writer.push(&domain.record(key))?;
+        }
+    }
     let stats = writer.finish()?;
     Ok((seq, stats))
 }
@@ -359,7 +374,11 @@ pub fn build_snapshot(state: &AppState, force: bool) -> anyhow::Result<Option<Se
     metrics::histogram!("control_snapshot_build_seconds").record(seconds);
     let info = chain.base.info();
     metrics::gauge!("control_snapshot_size_bytes").set(info.file_size_bytes as f64);
-    metrics::gauge!("control_snapshot_links").set(info.record_count as f64);
+    // The base also holds each short domain's settings, and the default's.
+    let domains = state.domains.current();
+    let settings_records = domains.by_name.len() + usize::from(domains.default.is_some());
+    metrics::gauge!("control_snapshot_links")
+        .set(info.record_count.saturating_sub(settings_records as u64) as f64);
     metrics::gauge!("control_snapshot_deltas").set(chain.deltas.len() as f64);
     metrics::gauge!("control_snapshot_sequence").set(seq.0 as f64);
     tracing::info!(
@@ -404,13 +423,24 @@ fn remove_unneeded(state: &AppState, dir: &Path, chain: &Chain) {
 }
 
 /// Builds snapshots every `snapshot_interval_ms` until the process ends.
+/// With a shared store, the short domains are read again each tick.
 pub async fn snapshot_loop(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_millis(state.config.snapshot_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let worker = Arc::clone(&state);
-        match tokio::task::spawn_blocking(move || build_snapshot(&worker, false)).await {
+        let built = tokio::task::spawn_blocking(move || {
+            // Other sidecars change domains too: their settings are read
+            // again each tick (this process refreshes on its own writes).
+            if worker.backend.shared()
+                && let Err(e) = worker.domains.refresh(&*worker.backend)
+            {
+                tracing::warn!(error = %e, "reading the short domains failed");
+            }
+            build_snapshot(&worker, false)
+        });
+        match built.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 metrics::counter!("control_snapshot_errors_total").increment(1);

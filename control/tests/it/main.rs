@@ -5,6 +5,7 @@ mod abuse;
 mod api;
 mod auth;
 mod backup;
+mod domains;
 mod durability;
 mod edges;
 mod import;

@@ -41,6 +41,11 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("get", "/api/v1/reports", Rule::Admin),
     ("post", "/api/v1/reports/{id}/resolve", Rule::Admin),
     ("get", "/api/v1/backup", Rule::Admin),
+    ("post", "/api/v1/domains", Rule::Admin),
+    ("get", "/api/v1/domains", Rule::Admin),
+    ("get", "/api/v1/domains/{name}", Rule::Admin),
+    ("patch", "/api/v1/domains/{name}", Rule::Admin),
+    ("delete", "/api/v1/domains/{name}", Rule::Admin),
     ("get", "/api/v1", Rule::Public),
     ("get", "/healthz", Rule::Public),
     ("get", "/readyz", Rule::Public),
@@ -52,6 +57,8 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/links/batch") => {
             Some(json!({"links": [{"url": "https://matrix.example/b"}]}))
         }
+        ("post", "/api/v1/domains") => Some(json!({"name": "matrix-new.example"})),
+        ("patch", "/api/v1/domains/{name}") => Some(json!({"hsts_max_age": 60})),
         ("patch", _) => Some(json!({"title": "changed"})),
         ("post", "/api/v1/keys") => Some(json!({"name": "k", "role": "user"})),
         ("post", "/api/v1/links/{code}/report") => Some(json!({"category": "spam"})),
@@ -65,7 +72,8 @@ fn call(control: &Control, method: &str, template: &str, code: &str, token: Opti
     let path = template
         .replace("{code}", code)
         .replace("{id}", "key_or_report_that_is_absent")
-        .replace("{domain}", "matrix.example");
+        .replace("{domain}", "matrix.example")
+        .replace("{name}", "matrix.example");
     let body = body_for(method, template);
     control
         .request(&method.to_uppercase(), &path, token, body.as_ref())

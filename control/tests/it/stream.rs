@@ -71,12 +71,22 @@ impl Subscription {
             .expect("json line")
     }
 
-    /// Skips heartbeats and snapshot announcements until changes arrive.
+    /// Skips heartbeats, snapshot announcements and the short domains'
+    /// settings (keyed `.name`) until changes of links arrive.
     fn next_changes(&mut self) -> Vec<Value> {
         loop {
             let message = self.next();
             if message["kind"] == "changes" {
-                return message["changes"].as_array().unwrap().clone();
+                let links: Vec<Value> = message["changes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| !c["code"].as_str().unwrap().starts_with('.'))
+                    .cloned()
+                    .collect();
+                if !links.is_empty() {
+                    return links;
+                }
             }
         }
     }
@@ -178,9 +188,10 @@ fn segments_follow_the_changes_and_merge() {
         ("SHORTLINE_SNAPSHOT_INTERVAL_MS", "50"),
         ("SHORTLINE_SNAPSHOT_CHANGES_MIN", "1"),
         ("SHORTLINE_SNAPSHOT_DELTAS_MAX", "2"),
-        // The deltas merge into a new base once they change ten times as
-        // many codes as the base holds (ten, over the empty first base).
-        ("SHORTLINE_SNAPSHOT_MERGE_PERCENT", "1000"),
+        // The deltas merge into a new base once they change four times as
+        // many codes as the base holds (eight, over the first base, which
+        // holds the default domain's two settings records).
+        ("SHORTLINE_SNAPSHOT_MERGE_PERCENT", "400"),
     ]);
     let answers = |code: &str, url: Option<&str>| {
         fetch_segments(&control).is_some_and(|(_, table)| {
