@@ -1,8 +1,17 @@
-//! The redirect decision: from a method, a request target and a view of the
-//! table to a [`Reply`], without I/O and without allocating for a redirect.
+//! The redirect decision: from a method, a request target, the `Host` and a
+//! view of the table to a [`Reply`], without I/O and without allocating for
+//! a redirect.
+//!
+//! The `Host` picks the short domain: its settings are a record of the
+//! table (`.name`, see [`shortline_store::domain`]), found with the same
+//! lookup as a code, and a code on a scoped domain is looked up as
+//! `name/code`, assembled on the stack.
 
 use http::Method;
-use shortline_store::{LinkStatus, LinkView, RedirectStatus, Resolution};
+use shortline_store::domain::{DEFAULT_KEY, DomainSettings};
+use shortline_store::{
+    DOMAIN_LEN_MAX, KEY_LEN_MAX, LinkStatus, LinkView, RedirectStatus, Resolution,
+};
 
 use crate::metrics::Outcome;
 use crate::pages;
@@ -18,6 +27,7 @@ pub(crate) const BODY_HEADERS_TOO_LARGE: &[u8] = b"request headers too large\n";
 pub(crate) const BODY_HEALTH: &[u8] = b"ok\n";
 pub(crate) const BODY_THROTTLED: &[u8] = b"too many unknown links; slow down\n";
 pub(crate) const BODY_DAMAGED: &[u8] = b"this link cannot be read right now; try again\n";
+pub(crate) const BODY_MISDIRECTED: &[u8] = b"no short links are served for this host\n";
 const CACHE_TEMPORARY: &str = "private, no-store";
 const CACHE_PERMANENT: &str = "public, max-age=86400";
 
@@ -32,6 +42,8 @@ pub struct Reply<'a> {
     pub outcome: Outcome,
     /// The link to count a click for.
     pub click: Option<u64>,
+    /// `max-age` of a `Strict-Transport-Security` header; 0 sends none.
+    pub hsts_max_age: u64,
 }
 
 /// A response body: static bytes, or a page made for this request.
@@ -61,7 +73,7 @@ const _: () = assert!(
 );
 const _: () =
     assert!(BODY_BAD_REQUEST.len() < 48 && BODY_HEALTH.len() < 48 && BODY_THROTTLED.len() < 48);
-const _: () = assert!(BODY_DAMAGED.len() < 48);
+const _: () = assert!(BODY_DAMAGED.len() < 48 && BODY_MISDIRECTED.len() < 48);
 
 pub(crate) fn plain(status: u16, body: &'static [u8], outcome: Outcome) -> Reply<'static> {
     Reply {
@@ -72,6 +84,7 @@ pub(crate) fn plain(status: u16, body: &'static [u8], outcome: Outcome) -> Reply
         body: Body::Static(body),
         outcome,
         click: None,
+        hsts_max_age: 0,
     }
 }
 
@@ -84,46 +97,245 @@ fn redirect_outcome(status: RedirectStatus) -> Outcome {
     }
 }
 
-/// Decides the answer to `method target` from a view of the table.
-/// `location_buffer` is reused across requests on a worker thread for
-/// forwarded query strings.
+/// What a request for a host that is not a short domain gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownHost {
+    /// Served as the default domain: one-domain deployments answer behind
+    /// any name or address, as before domains existed.
+    #[default]
+    Default,
+    /// 421 Misdirected Request.
+    Misdirected,
+}
+
+/// A request, as the answer needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'r> {
+    pub method: &'r Method,
+    pub target: &'r [u8],
+    /// The `Host` header, as sent (empty when absent).
+    pub host: &'r [u8],
+    /// Whether it came over TLS.
+    pub secure: bool,
+}
+
+/// Decides the answer to `method target` from a view of the table, for
+/// the default domain. `location_buffer` is reused across requests on a
+/// worker thread for forwarded query strings.
 pub fn answer<'a>(
     view: &'a shortline_store::View,
     method: &Method,
-    target: &'a [u8],
+    target: &[u8],
     now_unix_seconds: i64,
     location_buffer: &'a mut Vec<u8>,
 ) -> Reply<'a> {
+    let ask = Ask {
+        method,
+        target,
+        host: b"",
+        secure: false,
+    };
+    answer_for(
+        view,
+        &ask,
+        UnknownHost::Default,
+        now_unix_seconds,
+        location_buffer,
+    )
+}
+
+/// The name a `Host` header asks for, as `.name` (a domain record's key):
+/// lowercased, without port or trailing dot. `None` when it cannot be a
+/// short domain (absent, too long, an IPv6 literal).
+fn host_key<'b>(host: &[u8], buffer: &'b mut [u8; DOMAIN_LEN_MAX + 1]) -> Option<&'b [u8]> {
+    let host = host.trim_ascii();
+    if host.first() == Some(&b'[') {
+        return None;
+    }
+    let name = match host.iter().rposition(|&b| b == b':') {
+        Some(at) => &host[..at],
+        None => host,
+    };
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty() || name.len() > DOMAIN_LEN_MAX {
+        return None;
+    }
+    buffer[0] = b'.';
+    for (slot, byte) in buffer[1..].iter_mut().zip(name) {
+        *slot = byte.to_ascii_lowercase();
+    }
+    Some(&buffer[..=name.len()])
+}
+
+/// The settings of the domain `host` names, or what stands for an unknown
+/// host: `Err` is the 421.
+fn domain_for<'a>(
+    view: &'a shortline_store::View,
+    host: &[u8],
+    unknown: UnknownHost,
+) -> Result<Option<DomainSettings<'a>>, ()> {
+    let mut buffer = [0u8; DOMAIN_LEN_MAX + 1];
+    let known = host_key(host, &mut buffer)
+        .and_then(|key| view.get(key))
+        .filter(|record| record.status == LinkStatus::Active);
+    if let Some(record) = known {
+        return Ok(DomainSettings::parse(record.target()));
+    }
+    match unknown {
+        UnknownHost::Default => Ok(view
+            .get(DEFAULT_KEY.as_bytes())
+            .and_then(|record| DomainSettings::parse(record.target()))),
+        UnknownHost::Misdirected => Err(()),
+    }
+}
+
+/// A redirect a domain's settings make (to its root page, its not-found
+/// page, its expired page), never counted as a click.
+fn domain_redirect(location: &str, outcome: Outcome) -> Reply<'_> {
+    if !path::header_safe(location.as_bytes()) {
+        return plain(404, BODY_NOT_FOUND, Outcome::NotFound);
+    }
+    Reply {
+        status: 302,
+        location: Some(location.as_bytes()),
+        cache_control: CACHE_TEMPORARY,
+        content_type: "text/plain; charset=utf-8",
+        body: Body::Static(BODY_REDIRECT),
+        outcome,
+        click: None,
+        hsts_max_age: 0,
+    }
+}
+
+/// Decides the answer to a request from a view of the table: the domain
+/// its `Host` names (or `unknown`'s stand-in), then the code on it.
+pub fn answer_for<'a>(
+    view: &'a shortline_store::View,
+    ask: &Ask<'_>,
+    unknown: UnknownHost,
+    now_unix_seconds: i64,
+    location_buffer: &'a mut Vec<u8>,
+) -> Reply<'a> {
+    let method = ask.method;
+    let target = ask.target;
     if method != Method::GET && method != Method::HEAD {
         return plain(405, BODY_METHOD, Outcome::MethodNotAllowed);
     }
     if target.len() > path::TARGET_LEN_MAX {
         return plain(414, BODY_URI_TOO_LONG, Outcome::BadRequest);
     }
-    let (code, query, preview) = match path::parse(target) {
+    let route = path::parse(target);
+    match route {
+        Route::Health => return plain(200, BODY_HEALTH, Outcome::Health),
+        Route::Invalid => return plain(400, BODY_BAD_REQUEST, Outcome::BadRequest),
+        _ => {}
+    }
+    let host = path::authority(target).unwrap_or(ask.host);
+    let Ok(domain) = domain_for(view, host, unknown) else {
+        return plain(421, BODY_MISDIRECTED, Outcome::Misdirected);
+    };
+    let mut reply = match domain {
+        Some(domain) if domain.https_redirect && !ask.secure => {
+            return to_https(domain.name, target, location_buffer);
+        }
+        Some(domain) => on_domain(view, route, &domain, now_unix_seconds, location_buffer),
+        None => on_domain(view, route, &BARE, now_unix_seconds, location_buffer),
+    };
+    if ask.secure {
+        reply.hsts_max_age = domain.map_or(0, |d| d.hsts_max_age);
+    }
+    reply
+}
+
+/// The domain of a table without domain records: bare codes, built-in pages.
+const BARE: DomainSettings<'static> = DomainSettings {
+    name: "",
+    scoped: false,
+    https_redirect: false,
+    hsts_max_age: 0,
+    root: None,
+    not_found: None,
+    expired: None,
+};
+
+/// `301` to the same path over HTTPS on the domain's own name.
+fn to_https<'a>(name: &str, target: &[u8], location_buffer: &'a mut Vec<u8>) -> Reply<'a> {
+    let path = path::origin_form(target);
+    if !path::header_safe(path) {
+        return plain(400, BODY_BAD_REQUEST, Outcome::BadRequest);
+    }
+    location_buffer.clear();
+    location_buffer.extend_from_slice(b"https://");
+    location_buffer.extend_from_slice(name.as_bytes());
+    location_buffer.extend_from_slice(path);
+    Reply {
+        status: 301,
+        location: Some(location_buffer),
+        cache_control: CACHE_PERMANENT,
+        content_type: "text/plain; charset=utf-8",
+        body: Body::Static(BODY_REDIRECT),
+        outcome: Outcome::HttpsRedirect,
+        click: None,
+        hsts_max_age: 0,
+    }
+}
+
+/// The answer to `route` on one domain.
+fn on_domain<'a>(
+    view: &'a shortline_store::View,
+    route: Route<'_>,
+    domain: &DomainSettings<'a>,
+    now_unix_seconds: i64,
+    location_buffer: &'a mut Vec<u8>,
+) -> Reply<'a> {
+    let not_found = || match domain.not_found {
+        Some(location) => domain_redirect(location, Outcome::NotFoundRedirect),
+        None => plain(404, BODY_NOT_FOUND, Outcome::NotFound),
+    };
+    let (code, query, preview) = match route {
         Route::Code { code, query } => (code, query, false),
         Route::Preview { code } => (code, None, true),
-        Route::Health => return plain(200, BODY_HEALTH, Outcome::Health),
-        Route::Root | Route::NotACode => return plain(404, BODY_NOT_FOUND, Outcome::NotFound),
-        Route::Invalid => return plain(400, BODY_BAD_REQUEST, Outcome::BadRequest),
+        Route::Root => {
+            return match domain.root {
+                Some(location) => domain_redirect(location, Outcome::RootRedirect),
+                None => plain(404, BODY_NOT_FOUND, Outcome::NotFound),
+            };
+        }
+        Route::NotACode => return not_found(),
+        Route::Health | Route::Invalid => unreachable!("answered before the domain"),
     };
-    let Some(link) = view.get(code) else {
+    let mut key_buffer = [0u8; KEY_LEN_MAX];
+    let key = if domain.scoped {
+        let name = domain.name.as_bytes();
+        let len = name.len() + 1 + code.len();
+        key_buffer[..name.len()].copy_from_slice(name);
+        key_buffer[name.len()] = b'/';
+        key_buffer[name.len() + 1..len].copy_from_slice(code);
+        &key_buffer[..len]
+    } else {
+        code
+    };
+    let Some(link) = view.get(key) else {
         // A lookup that read a damaged block of the snapshot finds nothing;
         // the link may well exist, so it is not a 404.
         if view.damage().is_some() {
             return plain(503, BODY_DAMAGED, Outcome::Unavailable);
         }
-        return plain(404, BODY_NOT_FOUND, Outcome::NotFound);
+        return not_found();
     };
     if preview {
         return page(
-            pages::preview_page(&link, now_unix_seconds),
+            pages::preview_page(&link, domain.name, code, now_unix_seconds),
             Outcome::Preview,
         );
     }
     match link.resolve(now_unix_seconds) {
-        Resolution::Gone(_) => plain(410, BODY_GONE, Outcome::Gone),
-        Resolution::Flagged => page(pages::flagged_page(), Outcome::Flagged),
+        Resolution::Gone(_) => match domain.expired {
+            Some(location) => domain_redirect(location, Outcome::GoneRedirect),
+            None => plain(410, BODY_GONE, Outcome::Gone),
+        },
+        Resolution::Flagged => page(pages::flagged_page(domain.name, code), Outcome::Flagged),
         Resolution::Redirect => redirect(&link, query, location_buffer),
     }
 }
@@ -138,6 +350,7 @@ fn page<'a>(html: String, outcome: Outcome) -> Reply<'a> {
         body: Body::Page(html),
         outcome,
         click: None,
+        hsts_max_age: 0,
     }
 }
 
@@ -174,5 +387,127 @@ fn redirect<'a>(
         body: Body::Static(BODY_REDIRECT),
         outcome: redirect_outcome(link.redirect),
         click: (link.status == LinkStatus::Active).then_some(link.link_id.0),
+        hsts_max_age: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shortline_store::domain::settings_key;
+    use shortline_store::{Code, LinkId, LinkRecord, LiveTable, Seq, Snapshot, Target};
+
+    use super::*;
+
+    fn record(key: &str, target: &str) -> LinkRecord {
+        LinkRecord::new(
+            Code::key(key).unwrap(),
+            Target::parse(target).unwrap(),
+            LinkId(1),
+        )
+    }
+
+    fn settings(name: &'static str, scoped: bool, root: Option<&'static str>) -> String {
+        DomainSettings {
+            name,
+            scoped,
+            https_redirect: false,
+            hsts_max_age: 0,
+            root,
+            not_found: None,
+            expired: None,
+        }
+        .encode()
+    }
+
+    fn table() -> (tempfile::TempDir, LiveTable) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.snap");
+        let home = settings("home.test", false, Some("https://home.example/"));
+        let records = [
+            record("abc", "https://example.com/home"),
+            record("go.test/abc", "https://example.com/go"),
+            record(
+                settings_key("go.test").unwrap().as_str(),
+                &settings("go.test", true, None),
+            ),
+            record(settings_key("home.test").unwrap().as_str(), &home),
+            record(DEFAULT_KEY, &home),
+        ];
+        shortline_store::write_snapshot(&path, Seq(1), records.iter()).unwrap();
+        let table = LiveTable::new(Snapshot::open(&path).unwrap());
+        (dir, table)
+    }
+
+    fn location(
+        table: &LiveTable,
+        host: &[u8],
+        target: &[u8],
+        unknown: UnknownHost,
+    ) -> (u16, Option<Vec<u8>>) {
+        let view = table.load();
+        let mut buffer = Vec::new();
+        let ask = Ask {
+            method: &Method::GET,
+            target,
+            host,
+            secure: false,
+        };
+        let reply = answer_for(&view, &ask, unknown, 0, &mut buffer);
+        (reply.status, reply.location.map(<[u8]>::to_vec))
+    }
+
+    #[test]
+    fn the_host_picks_the_domain_and_its_codes() {
+        let (_dir, table) = table();
+        let to = |url: &str| Some(url.as_bytes().to_vec());
+        let strict = UnknownHost::Misdirected;
+        for host in [
+            &b"go.test"[..],
+            b"GO.Test",
+            b"go.test.",
+            b"go.test:8080",
+            b" go.test ",
+        ] {
+            assert_eq!(
+                location(&table, host, b"/abc", strict),
+                (302, to("https://example.com/go")),
+                "{host:?}"
+            );
+        }
+        assert_eq!(
+            location(&table, b"home.test", b"/abc", strict),
+            (302, to("https://example.com/home"))
+        );
+        assert_eq!(
+            location(&table, b"home.test", b"/", strict),
+            (302, to("https://home.example/"))
+        );
+        assert_eq!(location(&table, b"go.test", b"/", strict), (404, None));
+        // The absolute form's authority stands over the Host header.
+        assert_eq!(
+            location(&table, b"home.test", b"http://go.test/abc", strict),
+            (302, to("https://example.com/go"))
+        );
+        for unknown in [&b"other.test"[..], b"", b"[::1]:8080", b"127.0.0.1"] {
+            assert_eq!(
+                location(&table, unknown, b"/abc", strict),
+                (421, None),
+                "{unknown:?}"
+            );
+            assert_eq!(
+                location(&table, unknown, b"/abc", UnknownHost::Default),
+                (302, to("https://example.com/home")),
+                "{unknown:?} as the default domain"
+            );
+        }
+        // A key is never reachable as a code: `/` and `.` are not in codes.
+        assert_eq!(
+            location(&table, b"home.test", b"/go.test/abc", strict),
+            (404, None)
+        );
+        assert_eq!(
+            location(&table, b"home.test", b"/.go.test", strict),
+            (404, None)
+        );
     }
 }

@@ -20,10 +20,10 @@ use pingora::server::ShutdownWatch;
 use shortline_store::LiveTable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use crate::answer::{Ask, Body, Reply, UnknownHost, answer, answer_for};
 use crate::answer::{
     BODY_BAD_REQUEST, BODY_HEADERS_TOO_LARGE, BODY_THROTTLED, BODY_URI_TOO_LONG, plain,
 };
-pub use crate::answer::{Body, Reply, answer};
 use crate::clicks::{ClickEvent, ClickRing};
 use crate::codec::{Next, Parsed, Request, RetryAfter, parse, write_response, write_response_with};
 use crate::drain::Drain;
@@ -62,6 +62,7 @@ pub struct RedirectApp {
     drain: Arc<Drain>,
     caught_up: Arc<crate::sync::CaughtUp>,
     catch_up_wait: Duration,
+    unknown_host: UnknownHost,
 }
 
 /// A client connection: plain TCP as Pingora accepted it, or TLS over it.
@@ -101,7 +102,15 @@ impl RedirectApp {
             drain: Arc::default(),
             caught_up: Arc::new(crate::sync::CaughtUp::already()),
             catch_up_wait: Duration::ZERO,
+            unknown_host: UnknownHost::Default,
         }
+    }
+
+    /// What a request for a host that is not a short domain gets.
+    #[must_use]
+    pub fn with_unknown_host(mut self, unknown_host: UnknownHost) -> Self {
+        self.unknown_host = unknown_host;
+        self
     }
 
     /// Answers nothing until `caught_up` says the table is current, or
@@ -150,21 +159,22 @@ impl RedirectApp {
     fn respond(
         &self,
         request: &Request<'_>,
-        peer: Option<IpAddr>,
+        client: &Client,
         next: Next,
         out: &mut Vec<u8>,
     ) -> Outcome {
+        let peer = client.peer;
         let now = SystemTime::now();
         let now_unix = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let client = if self.limits.trust_forwarded_for {
+        let client_ip = if self.limits.trust_forwarded_for {
             forwarded_client(request.forwarded_for).or(peer)
         } else {
             peer
         };
         let now_secs = u64::try_from(now_unix).unwrap_or(0);
-        if let Some(wait) = client.and_then(|ip| self.guard.check(ip, now_secs)) {
+        if let Some(wait) = client_ip.and_then(|ip| self.guard.check(ip, now_secs)) {
             let reply = plain(429, BODY_THROTTLED, Outcome::Throttled);
             write_response_with(
                 out,
@@ -183,16 +193,16 @@ impl RedirectApp {
             let reply = if request.headers_bytes > self.limits.request_headers_bytes_max {
                 plain(431, BODY_HEADERS_TOO_LARGE, Outcome::BadRequest)
             } else {
-                answer(
-                    &view,
-                    &request.method,
-                    request.target,
-                    now_unix,
-                    location_buffer,
-                )
+                let ask = Ask {
+                    method: &request.method,
+                    target: request.target,
+                    host: request.host,
+                    secure: client.secure,
+                };
+                answer_for(&view, &ask, self.unknown_host, now_unix, location_buffer)
             };
-            if reply.outcome == Outcome::NotFound
-                && let Some(ip) = client
+            if reply.outcome.is_miss()
+                && let Some(ip) = client_ip
             {
                 if self.guard.record_miss(ip, now_secs) {
                     self.metrics
@@ -227,6 +237,7 @@ impl RedirectApp {
         &self,
         stream: &mut S,
         peer: Option<IpAddr>,
+        secure: bool,
         shutdown: &ShutdownWatch,
     ) {
         let _open = self.drain.connection();
@@ -236,7 +247,11 @@ impl RedirectApp {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut out: Vec<u8> = Vec::with_capacity(1024);
         let mut shutdown = shutdown.clone();
-        let mut client = Client { peer, served: 0 };
+        let mut client = Client {
+            peer,
+            secure,
+            served: 0,
+        };
         while self
             .await_request(stream, &mut buf, client.served == 0, &mut shutdown)
             .await
@@ -365,7 +380,7 @@ impl RedirectApp {
                     {
                         next = Next::Close;
                     }
-                    let outcome = self.respond(&request, client.peer, next, out);
+                    let outcome = self.respond(&request, client, next, out);
                     self.metrics
                         .record(outcome, started.elapsed().as_nanos() as u64);
                     if next == Next::Close {
@@ -471,6 +486,8 @@ const PIPELINE_BYTES_MAX: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 struct Client {
     peer: Option<IpAddr>,
+    /// Whether the connection is TLS.
+    secure: bool,
     /// Requests answered on the connection so far.
     served: u32,
 }
@@ -509,7 +526,7 @@ impl ServerApp for Plain {
     ) -> Option<Stream> {
         let peer = peer_of(&stream);
         let mut stream = stream;
-        self.0.serve(&mut stream, peer, shutdown).await;
+        self.0.serve(&mut stream, peer, false, shutdown).await;
         None
     }
 }

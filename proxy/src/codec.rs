@@ -27,6 +27,7 @@ fn reason(status: u16) -> &'static [u8] {
         405 => b"405 Method Not Allowed",
         408 => b"408 Request Timeout",
         410 => b"410 Gone",
+        421 => b"421 Misdirected Request",
         414 => b"414 URI Too Long",
         429 => b"429 Too Many Requests",
         431 => b"431 Request Header Fields Too Large",
@@ -107,6 +108,10 @@ pub(crate) fn write_response_with(
     if reply.status == 405 {
         out.extend_from_slice(b"\r\nAllow: GET, HEAD");
     }
+    if reply.hsts_max_age > 0 {
+        out.extend_from_slice(b"\r\nStrict-Transport-Security: max-age=");
+        out.extend_from_slice(itoa::Buffer::new().format(reply.hsts_max_age).as_bytes());
+    }
     if let Some(RetryAfter(seconds)) = retry_after {
         out.extend_from_slice(b"\r\nRetry-After: ");
         out.extend_from_slice(seconds.max(1).to_string().as_bytes());
@@ -133,6 +138,8 @@ pub(crate) struct Request<'b> {
     pub(crate) referrer: &'b [u8],
     pub(crate) user_agent: &'b [u8],
     pub(crate) forwarded_for: &'b [u8],
+    /// The `Host` header (empty when absent, as HTTP/1.0 allows).
+    pub(crate) host: &'b [u8],
 }
 
 /// What reading the next request head gave.
@@ -171,6 +178,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
         referrer: b"",
         user_agent: b"",
         forwarded_for: b"",
+        host: b"",
     };
     let mut hosts = 0u32;
     let mut content_length: Option<u64> = None;
@@ -180,6 +188,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
         let name = header.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            parsed.host = header.value;
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // One length, or a list of the same one (RFC 9112, 6.3); any
             // other value leaves the message's framing unknown.
@@ -361,6 +370,7 @@ mod tests {
             body: Body::Static(b"redirecting\n"),
             outcome: Outcome::Redirect302,
             click: None,
+            hsts_max_age: 0,
         };
         let now = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let mut out = Vec::new();

@@ -92,6 +92,9 @@ pub struct ProxyConfig {
     pub proxy_tls_dir: Option<PathBuf>,
     /// How often the certificate directory is read again for changes.
     pub proxy_tls_reload_ms: u64,
+    /// What a request for a host that is not a short domain gets: served
+    /// as the default domain (`default`) or 421 (`misdirected`).
+    pub proxy_unknown_host: crate::answer::UnknownHost,
 }
 
 impl Default for ProxyConfig {
@@ -131,6 +134,7 @@ impl Default for ProxyConfig {
             proxy_tls_listen: None,
             proxy_tls_dir: None,
             proxy_tls_reload_ms: 2000,
+            proxy_unknown_host: crate::answer::UnknownHost::Default,
         }
     }
 }
@@ -170,6 +174,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("proxy_tls_listen", Kind::Text),
     ("proxy_tls_dir", Kind::Text),
     ("proxy_tls_reload_ms", Kind::Integer),
+    ("proxy_unknown_host", Kind::Text),
 ];
 
 impl ProxyConfig {
@@ -370,5 +375,17 @@ mod tests {
         let err =
             ProxyConfig::load_from(None, &env(&[("SHORTLINE_PROXY_THREADS", "0")])).unwrap_err();
         assert!(err.to_string().contains("proxy_threads"), "{err}");
+        let strict = ProxyConfig::load_from(
+            None,
+            &env(&[("SHORTLINE_PROXY_UNKNOWN_HOST", "misdirected")]),
+        )
+        .unwrap();
+        assert_eq!(
+            strict.proxy_unknown_host,
+            crate::answer::UnknownHost::Misdirected
+        );
+        let err = ProxyConfig::load_from(None, &env(&[("SHORTLINE_PROXY_UNKNOWN_HOST", "421")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("proxy_unknown_host"), "{err}");
     }
 }

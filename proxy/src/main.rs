@@ -200,6 +200,7 @@ fn run(cli: &Cli) -> Result<()> {
             guard,
         )
         .with_drain(Arc::clone(&drain))
+        .with_unknown_host(config.proxy_unknown_host)
         .with_catch_up(
             Arc::clone(&caught_up),
             Duration::from_millis(config.catch_up_wait_ms),

@@ -29,9 +29,27 @@ pub enum Outcome {
     Throttled,
     /// The lookup read a damaged block of the snapshot.
     Unavailable,
+    /// A Host that is not one of the short domains (421).
+    Misdirected,
+    /// A plain request for a domain served over HTTPS, sent there.
+    HttpsRedirect,
+    /// `/` sent where its domain says.
+    RootRedirect,
+    /// An unknown code sent where its domain says.
+    NotFoundRedirect,
+    /// An expired or used-up link sent where its domain says.
+    GoneRedirect,
 }
 
-const OUTCOMES: [(Outcome, &str, &str); 13] = [
+/// Answers that count as a miss for the enumeration guard.
+impl Outcome {
+    #[must_use]
+    pub fn is_miss(self) -> bool {
+        matches!(self, Self::NotFound | Self::NotFoundRedirect)
+    }
+}
+
+const OUTCOMES: [(Outcome, &str, &str); 18] = [
     (Outcome::Redirect301, "301", "redirect"),
     (Outcome::Redirect302, "302", "redirect"),
     (Outcome::Redirect307, "307", "redirect"),
@@ -45,12 +63,17 @@ const OUTCOMES: [(Outcome, &str, &str); 13] = [
     (Outcome::Health, "200", "health"),
     (Outcome::Throttled, "429", "throttled"),
     (Outcome::Unavailable, "503", "snapshot_damaged"),
+    (Outcome::Misdirected, "421", "misdirected"),
+    (Outcome::HttpsRedirect, "301", "https_redirect"),
+    (Outcome::RootRedirect, "302", "root_redirect"),
+    (Outcome::NotFoundRedirect, "302", "not_found_redirect"),
+    (Outcome::GoneRedirect, "302", "gone_redirect"),
 ];
 
 /// Every metric of the proxy.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    answers: [AtomicU64; 13],
+    answers: [AtomicU64; OUTCOMES.len()],
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,

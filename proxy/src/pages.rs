@@ -27,17 +27,31 @@ fn page(title: &str, body_html: &str) -> String {
     )
 }
 
-pub(crate) fn flagged_page() -> String {
+/// A short link as people read it: `go.acme.com/sale`, or the bare code
+/// where the table has no domains.
+fn short_name(domain: &str, code: &[u8]) -> String {
+    let code = String::from_utf8_lossy(code);
+    if domain.is_empty() {
+        escape_html(&code)
+    } else {
+        escape_html(&format!("{domain}/{code}"))
+    }
+}
+
+pub(crate) fn flagged_page(domain: &str, code: &[u8]) -> String {
+    let link = short_name(domain, code);
     page(
         "Warning: this link has been flagged",
-        "<p>This short link has been flagged as possibly harmful by the operator of this service, \
-         so it is not followed. If you believe this is a mistake, contact the operator.</p>",
+        &format!(
+            "<p>The short link <code>{link}</code> has been flagged as possibly harmful by the operator of this service, \
+             so it is not followed. If you believe this is a mistake, contact the operator.</p>"
+        ),
     )
 }
 
-pub(crate) fn preview_page(link: &LinkView<'_>, now: i64) -> String {
+pub(crate) fn preview_page(link: &LinkView<'_>, domain: &str, code: &[u8], now: i64) -> String {
     let target = escape_html(&String::from_utf8_lossy(link.target()));
-    let code = escape_html(&String::from_utf8_lossy(link.code()));
+    let code = short_name(domain, code);
     let body = match link.resolve(now) {
         Resolution::Redirect => format!(
             "<p>The short link <code>{code}</code> leads to:</p><p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>"

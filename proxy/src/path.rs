@@ -26,10 +26,10 @@ pub enum Route<'a> {
 /// Longest request target considered at all; longer ones are invalid.
 pub const TARGET_LEN_MAX: usize = 8192;
 
-/// The path and query of an absolute-form target (`http://host/abc?x=1`,
-/// which RFC 9112 section 3.2.2 says a server must accept), or `None` for
-/// any other form. The authority is skipped: every host serves one table.
-fn strip_absolute(target: &[u8]) -> Option<&[u8]> {
+/// The authority and the path and query of an absolute-form target
+/// (`http://host/abc?x=1`, which RFC 9112 section 3.2.2 says a server must
+/// accept), or `None` for any other form.
+fn split_absolute(target: &[u8]) -> Option<(&[u8], &[u8])> {
     let scheme_end = target.windows(3).position(|w| w == b"://")?;
     let scheme = &target[..scheme_end];
     if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
@@ -40,7 +40,29 @@ fn strip_absolute(target: &[u8]) -> Option<&[u8]> {
         .iter()
         .position(|&b| b == b'/' || b == b'?')
         .unwrap_or(rest.len());
-    Some(&rest[authority_end..])
+    Some(rest.split_at(authority_end))
+}
+
+fn strip_absolute(target: &[u8]) -> Option<&[u8]> {
+    split_absolute(target).map(|(_, rest)| rest)
+}
+
+/// The host an absolute-form target names, which RFC 9112 section 3.2.2
+/// says stands over the `Host` header.
+#[must_use]
+pub fn authority(target: &[u8]) -> Option<&[u8]> {
+    split_absolute(target).map(|(authority, _)| authority)
+}
+
+/// The path and query of a target in origin form (`/abc?x=1`), an
+/// absolute-form one's included (`/` when it has no path).
+#[must_use]
+pub fn origin_form(target: &[u8]) -> &[u8] {
+    match strip_absolute(target) {
+        Some(rest) if rest.first() == Some(&b'/') => rest,
+        Some(_) => b"/",
+        None => target,
+    }
 }
 
 /// Parses a request target: origin-form such as `/abc?x=1`, or the same

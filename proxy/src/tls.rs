@@ -363,7 +363,7 @@ impl ServerApp for TlsRedirect {
                     self.metrics.tls_resumed.fetch_add(1, Relaxed);
                 }
                 let mut tls = tls;
-                self.app.serve(&mut tls, peer, shutdown).await;
+                self.app.serve(&mut tls, peer, true, shutdown).await;
                 // close_notify, so the client knows the answer is whole.
                 let _ = tokio::time::timeout(
                     self.handshake_timeout,

@@ -7,9 +7,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 
-use shortline_proxy::app::answer;
+use shortline_proxy::app::{Ask, UnknownHost, answer, answer_for};
 use shortline_proxy::clicks::{ClickEvent, ClickRing};
 use shortline_proxy::metrics::Metrics;
+use shortline_store::domain::{DomainSettings, settings_key};
 use shortline_store::{
     Change, Code, LinkId, LinkRecord, LiveTable, Seq, Snapshot, Target, encode_snapshot,
 };
@@ -124,4 +125,60 @@ fn the_redirect_path_allocates_nothing() {
     assert!(allocations() > before, "the counting allocator counts");
     assert_eq!(redirects, 1001);
     assert_eq!(ring.len(), 1001);
+}
+
+#[test]
+fn finding_the_domain_by_host_allocates_nothing() {
+    let settings = |name: &'static str, https_redirect: bool| {
+        let text = DomainSettings {
+            name,
+            scoped: true,
+            https_redirect,
+            hsts_max_age: 600,
+            root: Some("https://example.com/root"),
+            not_found: None,
+            expired: None,
+        }
+        .encode();
+        LinkRecord::new(
+            settings_key(name).unwrap(),
+            Target::parse(&text).unwrap(),
+            LinkId(0),
+        )
+    };
+    let scoped = LinkRecord::new(
+        Code::key("go.test/abc").unwrap(),
+        Target::parse("https://example.com/go").unwrap(),
+        LinkId(7),
+    );
+    let records = [
+        settings("go.test", false),
+        settings("tls.test", true),
+        scoped,
+    ];
+    let table =
+        LiveTable::new(Snapshot::from_bytes(encode_snapshot(Seq(1), &records).unwrap()).unwrap());
+    let method = http::Method::GET;
+    let mut location = Vec::with_capacity(256);
+    let asks = [
+        (&b"Go.Test:8080"[..], &b"/abc"[..], true, 302),
+        (b"go.test.", b"/", false, 302),
+        (b"tls.test", b"/abc?x=1", false, 301),
+        (b"unknown.test", b"/abc", false, 421),
+    ];
+    let _ = table.load();
+    let before = allocations();
+    for (host, target, secure, status) in asks {
+        let view = table.load();
+        let ask = Ask {
+            method: &method,
+            target,
+            host,
+            secure,
+        };
+        let reply = answer_for(&view, &ask, UnknownHost::Misdirected, 0, &mut location);
+        assert_eq!(reply.status, status);
+        assert_eq!(reply.hsts_max_age, if secure { 600 } else { 0 });
+    }
+    assert_eq!(allocations() - before, 0, "the domain lookup allocated");
 }

@@ -8,6 +8,7 @@ mod alloc;
 mod analytics;
 mod answering;
 mod clicks;
+mod domains;
 mod http_edges;
 mod lifecycle;
 mod readme;
@@ -118,8 +119,19 @@ pub fn start_control(dir: &Path, addr: &str, env: &[(&str, &str)]) -> Control {
 
 impl Control {
     pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request_as(ADMIN_TOKEN, method, path, body)
+    }
+
+    /// A request with the key `token`.
+    pub fn request_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("http://{}{path}", self.addr);
-        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let auth = format!("Bearer {token}");
         let response = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
             ("DELETE", _) => self

@@ -17,13 +17,13 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use crate::{Answer, eventually, free_ports, link, parse_answer, system, target_dir_binary};
 
 /// A certificate authority for the tests, trusted by their clients.
-struct Authority {
+pub struct Authority {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 impl Authority {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().unwrap();
@@ -35,7 +35,7 @@ impl Authority {
     /// `until` (a year) when given; returns the certificate as DER. The
     /// key is written first and both are renamed into place, as an
     /// operator or an ACME client replaces them.
-    fn issue(&self, dir: &Path, file: &str, names: &[&str], until: Option<i32>) -> Vec<u8> {
+    pub fn issue(&self, dir: &Path, file: &str, names: &[&str], until: Option<i32>) -> Vec<u8> {
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .unwrap();
@@ -63,7 +63,7 @@ impl Authority {
 
     /// A client that never resumes: each handshake shows the certificate
     /// in force (a resumed one shows the session's first).
-    fn fresh_client(&self) -> Arc<rustls::ClientConfig> {
+    pub fn fresh_client(&self) -> Arc<rustls::ClientConfig> {
         let mut config = self.config(&[&rustls::version::TLS13, &rustls::version::TLS12]);
         config.resumption = rustls::client::Resumption::disabled();
         Arc::new(config)
@@ -87,15 +87,15 @@ impl Authority {
 }
 
 /// What one HTTPS request saw.
-struct Seen {
-    answer: Answer,
+pub struct Seen {
+    pub answer: Answer,
     certificate: Vec<u8>,
     resumed: bool,
     alpn: Option<Vec<u8>>,
 }
 
 /// `GET path` over a new TLS connection with SNI `name`.
-fn https_get(
+pub fn https_get(
     port: u16,
     name: &str,
     path: &str,
