@@ -223,7 +223,7 @@ fn a_known_mix_is_counted_exactly_across_a_control_crash() {
     assert_eq!(status, 200, "{top}");
     assert_eq!(
         top["items"][0],
-        json!({"code": code, "human_clicks": 12}),
+        json!({"code": code, "domain": "localhost", "human_clicks": 12}),
         "{top}"
     );
 
