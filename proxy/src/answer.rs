@@ -229,6 +229,9 @@ pub fn answer_for<'a>(
     match route {
         Route::Health => return plain(200, BODY_HEALTH, Outcome::Health),
         Route::Invalid => return plain(400, BODY_BAD_REQUEST, Outcome::BadRequest),
+        // Answered for any host and over plain HTTP: the ACME server asks
+        // for a name before it is served, and on port 80.
+        Route::AcmeChallenge { token } => return challenge(view, token),
         _ => {}
     }
     let host = path::authority(target).unwrap_or(ask.host);
@@ -246,6 +249,27 @@ pub fn answer_for<'a>(
         reply.hsts_max_age = domain.map_or(0, |d| d.hsts_max_age);
     }
     reply
+}
+
+/// The key authorization for an ACME HTTP-01 challenge token (RFC 8555,
+/// 8.3), from its `~token` record.
+fn challenge<'a>(view: &'a shortline_store::View, token: &[u8]) -> Reply<'a> {
+    let mut key = [0u8; 1 + shortline_store::CODE_LEN_MAX];
+    key[0] = b'~';
+    key[1..=token.len()].copy_from_slice(token);
+    match view.get(&key[..=token.len()]) {
+        Some(record) if path::header_safe(record.target()) => Reply {
+            status: 200,
+            location: None,
+            cache_control: "no-store",
+            content_type: "text/plain; charset=utf-8",
+            body: Body::Page(String::from_utf8_lossy(record.target()).into_owned()),
+            outcome: Outcome::AcmeChallenge,
+            click: None,
+            hsts_max_age: 0,
+        },
+        _ => plain(404, BODY_NOT_FOUND, Outcome::NotFound),
+    }
 }
 
 /// The domain of a table without domain records: bare codes, built-in pages.
@@ -303,7 +327,9 @@ fn on_domain<'a>(
             };
         }
         Route::NotACode => return not_found(),
-        Route::Health | Route::Invalid => unreachable!("answered before the domain"),
+        Route::Health | Route::Invalid | Route::AcmeChallenge { .. } => {
+            unreachable!("answered before the domain")
+        }
     };
     let mut key_buffer = [0u8; KEY_LEN_MAX];
     let key = if domain.scoped {
@@ -432,6 +458,7 @@ mod tests {
             ),
             record(settings_key("home.test").unwrap().as_str(), &home),
             record(DEFAULT_KEY, &home),
+            record("~tok-123", "tok-123.thumbprint"),
         ];
         shortline_store::write_snapshot(&path, Seq(1), records.iter()).unwrap();
         let table = LiveTable::new(Snapshot::open(&path).unwrap());
@@ -500,6 +527,35 @@ mod tests {
                 "{unknown:?} as the default domain"
             );
         }
+        // ACME challenges are answered for any host, known or not.
+        let view = table.load();
+        let mut buffer = Vec::new();
+        for host in [&b"other.test"[..], b"go.test"] {
+            let ask = Ask {
+                method: &Method::GET,
+                target: b"/.well-known/acme-challenge/tok-123",
+                host,
+                secure: false,
+            };
+            let reply = answer_for(&view, &ask, strict, 0, &mut buffer);
+            assert_eq!(
+                (reply.status, reply.body),
+                (200, Body::Page("tok-123.thumbprint".into()))
+            );
+        }
+        assert_eq!(
+            location(
+                &table,
+                b"go.test",
+                b"/.well-known/acme-challenge/nope",
+                strict
+            ),
+            (404, None)
+        );
+        assert_eq!(
+            location(&table, b"go.test", b"/~tok-123", strict),
+            (404, None)
+        );
         // A key is never reachable as a code: `/` and `.` are not in codes.
         assert_eq!(
             location(&table, b"home.test", b"/go.test/abc", strict),

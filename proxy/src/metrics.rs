@@ -39,6 +39,8 @@ pub enum Outcome {
     NotFoundRedirect,
     /// An expired or used-up link sent where its domain says.
     GoneRedirect,
+    /// An ACME HTTP-01 challenge answered.
+    AcmeChallenge,
 }
 
 /// Answers that count as a miss for the enumeration guard.
@@ -49,7 +51,7 @@ impl Outcome {
     }
 }
 
-const OUTCOMES: [(Outcome, &str, &str); 18] = [
+const OUTCOMES: [(Outcome, &str, &str); 19] = [
     (Outcome::Redirect301, "301", "redirect"),
     (Outcome::Redirect302, "302", "redirect"),
     (Outcome::Redirect307, "307", "redirect"),
@@ -68,6 +70,7 @@ const OUTCOMES: [(Outcome, &str, &str); 18] = [
     (Outcome::RootRedirect, "302", "root_redirect"),
     (Outcome::NotFoundRedirect, "302", "not_found_redirect"),
     (Outcome::GoneRedirect, "302", "gone_redirect"),
+    (Outcome::AcmeChallenge, "200", "acme_challenge"),
 ];
 
 /// Every metric of the proxy.

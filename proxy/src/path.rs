@@ -14,6 +14,8 @@ pub enum Route<'a> {
     Preview { code: &'a [u8] },
     /// `/healthz`.
     Health,
+    /// `/.well-known/acme-challenge/{token}`: an ACME HTTP-01 challenge.
+    AcmeChallenge { token: &'a [u8] },
     /// `/`: nothing to redirect.
     Root,
     /// A path that cannot be a code (`/favicon.ico`, `/a/b`, `/robots.txt`):
@@ -90,6 +92,13 @@ pub fn parse(target: &[u8]) -> Route<'_> {
     }
     if rest == b"healthz" {
         return Route::Health;
+    }
+    if let Some(token) = rest.strip_prefix(b".well-known/acme-challenge/") {
+        return if is_valid_code(token) {
+            Route::AcmeChallenge { token }
+        } else {
+            Route::NotACode
+        };
     }
     if let Some(code) = rest.strip_suffix(b"+") {
         return if is_valid_code(code) {

@@ -47,10 +47,15 @@ pub fn is_valid_domain(bytes: &[u8]) -> bool {
 
 /// Whether `bytes` is a well-formed table key: a code of the default scope
 /// (`sale`), a code scoped to a domain (`go.acme.com/sale`), a domain's
-/// settings (`.go.acme.com`), or the settings of the default scope (`.`).
-/// No code holds `/` or `.`, so the forms never collide.
+/// settings (`.go.acme.com`), the settings of the default scope (`.`), or
+/// the answer to an ACME HTTP-01 challenge (`~token`, the token in the code
+/// alphabet, as ACME's base64url tokens are). No code holds `/`, `.` or
+/// `~`, so the forms never collide.
 #[must_use]
 pub fn is_valid_key(bytes: &[u8]) -> bool {
+    if let Some(token) = bytes.strip_prefix(b"~") {
+        return is_valid_code(token);
+    }
     if let Some(domain) = bytes.strip_prefix(b".") {
         return domain.is_empty() || is_valid_domain(domain);
     }
@@ -273,6 +278,7 @@ mod tests {
             "xn--bcher-kva.example/a",
             ".go.acme.com",
             ".",
+            "~LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0",
         ] {
             assert!(is_valid_key(good.as_bytes()), "{good}");
             assert_eq!(Code::key(good).unwrap().as_str(), good);
@@ -291,6 +297,8 @@ mod tests {
             ".Go",
             "a..b/c",
             "-a.b/c",
+            "~",
+            "~a.b",
             "go acme/a",
             &format!("{}/a", "a".repeat(DOMAIN_LEN_MAX + 1)),
         ] {

@@ -4,6 +4,10 @@
 //! deltas and change stream, and a proxy finds them with the same lock-free
 //! lookup as a code.
 //!
+//! The answer to an ACME HTTP-01 challenge (RFC 8555, 8.3) is a record too,
+//! keyed `~token`, whose target is the key authorization: every proxy
+//! answers `/.well-known/acme-challenge/{token}` from its table.
+//!
 //! A link on a domain is keyed `name/code`, except on the domain that was
 //! there before any other (its links kept their bare codes when domains
 //! came in): that domain is not *scoped*.
@@ -19,6 +23,11 @@ const TAG: &[u8] = b"shortline-domain/1";
 /// The key of `domain`'s settings.
 pub fn settings_key(domain: &str) -> Result<Code, CodeError> {
     Code::key(&format!(".{domain}"))
+}
+
+/// The key of the answer to the ACME HTTP-01 challenge `token`.
+pub fn challenge_key(token: &str) -> Result<Code, CodeError> {
+    Code::key(&format!("~{token}"))
 }
 
 /// The key of `code` on a domain: `domain/code` when the domain is scoped,
