@@ -110,12 +110,6 @@ impl Certificates {
                 set.served.push(served);
             }
         }
-        if set.served.is_empty() {
-            bail!(
-                "no certificate in {} (HTTPS needs NAME.crt with NAME.key)",
-                dir.display()
-            );
-        }
         set.stamp = stamp;
         Ok(set)
     }
@@ -225,7 +219,7 @@ pub struct Tls {
     resolver: Arc<Resolver>,
     /// The files of the last set refused, so it is not read (and logged)
     /// again until they change.
-    refused: std::sync::Mutex<Stamp>,
+    refused: std::sync::Mutex<Option<Stamp>>,
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
 }
@@ -234,7 +228,16 @@ impl Tls {
     /// Reads the certificate directory; any bad pair is an error that
     /// names it.
     pub fn load(dir: &Path, metrics: Arc<Metrics>) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create the certificate directory {}", dir.display())
+        })?;
         let set = Certificates::load(dir, unix_now())?;
+        if set.served.is_empty() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "no certificate yet: handshakes are refused until NAME.crt and NAME.key appear (by hand or from ACME)"
+            );
+        }
         metrics.tls_loads.fetch_add(1, Relaxed);
         metrics
             .tls_expires_first_unix
@@ -275,11 +278,24 @@ impl Tls {
             }
         };
         if files == self.resolver.current.load().stamp
-            || *self.refused.lock().unwrap_or_else(|e| e.into_inner()) == files
+            || self
+                .refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                == Some(&files)
         {
             return false;
         }
         match Certificates::load(&self.dir, unix_now()) {
+            Ok(set) if set.served.is_empty() && !self.resolver.current.load().served.is_empty() => {
+                let e = anyhow::anyhow!(
+                    "no certificate left in {}; the set in force stays",
+                    self.dir.display()
+                );
+                self.refused(&e, files);
+                false
+            }
             Ok(set) => {
                 for served in &set.served {
                     tracing::info!(file = %served.file.display(), names = ?served.names, "certificate loaded");
@@ -299,7 +315,7 @@ impl Tls {
     }
 
     fn refused(&self, error: &anyhow::Error, files: Stamp) {
-        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = files;
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(files);
         self.metrics.tls_load_errors.fetch_add(1, Relaxed);
         tracing::error!(error = %format!("{error:#}"), "certificates not reloaded; the ones in force stay");
     }

@@ -31,6 +31,16 @@ impl Authority {
         Self { cert, key }
     }
 
+    /// The authority's certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// The authority's certificate, DER.
+    pub fn der(&self) -> Vec<u8> {
+        self.cert.der().to_vec()
+    }
+
     /// Writes `dir/file.crt` and `dir/file.key` for `names`, valid until
     /// `until` (a year) when given; returns the certificate as DER. The
     /// key is written first and both are renamed into place, as an
@@ -281,8 +291,48 @@ fn a_bad_certificate_stops_the_start_with_its_reason() {
         stderr.contains("one.crt") && stderr.contains("does not fit"),
         "{stderr}"
     );
+}
 
-    let empty = tempfile::tempdir().unwrap();
-    let stderr = failed_start(empty.path());
-    assert!(stderr.contains("no certificate"), "{stderr}");
+#[test]
+fn without_certificates_yet_the_listener_starts_and_serves_once_one_arrives() {
+    let certs = tempfile::tempdir().unwrap();
+    // Not there yet: the proxy makes it, as ACME's first certificate is
+    // written into it after the proxy started.
+    let dir = certs.path().join("tls");
+    let [port] = free_ports();
+    let listen = format!("127.0.0.1:{port}");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let sys = system(
+        &[],
+        &[
+            ("SHORTLINE_PROXY_TLS_LISTEN", listen.as_str()),
+            ("SHORTLINE_PROXY_TLS_DIR", dir_text.as_str()),
+            ("SHORTLINE_PROXY_TLS_RELOAD_MS", "100"),
+        ],
+    );
+    let code = sys.create_visible(link("https://example.com/later"));
+    let path = format!("/{code}");
+    let ca = Authority::new();
+    let client = ca.fresh_client();
+    assert!(
+        https_get(port, "late.test", &path, &client).is_err(),
+        "no certificate, no handshake"
+    );
+    ca.issue(&dir, "late", &["late.test"], None);
+    eventually(30, "the new certificate to serve", || {
+        https_get(port, "late.test", &path, &client).is_ok_and(|s| s.answer.status == 302)
+    });
+    // Every file gone: the set in force stays.
+    std::fs::remove_file(dir.join("late.crt")).unwrap();
+    std::fs::remove_file(dir.join("late.key")).unwrap();
+    eventually(30, "the emptied directory to be refused", || {
+        sys.proxy.metric("proxy_tls_certificate_load_errors_total") >= 1.0
+    });
+    assert_eq!(
+        https_get(port, "late.test", &path, &client)
+            .unwrap()
+            .answer
+            .status,
+        302
+    );
 }
