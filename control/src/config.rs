@@ -149,6 +149,26 @@ pub struct Config {
     pub fdb_cluster_file: Option<PathBuf>,
     /// Names this deployment's subspace, so deployments can share a cluster.
     pub fdb_prefix: String,
+    /// An ACME (RFC 8555) directory, such as Let's Encrypt's
+    /// `https://acme-v02.api.letsencrypt.org/directory`; certificates for
+    /// domains with `acme` on are ordered from it. Unset: no ACME.
+    pub acme_directory_url: Option<String>,
+    /// A contact for the ACME account (`mailto:ops@example.com`).
+    pub acme_contact: Option<String>,
+    /// A PEM root the ACME server's HTTPS certificate chains to, for a
+    /// private ACME CA; public ones need none.
+    pub acme_ca_file: Option<PathBuf>,
+    /// A certificate is renewed when it has less than this left.
+    pub acme_renew_before_seconds: u64,
+    /// How often certificates are checked for renewal and written out.
+    pub acme_check_interval_ms: u64,
+    /// The first wait after a failed order; it doubles with each failure.
+    pub acme_retry_min_ms: u64,
+    /// The longest wait between attempts.
+    pub acme_retry_max_ms: u64,
+    /// Where certificates from ACME are written for the proxy on this host
+    /// (the proxy's `proxy_tls_dir`); `data_dir/tls` when unset.
+    pub proxy_tls_dir: Option<PathBuf>,
 }
 
 /// Which metadata store holds links, keys, counters and the change log.
@@ -224,6 +244,14 @@ impl Default for Config {
             store_checkpoint_ms: 1000,
             fdb_cluster_file: None,
             fdb_prefix: "default".to_owned(),
+            acme_directory_url: None,
+            acme_contact: None,
+            acme_ca_file: None,
+            acme_renew_before_seconds: 30 * 86_400,
+            acme_check_interval_ms: 60_000,
+            acme_retry_min_ms: 60_000,
+            acme_retry_max_ms: 6 * 3_600_000,
+            proxy_tls_dir: None,
         }
     }
 }
@@ -289,6 +317,14 @@ const KEYS: &[(&str, Kind)] = &[
     ("store_checkpoint_ms", Kind::Integer),
     ("fdb_cluster_file", Kind::Text),
     ("fdb_prefix", Kind::Text),
+    ("acme_directory_url", Kind::Text),
+    ("acme_contact", Kind::Text),
+    ("acme_ca_file", Kind::Text),
+    ("acme_renew_before_seconds", Kind::Integer),
+    ("acme_check_interval_ms", Kind::Integer),
+    ("acme_retry_min_ms", Kind::Integer),
+    ("acme_retry_max_ms", Kind::Integer),
+    ("proxy_tls_dir", Kind::Text),
 ];
 
 /// Overrides given on the command line, applied last.
@@ -488,6 +524,25 @@ impl Config {
             ("analytics_flush_ms", self.analytics_flush_ms, 1, 60_000),
             ("store_checkpoint_ms", self.store_checkpoint_ms, 0, 600_000),
             (
+                "acme_renew_before_seconds",
+                self.acme_renew_before_seconds,
+                0,
+                365 * 86_400,
+            ),
+            (
+                "acme_check_interval_ms",
+                self.acme_check_interval_ms,
+                100,
+                86_400_000,
+            ),
+            ("acme_retry_min_ms", self.acme_retry_min_ms, 100, 86_400_000),
+            (
+                "acme_retry_max_ms",
+                self.acme_retry_max_ms,
+                100,
+                7 * 86_400_000,
+            ),
+            (
                 "analytics_flush_keys_max",
                 n(self.analytics_flush_keys_max),
                 100,
@@ -551,6 +606,14 @@ impl Config {
             StoreBackend::Fdb => self.analytics_flush_keys_max.min(FDB_FLUSH_KEYS_MAX),
             StoreBackend::Redb => self.analytics_flush_keys_max,
         }
+    }
+
+    /// Where certificates from ACME are written for the proxy.
+    #[must_use]
+    pub fn tls_dir(&self) -> PathBuf {
+        self.proxy_tls_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls"))
     }
 
     /// The data directory's layout.

@@ -41,6 +41,9 @@ pub struct DomainDoc {
     /// The port short links name, when not the scheme's own (`public_url`'s).
     #[serde(default)]
     pub port: Option<u16>,
+    /// Whether its certificate is ordered and renewed over ACME.
+    #[serde(default)]
+    pub acme: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -68,6 +71,7 @@ impl DomainDoc {
             not_found_redirect: None,
             expired_redirect: None,
             port: None,
+            acme: false,
             created_at: 0,
             updated_at: 0,
         }
@@ -236,6 +240,7 @@ pub struct DomainPatch {
     pub https: Option<bool>,
     pub https_redirect: Option<bool>,
     pub hsts_max_age: Option<u64>,
+    pub acme: Option<bool>,
     pub root_redirect: Option<Option<Target>>,
     pub not_found_redirect: Option<Option<Target>>,
     pub expired_redirect: Option<Option<Target>>,
@@ -257,6 +262,7 @@ pub fn patch(txn: &mut dyn Txn, name: &str, patch: &DomainPatch, now: i64) -> Ou
     doc.https = patch.https.unwrap_or(doc.https);
     doc.https_redirect = patch.https_redirect.unwrap_or(doc.https_redirect);
     doc.hsts_max_age = patch.hsts_max_age.unwrap_or(doc.hsts_max_age);
+    doc.acme = patch.acme.unwrap_or(doc.acme);
     doc.updated_at = now;
     let is_default = patch.make_default || default_name(txn)?.as_deref() == Some(name);
     write(txn, &doc, is_default)?;
@@ -326,6 +332,7 @@ pub fn migrate(txn: &mut dyn Txn, public_url: &str, now: i64) -> StoreResult<boo
         not_found_redirect: None,
         expired_redirect: None,
         port: url.port(),
+        acme: false,
         created_at: now,
         updated_at: now,
     };

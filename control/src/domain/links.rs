@@ -1035,6 +1035,7 @@ mod tests {
             not_found_redirect: None,
             expired_redirect: None,
             port: None,
+            acme: false,
             created_at: 1_000,
             updated_at: 1_000,
         };

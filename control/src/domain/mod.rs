@@ -8,6 +8,7 @@
 //! requests under group commit still commits). Nothing here knows about
 //! HTTP, threads or time beyond the `now` it is given.
 
+pub mod acme;
 pub mod auth;
 pub mod blocklist;
 pub mod codes;

@@ -12,6 +12,7 @@ use shortline_store::Target;
 use super::extract::{ApiJson, ApiPath, Auth, Shared, read, require_admin};
 use super::problem::{ApiError, AppResult, Problem};
 use super::wire::{nullable, rfc3339};
+use crate::domain::acme;
 use crate::domain::domains::{self, DomainDoc, DomainPatch};
 use crate::model::now_unix;
 use crate::state::AppState;
@@ -33,6 +34,11 @@ pub struct DomainOut {
     pub https: bool,
     pub https_redirect: bool,
     pub hsts_max_age: u64,
+    /// Whether the certificate is ordered and renewed over ACME.
+    pub acme: bool,
+    /// The ACME certificate: when it runs out, and how ordering went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateOut>,
     /// Where `/` redirects; null: the built-in page.
     pub root_redirect: Option<String>,
     /// Where an unknown code redirects; null: the built-in 404 page.
@@ -40,6 +46,18 @@ pub struct DomainOut {
     /// Where an expired or used-up link redirects; null: the built-in 410 page.
     pub expired_redirect: Option<String>,
     pub created_at: String,
+}
+
+/// The state of a domain's ACME certificate.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CertificateOut {
+    /// RFC 3339; null until one is issued.
+    pub not_after: Option<String>,
+    pub issued_at: Option<String>,
+    /// The last order's failure, until one succeeds.
+    pub last_error: Option<String>,
+    /// After a failure: no order before this (RFC 3339).
+    pub next_attempt_at: Option<String>,
 }
 
 impl DomainOut {
@@ -52,6 +70,8 @@ impl DomainOut {
             https: doc.https,
             https_redirect: doc.https_redirect,
             hsts_max_age: doc.hsts_max_age,
+            acme: doc.acme,
+            certificate: None,
             root_redirect: doc.root_redirect.map(String::from),
             not_found_redirect: doc.not_found_redirect.map(String::from),
             expired_redirect: doc.expired_redirect.map(String::from),
@@ -75,6 +95,8 @@ pub struct CreateDomain {
     pub https_redirect: Option<bool>,
     /// HSTS `max-age` in seconds sent over HTTPS (0, the default, sends none).
     pub hsts_max_age: Option<u64>,
+    /// Order and renew the certificate over ACME (needs `acme_directory_url`).
+    pub acme: Option<bool>,
     pub root_redirect: Option<String>,
     pub not_found_redirect: Option<String>,
     pub expired_redirect: Option<String>,
@@ -90,6 +112,7 @@ pub struct PatchDomain {
     pub https: Option<bool>,
     pub https_redirect: Option<bool>,
     pub hsts_max_age: Option<u64>,
+    pub acme: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub root_redirect: Option<Option<String>>,
@@ -143,6 +166,35 @@ fn check_hsts(max_age: Option<u64>) -> AppResult<Option<u64>> {
     }
 }
 
+fn check_acme(state: &AppState, acme: Option<bool>) -> AppResult<Option<bool>> {
+    if acme == Some(true) && state.config.acme_directory_url.is_none() {
+        return Err(ApiError::invalid(
+            "acme",
+            "no ACME directory is configured (acme_directory_url)",
+        ));
+    }
+    Ok(acme)
+}
+
+/// The domain's ACME certificate state, for domains that use ACME.
+async fn with_certificate(state: &Arc<AppState>, mut out: DomainOut) -> AppResult<DomainOut> {
+    if !out.acme {
+        return Ok(out);
+    }
+    let name = out.name.clone();
+    let (cert, status) = read(state, move |txn| {
+        Ok((acme::certificate(txn, &name)?, acme::status(txn, &name)?))
+    })
+    .await?;
+    out.certificate = Some(CertificateOut {
+        not_after: cert.as_ref().map(|c| rfc3339(c.not_after)),
+        issued_at: cert.as_ref().map(|c| rfc3339(c.issued_at)),
+        next_attempt_at: (status.failures > 0).then(|| rfc3339(status.next_attempt_at)),
+        last_error: status.last_error,
+    });
+    Ok(out)
+}
+
 fn refreshed(state: &AppState) -> AppResult<Arc<crate::state::domains::DomainTable>> {
     Ok(state.domains.refresh(&*state.backend)?)
 }
@@ -169,6 +221,7 @@ pub(super) async fn create_domain(
         https: body.https.unwrap_or(false),
         https_redirect: body.https_redirect.unwrap_or(false),
         hsts_max_age: check_hsts(body.hsts_max_age)?.unwrap_or(0),
+        acme: check_acme(&state, body.acme)?.unwrap_or(false),
         root_redirect: check_redirect(&state, "root_redirect", body.root_redirect).await?,
         not_found_redirect: check_redirect(&state, "not_found_redirect", body.not_found_redirect)
             .await?,
@@ -184,7 +237,8 @@ pub(super) async fn create_domain(
         .await??;
     let table = refreshed(&state)?;
     let default = table.default.as_deref() == Some(&created.name);
-    Ok((StatusCode::CREATED, Json(DomainOut::new(created, default))))
+    let out = with_certificate(&state, DomainOut::new(created, default)).await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[utoipa::path(get, path = "/api/v1/domains", security(("bearer" = [])),
@@ -195,11 +249,11 @@ pub(super) async fn list_domains(
 ) -> AppResult<Json<DomainList>> {
     require_admin(&principal)?;
     let table = refreshed(&state)?;
-    let mut items: Vec<DomainOut> = table
-        .by_name
-        .values()
-        .map(|d| DomainOut::new(d.clone(), table.default.as_deref() == Some(&d.name)))
-        .collect();
+    let mut items = Vec::with_capacity(table.by_name.len());
+    for doc in table.by_name.values() {
+        let default = table.default.as_deref() == Some(&doc.name);
+        items.push(with_certificate(&state, DomainOut::new(doc.clone(), default)).await?);
+    }
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(DomainList { items }))
 }
@@ -219,7 +273,9 @@ pub(super) async fn get_domain(
     .await?;
     let doc = doc.ok_or(ApiError::NotFound)?;
     let is_default = default.as_deref() == Some(&doc.name);
-    Ok(Json(DomainOut::new(doc, is_default)))
+    Ok(Json(
+        with_certificate(&state, DomainOut::new(doc, is_default)).await?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/v1/domains/{name}", request_body = PatchDomain, security(("bearer" = [])),
@@ -250,6 +306,7 @@ pub(super) async fn patch_domain(
         https: body.https,
         https_redirect: body.https_redirect,
         hsts_max_age: check_hsts(body.hsts_max_age)?,
+        acme: check_acme(&state, body.acme)?,
         root_redirect: redirect("root_redirect", body.root_redirect).await?,
         not_found_redirect: redirect("not_found_redirect", body.not_found_redirect).await?,
         expired_redirect: redirect("expired_redirect", body.expired_redirect).await?,
@@ -261,7 +318,9 @@ pub(super) async fn patch_domain(
         .await??;
     let table = refreshed(&state)?;
     let default = table.default.as_deref() == Some(&doc.name);
-    Ok(Json(DomainOut::new(doc, default)))
+    Ok(Json(
+        with_certificate(&state, DomainOut::new(doc, default)).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/domains/{name}", security(("bearer" = [])), params(("name" = String, Path)),

@@ -80,7 +80,7 @@ impl utoipa::Modify for DocFixes {
         abuse::list_blocklist, abuse::get_block, abuse::put_block, abuse::delete_block,
         abuse::report_link, abuse::list_reports, abuse::resolve_report,
         keys::create_key, keys::list_keys, keys::delete_key, admin::backup, admin::index, admin::healthz, admin::readyz),
-    components(schemas(admin::Index, links::LinkOut, links::CreateLink, links::CreateBatch, links::BatchItem, links::BatchOut, links::PatchLink, links::LinkPage, keys::CreateKey, keys::KeyOut, domains::DomainOut, domains::CreateDomain, domains::PatchDomain, domains::DomainList, Problem, Strategy, Role,
+    components(schemas(admin::Index, links::LinkOut, links::CreateLink, links::CreateBatch, links::BatchItem, links::BatchOut, links::PatchLink, links::LinkPage, keys::CreateKey, keys::KeyOut, domains::DomainOut, domains::CertificateOut, domains::CreateDomain, domains::PatchDomain, domains::DomainList, Problem, Strategy, Role,
         crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
         stats::TopLinks, stats::TopLink,
         crate::domain::blocklist::BlockEntry, abuse::BlocklistPage, abuse::PutBlock, abuse::BlockOut, abuse::BlockView, abuse::SweepOut, abuse::SweepState,

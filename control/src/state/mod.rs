@@ -3,6 +3,7 @@
 
 pub mod domains;
 pub mod keys;
+pub mod streams;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub threats: crate::domain::threats::Shared,
     /// The short domains, as last read.
     pub domains: domains::Domains,
+    /// How far each change-stream subscriber was sent.
+    pub streams: streams::Streams,
 }
 
 /// Write rate limits: per key by role, per client address, and the tighter
@@ -188,6 +191,7 @@ impl AppState {
             shutdown: watch::channel(false).0,
             ids: Mutex::new(IdBlock::default()),
             domains,
+            streams: streams::Streams::default(),
         };
         Ok((Arc::new(state), bootstrap))
     }

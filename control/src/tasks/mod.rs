@@ -3,4 +3,5 @@
 //! transactions ([`abuse`]). Each loop ends when shutdown begins.
 
 pub mod abuse;
+pub mod acme;
 pub mod publish;

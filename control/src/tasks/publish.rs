@@ -74,6 +74,15 @@ fn write_all_links(
             crate::domain::domains::default_name(txn)?,
         ))
     })?;
+    let challenges = state
+        .backend
+        .read(|txn| crate::domain::acme::challenges(txn))?;
+    for (token, key_authorization) in &challenges {
+        writer.push(&crate::domain::acme::challenge_record(
+            token,
+            key_authorization,
+        )?)?;
+    }
     for domain in &domains {
         let key = shortline_store::domain::settings_key(&domain.name)?;
         writer.push(&domain.record(key))?;
@@ -542,7 +551,11 @@ pub async fn stream_changes(
     mut after: Seq,
     tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
 ) {
-    let _guard = SubscriberGuard;
+    let id = state.streams.join(after);
+    let _guard = SubscriberGuard {
+        state: Arc::clone(&state),
+        id,
+    };
     let mut committed = state.committed.clone();
     let mut snapshots = state.snapshot.subscribe();
     let mut shutdown = state.shutdown.subscribe();
@@ -609,6 +622,7 @@ pub async fn stream_changes(
             if tx.send(Ok(message.to_line())).await.is_err() {
                 return;
             }
+            state.streams.sent(id, after);
             continue;
         }
         // Caught up: wait for a commit, a snapshot, the heartbeat or shutdown.
@@ -645,10 +659,14 @@ pub async fn stream_changes(
     }
 }
 
-struct SubscriberGuard;
+struct SubscriberGuard {
+    state: Arc<AppState>,
+    id: u64,
+}
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
+        self.state.streams.leave(self.id);
         metrics::gauge!("control_stream_subscribers").decrement(1.0);
     }
 }

@@ -4,6 +4,7 @@
 //! The control binary is taken from the same target directory; `cargo test
 //! --workspace` builds it (the control package's own tests need it).
 
+mod acme;
 mod alloc;
 mod analytics;
 mod answering;
