@@ -336,3 +336,83 @@ fn without_certificates_yet_the_listener_starts_and_serves_once_one_arrives() {
         302
     );
 }
+
+#[test]
+fn a_graceful_upgrade_with_https_fails_no_request() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Authority::new();
+    ca.issue(certs.path(), "up", &["up.test"], None);
+    let [port] = free_ports();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = certs.path().to_string_lossy().into_owned();
+    let sys = system(
+        &[],
+        &[
+            ("SHORTLINE_PROXY_TLS_LISTEN", listen.as_str()),
+            ("SHORTLINE_PROXY_TLS_DIR", dir.as_str()),
+        ],
+    );
+    let code = sys.create_visible(link("https://example.com/upgraded"));
+    let path = format!("/{code}");
+    let mut proxy = sys.proxy;
+    let client = ca.client(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // New connections all the while, over HTTPS and plain HTTP; bounded by
+    // a request cap and stopped when told.
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+            let (client, path, plain) = (Arc::clone(&client), path.clone(), proxy.port);
+            std::thread::spawn(move || {
+                for _ in 0..1_000_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let status = if i % 2 == 0 {
+                        https_get(port, "up.test", &path, &client).map(|s| s.answer.status)
+                    } else {
+                        crate::raw_request(
+                            plain,
+                            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                        )
+                        .map(|a| a.status)
+                    };
+                    match status {
+                        Ok(302) => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed request: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    let served_since = |before: u64, what: &str| {
+        eventually(120, what, || ok.load(Ordering::Relaxed) >= before + 50);
+    };
+    served_since(0, "the first process to serve under load");
+    proxy.upgrade();
+    served_since(ok.load(Ordering::Relaxed), "the second process to serve");
+    proxy.upgrade();
+    served_since(ok.load(Ordering::Relaxed), "the third process to serve");
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the upgrades ({} succeeded)",
+        ok.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        https_get(port, "up.test", &path, &client)
+            .unwrap()
+            .answer
+            .status,
+        302
+    );
+    drop(sys.control);
+}
