@@ -115,8 +115,8 @@ pub struct DomainParam {
 }
 
 /// The table key of `code` on the domain a request names, once the caller
-/// is allowed that domain. A path that is not a code stays as it is: no
-/// link has it, so it is not found.
+/// is allowed that domain. A path that is not a code is not found (a table
+/// key given whole, `go.acme.com%2Fsale`, is not a way around `domain`).
 pub(super) fn link_key(
     state: &AppState,
     principal: Option<&Principal>,
@@ -137,10 +137,8 @@ pub(super) fn link_key(
             ),
         ));
     };
-    Ok(match Code::parse(&code) {
-        Ok(code) => doc.key(&code).into(),
-        Err(_) => code,
-    })
+    let code = Code::parse(&code).map_err(|_| ApiError::NotFound)?;
+    Ok(doc.key(&code).into())
 }
 
 /// The `?domain=` of a by-code request.

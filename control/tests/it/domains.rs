@@ -105,6 +105,11 @@ fn the_first_domain_is_made_once_and_others_are_checked_and_normalised() {
     }
     let missing = control.get("/api/v1/links/bk0");
     assert_eq!(missing.status, 404, "bk0 is not on the default domain");
+    let whole_key = control.get("/api/v1/links/xn--bcher-kva.example%2Fbk0");
+    assert_eq!(
+        whole_key.status, 404,
+        "a table key is not a way around domain"
+    );
     let found = control.get("/api/v1/links/bk0?domain=xn--bcher-kva.example");
     assert_eq!(found.status, 200, "{found:?}");
     let mut seen = Vec::new();
