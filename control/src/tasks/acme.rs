@@ -64,82 +64,105 @@ pub async fn acme_loop(state: Arc<AppState>) {
     }
 }
 
-/// One round over every ACME domain.
+/// One round over every ACME domain; one domain's failure does not stop
+/// the others.
 async fn check(
     state: &Arc<AppState>,
     directory: &str,
     holder: &str,
     account: &mut Option<Account>,
 ) -> anyhow::Result<()> {
-    let domains: Vec<DomainDoc> = state
-        .backend
-        .read(|txn| domains::list(txn))?
-        .into_iter()
-        .filter(|d| d.acme)
-        .collect();
+    let worker = Arc::clone(state);
+    let domains: Vec<DomainDoc> =
+        tokio::task::spawn_blocking(move || worker.backend.read(|txn| domains::list(txn)))
+            .await??
+            .into_iter()
+            .filter(|d| d.acme)
+            .collect();
     for domain in domains {
-        let name = domain.name.clone();
-        let (cert, status) = {
-            let name = name.clone();
-            state
-                .backend
-                .read(move |txn| Ok((acme::certificate(txn, &name)?, acme::status(txn, &name)?)))?
-        };
-        let now = now_unix();
-        if let Some(cert) = &cert {
-            write_files(&state.config.tls_dir(), &name, cert)
-                .with_context(|| format!("writing the certificate of {name}"))?;
-            metrics::gauge!("control_acme_certificate_days_left", "domain" => name.clone())
-                .set((cert.not_after - now) as f64 / 86_400.0);
+        if let Err(e) = check_domain(state, directory, holder, account, &domain.name).await {
+            metrics::counter!("control_acme_errors_total").increment(1);
+            tracing::warn!(domain = %domain.name, error = %format!("{e:#}"), "ACME check failed");
         }
-        let renew_before =
-            i64::try_from(state.config.acme_renew_before_seconds).unwrap_or(i64::MAX);
-        let due = cert
-            .as_ref()
-            .is_none_or(|c| c.not_after - now <= renew_before);
-        if !due || status.next_attempt_at > now || !lease(state, &name, holder, true).await? {
-            continue;
+    }
+    Ok(())
+}
+
+/// Writes `name`'s certificate out, and orders one when it is due.
+async fn check_domain(
+    state: &Arc<AppState>,
+    directory: &str,
+    holder: &str,
+    account: &mut Option<Account>,
+    name: &str,
+) -> anyhow::Result<()> {
+    let (worker, domain) = (Arc::clone(state), name.to_owned());
+    let (cert, status) = tokio::task::spawn_blocking(move || {
+        let stored = worker.backend.read(|txn| {
+            Ok((
+                acme::certificate(txn, &domain)?,
+                acme::status(txn, &domain)?,
+            ))
+        })?;
+        if let Some(cert) = &stored.0 {
+            write_files(&worker.config.tls_dir(), &domain, cert)
+                .with_context(|| format!("writing the certificate of {domain}"))?;
         }
-        let outcome = order(state, directory, account, &name).await;
-        lease(state, &name, holder, false).await?;
-        match outcome {
-            Ok(cert) => {
-                write_files(&state.config.tls_dir(), &name, &cert)?;
-                metrics::counter!("control_acme_orders_total", "outcome" => "issued").increment(1);
-                tracing::info!(domain = %name, not_after = cert.not_after, "ACME certificate issued");
-            }
-            Err(e) => {
-                let limited = rate_limited(&e);
-                let retry_after = limited.then(|| now + 3600);
-                let message = format!("{e:#}");
-                let config = &state.config;
-                let retry = (
-                    i64::try_from(config.acme_retry_min_ms / 1000)
-                        .unwrap_or(1)
-                        .max(1),
-                    i64::try_from(config.acme_retry_max_ms / 1000)
-                        .unwrap_or(i64::MAX)
-                        .max(1),
-                );
-                let failed = {
-                    let (name, message) = (name.clone(), message.clone());
-                    state
-                        .committer
-                        .write(move |txn| {
-                            acme::record_failure(txn, &name, &message, now, retry, retry_after)
-                        })
-                        .await?
-                };
-                let outcome = if limited { "rate_limited" } else { "failed" };
-                metrics::counter!("control_acme_orders_total", "outcome" => outcome).increment(1);
-                tracing::warn!(
-                    domain = %name,
-                    error = %message,
-                    failures = failed.failures,
-                    next_attempt_at = failed.next_attempt_at,
-                    "ACME order failed"
-                );
-            }
+        anyhow::Ok(stored)
+    })
+    .await??;
+    let now = now_unix();
+    if let Some(cert) = &cert {
+        metrics::gauge!("control_acme_certificate_days_left", "domain" => name.to_owned())
+            .set((cert.not_after - now) as f64 / 86_400.0);
+    }
+    let renew_before = i64::try_from(state.config.acme_renew_before_seconds).unwrap_or(i64::MAX);
+    let due = cert
+        .as_ref()
+        .is_none_or(|c| c.not_after - now <= renew_before);
+    if !due || status.next_attempt_at > now || !lease(state, name, holder, true).await? {
+        return Ok(());
+    }
+    let outcome = order(state, directory, account, name).await;
+    lease(state, name, holder, false).await?;
+    match outcome {
+        Ok(cert) => {
+            let (dir, domain) = (state.config.tls_dir(), name.to_owned());
+            tokio::task::spawn_blocking(move || write_files(&dir, &domain, &cert)).await??;
+            metrics::counter!("control_acme_orders_total", "outcome" => "issued").increment(1);
+            tracing::info!(domain = name, "ACME certificate issued");
+        }
+        Err(e) => {
+            let limited = rate_limited(&e);
+            let retry_after = limited.then(|| now + 3600);
+            let message = format!("{e:#}");
+            let config = &state.config;
+            let retry = (
+                i64::try_from(config.acme_retry_min_ms / 1000)
+                    .unwrap_or(1)
+                    .max(1),
+                i64::try_from(config.acme_retry_max_ms / 1000)
+                    .unwrap_or(i64::MAX)
+                    .max(1),
+            );
+            let failed = {
+                let (domain, message) = (name.to_owned(), message.clone());
+                state
+                    .committer
+                    .write(move |txn| {
+                        acme::record_failure(txn, &domain, &message, now, retry, retry_after)
+                    })
+                    .await?
+            };
+            let outcome = if limited { "rate_limited" } else { "failed" };
+            metrics::counter!("control_acme_orders_total", "outcome" => outcome).increment(1);
+            tracing::warn!(
+                domain = name,
+                error = %message,
+                failures = failed.failures,
+                next_attempt_at = failed.next_attempt_at,
+                "ACME order failed"
+            );
         }
     }
     Ok(())
@@ -183,7 +206,11 @@ async fn account(state: &AppState, directory: &str) -> anyhow::Result<Account> {
         None => Account::builder(),
     };
     let url = directory.to_owned();
-    if let Some(bytes) = state.backend.read(|txn| acme::account(txn, &url))? {
+    let stored = {
+        let (backend, url) = (Arc::clone(&state.backend), url.clone());
+        tokio::task::spawn_blocking(move || backend.read(|txn| acme::account(txn, &url))).await??
+    };
+    if let Some(bytes) = stored {
         let credentials: AccountCredentials =
             serde_json::from_slice(&bytes).context("the stored ACME account")?;
         return Ok(builder()?.from_credentials(credentials).await?);
