@@ -242,8 +242,22 @@ pub fn answer_for<'a>(
         Some(domain) if domain.https_redirect && !ask.secure => {
             return to_https(domain.name, target, location_buffer);
         }
-        Some(domain) => on_domain(view, route, &domain, now_unix_seconds, location_buffer),
-        None => on_domain(view, route, &BARE, now_unix_seconds, location_buffer),
+        Some(domain) => on_domain(
+            view,
+            route,
+            &domain,
+            ask.secure,
+            now_unix_seconds,
+            location_buffer,
+        ),
+        None => on_domain(
+            view,
+            route,
+            &BARE,
+            ask.secure,
+            now_unix_seconds,
+            location_buffer,
+        ),
     };
     if ask.secure {
         reply.hsts_max_age = domain.map_or(0, |d| d.hsts_max_age);
@@ -310,6 +324,7 @@ fn on_domain<'a>(
     view: &'a shortline_store::View,
     route: Route<'_>,
     domain: &DomainSettings<'a>,
+    secure: bool,
     now_unix_seconds: i64,
     location_buffer: &'a mut Vec<u8>,
 ) -> Reply<'a> {
@@ -352,7 +367,7 @@ fn on_domain<'a>(
     };
     if preview {
         return page(
-            pages::preview_page(&link, domain.name, code, now_unix_seconds),
+            pages::preview_page(&link, domain.name, code, secure, now_unix_seconds),
             Outcome::Preview,
         );
     }

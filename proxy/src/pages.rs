@@ -49,12 +49,45 @@ pub(crate) fn flagged_page(domain: &str, code: &[u8]) -> String {
     )
 }
 
-pub(crate) fn preview_page(link: &LinkView<'_>, domain: &str, code: &[u8], now: i64) -> String {
+/// An inline SVG QR code of `url`, for people to scan the link from the
+/// preview page.
+fn qr_svg(url: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(url.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(160, 160)
+        .quiet_zone(true)
+        .build();
+    // The renderer starts with an XML declaration, which HTML does not take.
+    Some(svg[svg.find("<svg")?..].to_owned())
+}
+
+pub(crate) fn preview_page(
+    link: &LinkView<'_>,
+    domain: &str,
+    code: &[u8],
+    secure: bool,
+    now: i64,
+) -> String {
     let target = escape_html(&String::from_utf8_lossy(link.target()));
+    let qr = if domain.is_empty() {
+        String::new()
+    } else {
+        let scheme = if secure { "https" } else { "http" };
+        let url = format!("{scheme}://{domain}/{}", String::from_utf8_lossy(code));
+        qr_svg(&url)
+            .map(|svg| {
+                format!(
+                    "<figure role=\"img\" aria-label=\"QR code of {}\">{svg}</figure>",
+                    escape_html(&url)
+                )
+            })
+            .unwrap_or_default()
+    };
     let code = short_name(domain, code);
     let body = match link.resolve(now) {
         Resolution::Redirect => format!(
-            "<p>The short link <code>{code}</code> leads to:</p><p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>"
+            "<p>The short link <code>{code}</code> leads to:</p><p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>{qr}"
         ),
         Resolution::Flagged => format!(
             "<p>The short link <code>{code}</code> has been flagged as possibly harmful; its target is not shown.</p>"

@@ -542,7 +542,7 @@ pub(super) async fn create_batch(
     Ok(Json(BatchOut { results }))
 }
 
-async fn read_link(
+pub(super) async fn read_link(
     state: &Arc<AppState>,
     code: String,
     principal: &Principal,

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod links;
 pub mod openapi;
 pub mod problem;
+pub mod qr;
 pub mod stats;
 pub mod stream;
 pub mod wire;
@@ -112,6 +113,7 @@ pub fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
                 .delete(links::delete_link),
         )
         .route("/api/v1/links/{code}/stats", get(stats::link_stats))
+        .route("/api/v1/links/{code}/qr", get(qr::link_qr))
         .route("/api/v1/links/{code}/report", post(abuse::report_link))
         .route("/api/v1/stats/top", get(stats::top_links))
         .route("/api/v1/keys", post(keys::create_key).get(keys::list_keys))

@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 use super::problem::Problem;
-use super::{abuse, admin, domains, keys, links, stats};
+use super::{abuse, admin, domains, keys, links, qr, stats};
 use crate::model::Role;
 use crate::model::Strategy;
 
@@ -75,7 +75,7 @@ impl utoipa::Modify for DocFixes {
 #[openapi(
     info(title = "Shortline admin API", description = "Create and manage short links."),
     paths(links::create_link, links::create_batch, links::list_links, links::get_link, links::patch_link, links::delete_link,
-        stats::link_stats, stats::top_links,
+        stats::link_stats, stats::top_links, qr::link_qr,
         domains::create_domain, domains::list_domains, domains::get_domain, domains::patch_domain, domains::delete_domain,
         abuse::list_blocklist, abuse::get_block, abuse::put_block, abuse::delete_block,
         abuse::report_link, abuse::list_reports, abuse::resolve_report,

@@ -12,6 +12,7 @@ mod import;
 mod layers;
 mod limits;
 mod matrix;
+mod qr;
 mod startup;
 mod stats;
 mod stream;

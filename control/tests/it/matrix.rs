@@ -29,6 +29,7 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("patch", "/api/v1/links/{code}", Rule::Owner),
     ("delete", "/api/v1/links/{code}", Rule::Owner),
     ("get", "/api/v1/links/{code}/stats", Rule::Owner),
+    ("get", "/api/v1/links/{code}/qr", Rule::Owner),
     ("post", "/api/v1/links/{code}/report", Rule::Public),
     ("get", "/api/v1/stats/top", Rule::Admin),
     ("post", "/api/v1/keys", Rule::Admin),

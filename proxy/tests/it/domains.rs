@@ -161,6 +161,14 @@ fn one_code_on_three_domains_is_three_links_by_host_and_by_sni() {
         "{}",
         preview.body
     );
+    assert!(
+        preview
+            .body
+            .contains("aria-label=\"QR code of http://go.acme.test/sale\"")
+            && preview.body.contains("<svg"),
+        "the preview page shows the link's QR code: {}",
+        preview.body
+    );
 
     // HTTPS, by SNI: each name its own link, its own settings.
     let client = ca.fresh_client();
