@@ -234,33 +234,29 @@ pub fn answer_for<'a>(
         Route::AcmeChallenge { token } => return challenge(view, token),
         _ => {}
     }
-    let host = path::authority(target).unwrap_or(ask.host);
+    // Only an absolute-form target names its host; an origin-form one (the
+    // usual `/code`) is not scanned again.
+    let host = match target.first() {
+        Some(b'/') => ask.host,
+        _ => path::authority(target).unwrap_or(ask.host),
+    };
     let Ok(domain) = domain_for(view, host, unknown) else {
         return plain(421, BODY_MISDIRECTED, Outcome::Misdirected);
     };
-    let mut reply = match domain {
-        Some(domain) if domain.https_redirect && !ask.secure => {
-            return to_https(domain.name, target, location_buffer);
-        }
-        Some(domain) => on_domain(
-            view,
-            route,
-            &domain,
-            ask.secure,
-            now_unix_seconds,
-            location_buffer,
-        ),
-        None => on_domain(
-            view,
-            route,
-            &BARE,
-            ask.secure,
-            now_unix_seconds,
-            location_buffer,
-        ),
-    };
+    let domain = domain.unwrap_or(BARE);
+    if domain.https_redirect && !ask.secure {
+        return to_https(domain.name, target, location_buffer);
+    }
+    let mut reply = on_domain(
+        view,
+        route,
+        &domain,
+        ask.secure,
+        now_unix_seconds,
+        location_buffer,
+    );
     if ask.secure {
-        reply.hsts_max_age = domain.map_or(0, |d| d.hsts_max_age);
+        reply.hsts_max_age = domain.hsts_max_age;
     }
     reply
 }

@@ -305,7 +305,10 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32]> {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` readable by the owner alone: to a temporary
+/// file, synced, renamed over `path`, and the directory synced, so a reader
+/// sees the old file or the new one whole.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

@@ -368,20 +368,8 @@ fn write_files(dir: &Path, name: &str, cert: &CertDoc) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (extension, text) in [("key", &cert.key_pem), ("crt", &cert.chain_pem)] {
         let path = dir.join(format!("{name}.{extension}"));
-        let tmp = dir.join(format!(".{name}.{extension}.tmp"));
-        {
-            use std::io::Write as _;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(&tmp)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        crate::state::write_private(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(domain = name, dir = %dir.display(), "certificate written for the proxy");
     Ok(())
