@@ -560,64 +560,128 @@ const LOAD_PAGE_BYTES: usize = 4 << 20;
 /// A bulk load into the embedded store. Puts are gathered and written a
 /// page at a time, each page one transaction committed without a sync:
 /// in key order, each one fills B-tree pages from left to right, several
-/// times faster than the same keys at random. Only the load's last commit
-/// is durable, and redb comes back at its last durable commit after a
-/// crash, so a load cut short is undone whole; a load that fails is rolled
-/// back to a savepoint taken before it.
+/// times faster than the same keys at random. A thread of its own writes
+/// each page while the next is gathered (the caller's sort merge and the
+/// B-tree inserts take a core each). Only the load's last commit is
+/// durable, and redb comes back at its last durable commit after a crash,
+/// so a load cut short is undone whole; a load that fails is rolled back
+/// to a savepoint taken before it.
 struct RedbLoad<'b> {
     db: &'b Database,
-    /// Puts not yet written, encoded as redo log inserts.
+    /// Puts not yet handed to the writer, encoded as redo log inserts.
     page: Vec<u8>,
     /// The last key put in each space (by its index in [`Space::ALL`]).
     last: Vec<Option<Vec<u8>>>,
     /// Keys put so far.
     count: u64,
+    /// To the writer thread, and its answers (an error ends it).
+    pages: std::sync::mpsc::SyncSender<LoadPage>,
+    written: std::sync::mpsc::Receiver<StoreResult<()>>,
+}
+
+/// What the writer thread of a load is handed.
+enum LoadPage {
+    Puts(Vec<u8>),
+    /// Answer once every page before this one is written.
+    Sync,
+}
+
+/// Begins a transaction of a bulk load: committed without a sync.
+fn begin_load(db: &Database) -> StoreResult<WriteTransaction> {
+    let mut txn = db.begin_write().map_err(io)?;
+    txn.set_durability(Durability::None).map_err(io)?;
+    Ok(txn)
+}
+
+/// Writes one page of puts in one transaction.
+fn write_load_page(db: &Database, page: &[u8]) -> StoreResult<()> {
+    let txn = begin_load(db)?;
+    let mut record = page;
+    let mut table: Option<(u8, BytesTable<'_>)> = None;
+    while let Some((
+        Change {
+            space,
+            a: key,
+            b: value,
+            ..
+        },
+        rest,
+    )) = next_change(record)
+    {
+        record = rest;
+        if table.as_ref().is_none_or(|(open, _)| *open != space) {
+            let opened = txn
+                .open_table(definition(Space::ALL[usize::from(space)]))
+                .map_err(io)?;
+            table = Some((space, opened));
+        }
+        let (_, open) = table.as_mut().expect("opened above");
+        if open.insert(key, value).map_err(io)?.is_some() {
+            return Err(StoreError::Refused(format!(
+                "a bulk load put a key the store holds already, in {}",
+                Space::ALL[usize::from(space)].name()
+            )));
+        }
+    }
+    drop(table);
+    txn.commit().map_err(io)
+}
+
+/// The writer thread of a load: writes pages in order until the load
+/// drops its sender, or a page fails (its error is the last answer).
+fn write_load_pages(
+    db: &Database,
+    pages: &std::sync::mpsc::Receiver<LoadPage>,
+    written: &std::sync::mpsc::Sender<StoreResult<()>>,
+) {
+    for page in pages {
+        let answer = match page {
+            LoadPage::Puts(puts) => match write_load_page(db, &puts) {
+                Ok(()) => continue,
+                Err(e) => Err(e),
+            },
+            LoadPage::Sync => Ok(()),
+        };
+        let failed = answer.is_err();
+        if written.send(answer).is_err() || failed {
+            return;
+        }
+    }
 }
 
 impl RedbLoad<'_> {
-    fn begin(&self) -> StoreResult<WriteTransaction> {
-        let mut txn = self.db.begin_write().map_err(io)?;
-        txn.set_durability(Durability::None).map_err(io)?;
-        Ok(txn)
+    /// The writer's error, once it has stopped.
+    fn writer_error(&self) -> StoreError {
+        match self.written.recv() {
+            Ok(Err(e)) => e,
+            _ => StoreError::unavailable(
+                "the bulk load's writer stopped",
+                "it ended without an answer".to_owned(),
+            ),
+        }
     }
 
-    /// Writes the gathered puts in one transaction.
+    /// Hands the gathered puts to the writer.
     fn flush(&mut self) -> StoreResult<()> {
         if self.page.is_empty() {
             return Ok(());
         }
-        let txn = self.begin()?;
-        let mut record = &self.page[..];
-        let mut table: Option<(u8, BytesTable<'_>)> = None;
-        while let Some((
-            Change {
-                space,
-                a: key,
-                b: value,
-                ..
-            },
-            rest,
-        )) = next_change(record)
-        {
-            record = rest;
-            if table.as_ref().is_none_or(|(open, _)| *open != space) {
-                let opened = txn
-                    .open_table(definition(Space::ALL[usize::from(space)]))
-                    .map_err(io)?;
-                table = Some((space, opened));
-            }
-            let (_, open) = table.as_mut().expect("opened above");
-            if open.insert(key, value).map_err(io)?.is_some() {
-                return Err(StoreError::Refused(format!(
-                    "a bulk load put a key the store holds already, in {}",
-                    Space::ALL[usize::from(space)].name()
-                )));
-            }
+        let page = std::mem::replace(&mut self.page, Vec::with_capacity(LOAD_PAGE_BYTES));
+        self.pages
+            .send(LoadPage::Puts(page))
+            .map_err(|_| self.writer_error())
+    }
+
+    /// Waits until every page handed over is written.
+    fn sync(&mut self) -> StoreResult<()> {
+        self.flush()?;
+        self.pages
+            .send(LoadPage::Sync)
+            .map_err(|_| self.writer_error())?;
+        match self.written.recv() {
+            Ok(answer) => answer,
+            Err(_) => Err(self.writer_error()),
         }
-        drop(table);
-        txn.commit().map_err(io)?;
-        self.page.clear();
-        Ok(())
     }
 }
 
@@ -646,8 +710,8 @@ impl super::Load for RedbLoad<'_> {
     }
 
     fn write(&mut self, body: &mut dyn FnMut(&mut dyn Txn) -> StoreResult<()>) -> StoreResult<()> {
-        self.flush()?;
-        let txn = self.begin()?;
+        self.sync()?;
+        let txn = begin_load(self.db)?;
         run_body(&txn, body)?;
         txn.commit().map_err(io)
     }
@@ -661,12 +725,6 @@ impl Backend for RedbBackend {
         // Holding the log keeps every other writer out until the load is
         // durable; the checkpoint that ends it makes it so.
         let mut log = self.lock_log();
-        let mut load = RedbLoad {
-            db: &self.db,
-            page: Vec::new(),
-            last: vec![None; Space::ALL.len()],
-            count: 0,
-        };
         if let Some(failed) = &log.failed {
             return Err(StoreError::unavailable(
                 "the embedded store stopped writing; restart control to replay its log",
@@ -681,15 +739,34 @@ impl Backend for RedbBackend {
             savepoint
         };
         let mut seq = 0;
-        let loaded = body(&mut load).and_then(|()| {
-            super::Load::write(&mut load, &mut |txn| {
-                seq = match txn.get(Space::Meta, keys::SEQ)? {
-                    Some(bytes) => decode_u64(&bytes)?,
-                    None => 0,
-                } + 1;
-                txn.set(Space::Meta, keys::SEQ, &seq.to_le_bytes())?;
-                txn.set(Space::Meta, keys::PRUNED, &seq.to_le_bytes())
-            })
+        let mut count = 0;
+        let loaded = std::thread::scope(|scope| {
+            let (pages, handed) = std::sync::mpsc::sync_channel(1);
+            let (answers, written) = std::sync::mpsc::channel();
+            let db = &self.db;
+            scope.spawn(move || write_load_pages(db, &handed, &answers));
+            let mut load = RedbLoad {
+                db,
+                page: Vec::with_capacity(LOAD_PAGE_BYTES),
+                last: vec![None; Space::ALL.len()],
+                count: 0,
+                pages,
+                written,
+            };
+            let loaded = body(&mut load).and_then(|()| {
+                super::Load::write(&mut load, &mut |txn| {
+                    seq = match txn.get(Space::Meta, keys::SEQ)? {
+                        Some(bytes) => decode_u64(&bytes)?,
+                        None => 0,
+                    } + 1;
+                    txn.set(Space::Meta, keys::SEQ, &seq.to_le_bytes())?;
+                    txn.set(Space::Meta, keys::PRUNED, &seq.to_le_bytes())
+                })
+            });
+            count = load.count;
+            // Dropping the load closes its pages: the writer ends, and
+            // the scope waits for it before the undo below.
+            loaded
         });
         if let Err(error) = loaded {
             let undone = self.db.begin_write().map_err(io).and_then(|mut txn| {
@@ -706,7 +783,7 @@ impl Backend for RedbBackend {
         drop(savepoint);
         self.checkpoint(&mut log)?;
         tracing::info!(
-            keys = load.count,
+            keys = count,
             seconds = started.elapsed().as_secs_f64(),
             seq,
             "bulk load written"
