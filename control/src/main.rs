@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use shortline_control::app::formats::Format;
 use shortline_control::config::{Config, Overrides};
 
 #[global_allocator]
@@ -59,18 +60,28 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
-    /// Load links from a CSV file straight into the store, a batch per
-    /// transaction, each row checked as the create API checks it. Stop the
-    /// control plane first with the embedded store. Run again with the
+    /// Load links from a CSV file, or another shortener's export, straight
+    /// into the store, each row checked as the create API checks it. Stop
+    /// the control plane first with the embedded store. Run again with the
     /// same file, it goes on after the last committed row. Refused rows are
-    /// printed to stdout as `row,reason`; progress goes to stderr.
+    /// printed to stdout as `row,reason`; progress goes to stderr (a bar
+    /// on a terminal, lines otherwise).
     Import {
         #[command(flatten)]
         common: Common,
-        /// The CSV file: a header row, then one link per row; columns url
-        /// (required), code, title, tags (`a|b`), expires_at, max_clicks,
-        /// redirect, created_at.
-        file: PathBuf,
+        /// The file, or an http(s) URL to fetch it from. CSV: a header row,
+        /// then one link per row; columns url (required), code, domain,
+        /// title, tags (`a|b`), expires_at, max_clicks, redirect,
+        /// created_at, visits. The other formats are described in
+        /// docs/import.md.
+        source: String,
+        /// What made the file.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Put every link on this short domain, whatever the file says
+        /// (for example the links of bit.ly's own domain, which cannot move).
+        #[arg(long)]
+        domain: Option<String>,
         /// The key name that owns the imported links.
         #[arg(long, default_value = "import")]
         owner: String,
@@ -152,13 +163,17 @@ fn main() -> ExitCode {
         }
         Command::Import {
             common,
-            file,
+            source,
+            format,
+            domain,
             owner,
             batch,
             dry_run,
         } => {
             let options = shortline_control::app::import::Options {
-                file: file.clone(),
+                source: source.clone(),
+                format: *format,
+                domain: domain.clone(),
                 owner: owner.clone(),
                 batch: *batch,
                 dry_run: *dry_run,
@@ -213,7 +228,7 @@ fn import(config: Config, options: &shortline_control::app::import::Options) -> 
         .enable_all()
         .build()?;
     let mut report = std::io::stdout();
-    let mut progress = std::io::stderr();
+    let mut progress = shortline_control::app::import::Progress::stderr();
     let summary = runtime.block_on(shortline_control::app::import::run(
         config,
         options,
@@ -221,6 +236,7 @@ fn import(config: Config, options: &shortline_control::app::import::Options) -> 
         &mut progress,
     ));
     drop(runtime);
+    progress.finish();
     let summary = summary?;
     if options.dry_run {
         eprintln!("dry run: nothing was written");

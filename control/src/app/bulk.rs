@@ -28,7 +28,8 @@ use anyhow::{Context, Result};
 use extsort::{ExternalSorter, Sortable};
 use rayon::prelude::*;
 
-use super::rows::{Columns, Options, Summary, plan_batch, refuse};
+use super::formats::Rows;
+use super::rows::{Options, Progress, Summary, plan_batch, refuse};
 use crate::db::{Load, Space, StoreError, StoreResult};
 use crate::domain::links::{self, CodePlan, Loaded, NewLink};
 use crate::model::{LinkDoc, Strategy};
@@ -72,6 +73,8 @@ fn plan_byte(plan: &CodePlan) -> (u8, u8) {
 struct Pending {
     code: Vec<u8>,
     row: u64,
+    /// Visits the link starts with.
+    visits: u64,
     /// [`ALIAS`], or 1 + the strategy's index in [`STRATEGIES`].
     plan: u8,
     length: u8,
@@ -109,15 +112,17 @@ impl Pending {
 enum Planned {
     Link(Pending, Vec<Entry>),
     Refused(u64, String),
-    Later(u64, Box<NewLink>),
+    Later(u64, Box<NewLink>, u64),
 }
 
 impl Planned {
-    fn new(row: u64, plan: &NewLink, loaded: Loaded) -> StoreResult<Self> {
+    fn new(row: u64, visits: u64, plan: &NewLink, loaded: Loaded) -> StoreResult<Self> {
         Ok(match loaded {
-            Loaded::Link(doc) => {
+            Loaded::Link(mut doc) => {
+                let counts = links::starting_counts(&mut doc, visits);
                 let index = links::index_entries(&doc, true)
                     .into_iter()
+                    .chain(counts)
                     .map(|(space, key, value)| Entry {
                         space: space.index(),
                         key,
@@ -129,6 +134,7 @@ impl Planned {
                 let link = Pending {
                     code: doc.code.as_bytes().to_vec(),
                     row,
+                    visits,
                     plan: kind,
                     length,
                     doc: doc.encode(),
@@ -136,7 +142,7 @@ impl Planned {
                 Self::Link(link, index)
             }
             Loaded::Refused(reason) => Self::Refused(row, reason.to_string()),
-            Loaded::Later => Self::Later(row, Box::new(plan.clone())),
+            Loaded::Later => Self::Later(row, Box::new(plan.clone()), visits),
         })
     }
 }
@@ -179,6 +185,7 @@ fn read_u64<R: Read>(input: &mut R) -> std::io::Result<u64> {
 impl Sortable for Pending {
     fn encode<W: Write>(&self, out: &mut W) -> std::io::Result<()> {
         out.write_all(&self.row.to_le_bytes())?;
+        out.write_all(&self.visits.to_le_bytes())?;
         out.write_all(&[self.plan, self.length])?;
         write_part(out, &self.code)?;
         write_part(out, &self.doc)
@@ -186,10 +193,12 @@ impl Sortable for Pending {
 
     fn decode<R: Read>(input: &mut R) -> std::io::Result<Self> {
         let row = read_u64(input)?;
+        let visits = read_u64(input)?;
         let mut plan = [0; 2];
         input.read_exact(&mut plan)?;
         Ok(Self {
             row,
+            visits,
             plan: plan[0],
             length: plan[1],
             code: read_part(input)?,
@@ -252,12 +261,11 @@ struct Outcomes {
 /// Runs a bulk import. `rows` is the file's records after its header.
 pub async fn run(
     state: &Arc<AppState>,
-    columns: &Columns,
     options: &Options,
     key: &[u8],
-    rows: &mut csv::StringRecordsIter<'_, std::fs::File>,
+    rows: &mut Rows,
     report: &mut (dyn Write + Send),
-    progress: &mut (dyn Write + Send),
+    progress: &mut Progress,
 ) -> Result<Summary> {
     let started = Instant::now();
     let dir = shortline_common::layout::DataDir::new(&state.config.data_dir).import_sort();
@@ -279,14 +287,16 @@ pub async fn run(
     let mut summary = Summary::default();
     // Rows refused while being checked; the load adds its own.
     let mut checked: Vec<(u64, String)> = Vec::new();
-    let mut later: Vec<(u64, NewLink)> = Vec::new();
+    let mut later: Vec<(u64, NewLink, u64)> = Vec::new();
     let sort_error = |e| anyhow::anyhow!("cannot write the import's sort files: {e}");
-    while let Some(planned) =
-        plan_batch(state, columns, options, BULK_BATCH, 0, rows, &mut summary)?
-    {
+    while let Some(planned) = plan_batch(state, options, BULK_BATCH, 0, rows, &mut summary)? {
         checked.extend(planned.refused);
-        let (numbers, plans): (Vec<u64>, Vec<NewLink>) = planned.plans.into_iter().unzip();
-        let plans: Vec<(u64, NewLink)> = numbers
+        let (numbers, plans): (Vec<(u64, u64)>, Vec<NewLink>) = planned
+            .plans
+            .into_iter()
+            .map(|(row, plan, visits)| ((row, visits), plan))
+            .unzip();
+        let plans: Vec<((u64, u64), NewLink)> = numbers
             .into_iter()
             .zip(state.number(plans).await?)
             .collect();
@@ -299,9 +309,10 @@ pub async fn run(
                 state.backend.read(|view| {
                     chunk
                         .iter()
-                        .map(|(row, plan)| {
+                        .map(|((row, visits), plan)| {
                             Planned::new(
                                 *row,
+                                *visits,
                                 plan,
                                 links::plan_load(view, plan, &state.permutation)?,
                             )
@@ -322,21 +333,26 @@ pub async fn run(
                     links.push(link).map_err(sort_error)?;
                 }
                 Planned::Refused(row, reason) => checked.push((row, reason)),
-                Planned::Later(row, plan) => later.push((row, *plan)),
+                Planned::Later(row, plan, visits) => later.push((row, *plan, visits)),
             }
         }
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
-        writeln!(
-            progress,
-            "rows {}: read and checked; {:.0} rows/s",
-            summary.rows,
-            summary.rows as f64 / seconds
+        progress.status(
+            &format!(
+                "rows {}: read and checked; {:.0} rows/s; {:.0}% of the file read",
+                summary.rows,
+                summary.rows as f64 / seconds,
+                rows.fraction() * 100.0
+            ),
+            rows.fraction(),
         )?;
     }
-    writeln!(
-        progress,
-        "rows {}: checked; sorting by code and writing to the store in order",
-        summary.rows
+    progress.status(
+        &format!(
+            "rows {}: checked; sorting by code and writing to the store in order",
+            summary.rows
+        ),
+        1.0,
     )?;
     let mut links = links.done().map_err(sort_error)?;
     let mut entries = Some(entries);
@@ -361,7 +377,7 @@ pub async fn run(
                     {
                         outcomes.existing += 1;
                     } else {
-                        again.push((link.row, link.again()?));
+                        again.push((link.row, link.again()?, link.visits));
                     }
                 }
                 _ => {
@@ -390,9 +406,12 @@ pub async fn run(
         // makes it, with the import's progress.
         again.extend(later.iter().cloned());
         load.write(&mut |txn| {
-            for (row, plan) in &again {
+            for (row, plan, visits) in &again {
                 match links::create(txn, plan, &state.permutation)? {
-                    Ok(created) if created.created => outcomes.created += 1,
+                    Ok(created) if created.created => {
+                        links::start_counts(txn, &created.link, *visits, plan.now)?;
+                        outcomes.created += 1;
+                    }
                     Ok(_) => outcomes.existing += 1,
                     Err(refusal) => outcomes.refused.push((*row, refusal.to_string())),
                 }

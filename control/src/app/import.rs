@@ -24,14 +24,15 @@
 //! reported as `row,reason` and the import goes on.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::rows::{Columns, plan_batch, refuse};
-pub use super::rows::{Options, Summary};
+use super::formats::{Format, Rows};
+pub use super::rows::{Options, Progress, Summary};
+use super::rows::{plan_batch, refuse};
 use crate::config::Config;
 use crate::db::{Space, StoreResult};
 use crate::domain::links::{self, NewLink};
@@ -49,8 +50,9 @@ pub fn default_batch(config: &Config) -> usize {
     }
 }
 
-/// The Meta key of an import's progress: the file's contents, hashed.
-fn progress_key(file: &Path) -> Result<Vec<u8>> {
+/// The Meta key of an import's progress: the file's contents, hashed with
+/// how it is read (its format and the domain given for its rows).
+fn progress_key(file: &Path, options: &Options) -> Result<Vec<u8>> {
     let mut reader =
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -64,7 +66,47 @@ fn progress_key(file: &Path) -> Result<Vec<u8>> {
         }
         hasher.update(&buffer[..n]);
     }
+    let how = match (options.format, &options.domain) {
+        // What imports made before formats and --domain keep their key.
+        (Format::Csv, None) => String::new(),
+        (format, domain) => format!("{format:?}/{}", domain.as_deref().unwrap_or("")),
+    };
+    hasher.update(how.as_bytes());
     Ok(format!("import/{:032x}", hasher.digest128()).into_bytes())
+}
+
+/// The file of `source`: itself, or for a URL, what it answers, saved in
+/// the data directory (kept, so that an import cut short and run again
+/// reads the same rows).
+fn fetch(source: &str, data_dir: &Path, progress: &mut Progress) -> Result<PathBuf> {
+    if !(source.starts_with("http://") || source.starts_with("https://")) {
+        return Ok(PathBuf::from(source));
+    }
+    let dir = data_dir.join("import-download");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = dir.join(format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(source.as_bytes())
+    ));
+    progress.note(&format!("fetching {source}"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let response = agent
+        .get(source)
+        .call()
+        .with_context(|| format!("cannot fetch {source}"))?;
+    let partial = file.with_extension("part");
+    let mut out = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let bytes = std::io::copy(&mut response.into_body().into_reader(), &mut out)
+        .with_context(|| format!("cannot read {source}"))?;
+    out.sync_all()?;
+    std::fs::rename(&partial, &file)
+        .with_context(|| format!("cannot rename {}", partial.display()))?;
+    progress.note(&format!("fetched {bytes} bytes into {}", file.display()));
+    Ok(file)
 }
 
 /// What a batch's transaction did, per planned row.
@@ -79,21 +121,21 @@ pub async fn run(
     config: Config,
     options: &Options,
     report: &mut (dyn Write + Send),
-    progress: &mut (dyn Write + Send),
+    progress: &mut Progress,
 ) -> Result<Summary> {
     let batch = options.batch.unwrap_or_else(|| default_batch(&config));
     anyhow::ensure!(batch >= 1, "--batch is at least 1");
-    let key = progress_key(&options.file)?;
     super::server::prepare_data_dir(&config.data_dir)?;
+    let file = fetch(&options.source, &config.data_dir, progress)?;
+    let key = progress_key(&file, options)?;
     let backend = super::server::open_backend(&config).context(
         "cannot open the store (the embedded store is one process's: stop the control plane first)",
     )?;
     let (state, bootstrap) = AppState::start(config, backend)?;
     if let Some(token) = &bootstrap.generated_admin_token {
-        writeln!(
-            progress,
+        progress.note(&format!(
             "admin token (shown once, only its hash is stored; `shortline-control admin-token` mints a new one): {token}"
-        )?;
+        ));
     }
     let done = {
         let key = key.clone();
@@ -104,35 +146,21 @@ pub async fn run(
                 .map_or(0, u64::from_le_bytes))
         })?
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(&options.file)
-        .with_context(|| format!("cannot open {}", options.file.display()))?;
-    let columns = Columns::from_header(reader.headers().context("cannot read the header row")?)?;
-    let mut rows = reader.records();
+    let mut rows = Rows::open(&file, options.format, options.domain.as_deref())?;
     if super::bulk::applies(&state, options, done)? {
         let started = Instant::now();
-        let summary =
-            super::bulk::run(&state, &columns, options, &key, &mut rows, report, progress).await?;
-        line(progress, &summary, started)?;
+        let summary = super::bulk::run(&state, options, &key, &mut rows, report, progress).await?;
+        line(progress, &summary, &rows, started)?;
         return Ok(summary);
     }
     let mut summary = Summary::default();
     let started = Instant::now();
     let mut in_flight: Option<InFlight> = None;
     loop {
-        let planned = plan_batch(
-            &state,
-            &columns,
-            options,
-            batch,
-            done,
-            &mut rows,
-            &mut summary,
-        )?;
+        let planned = plan_batch(&state, options, batch, done, &mut rows, &mut summary)?;
         if let Some((refused, writing)) = in_flight.take() {
             account(refused, writing.await??, &mut summary, report)?;
-            line(progress, &summary, started)?;
+            line(progress, &summary, &rows, started)?;
         }
         let Some(planned) = planned else {
             break;
@@ -141,10 +169,10 @@ pub async fn run(
             let planned_ok = planned
                 .plans
                 .iter()
-                .map(|(row, _)| (*row, Ok(true)))
+                .map(|(row, _, _)| (*row, Ok(true)))
                 .collect();
             account(planned.refused, planned_ok, &mut summary, report)?;
-            line(progress, &summary, started)?;
+            line(progress, &summary, &rows, started)?;
             continue;
         }
         if planned.plans.is_empty() && planned.last_row <= done {
@@ -158,7 +186,7 @@ pub async fn run(
         ));
     }
     if summary.rows == 0 || summary.skipped == summary.rows {
-        line(progress, &summary, started)?;
+        line(progress, &summary, &rows, started)?;
     }
     Ok(summary)
 }
@@ -166,11 +194,15 @@ pub async fn run(
 /// Writes one batch in one transaction, with the import's progress.
 async fn write_batch(
     state: Arc<AppState>,
-    (plans, last_row): (Vec<(u64, NewLink)>, u64),
+    (plans, last_row): (Vec<(u64, NewLink, u64)>, u64),
     key: Vec<u8>,
 ) -> Result<Written> {
-    let (rows, plans): (Vec<u64>, Vec<NewLink>) = plans.into_iter().unzip();
-    let mut plans: Vec<(u64, NewLink)> = rows.into_iter().zip(state.number(plans).await?).collect();
+    let (rows, plans): (Vec<(u64, u64)>, Vec<NewLink>) = plans
+        .into_iter()
+        .map(|(row, plan, visits)| ((row, visits), plan))
+        .unzip();
+    let mut plans: Vec<((u64, u64), NewLink)> =
+        rows.into_iter().zip(state.number(plans).await?).collect();
     plans.sort_unstable_by(|a, b| match (&a.1.code, &b.1.code) {
         (links::CodePlan::Alias(x), links::CodePlan::Alias(y)) => x.cmp(y),
         _ => std::cmp::Ordering::Equal,
@@ -180,8 +212,13 @@ async fn write_batch(
         .committer
         .write(move |txn| {
             let mut written = Vec::with_capacity(plans.len());
-            for (row, plan) in &plans {
+            for ((row, visits), plan) in &plans {
                 let outcome = links::create(txn, plan, &permutation)?;
+                if let Ok(created) = &outcome
+                    && created.created
+                {
+                    links::start_counts(txn, &created.link, *visits, plan.now)?;
+                }
                 written.push((*row, outcome.map(|c| c.created).map_err(|e| e.to_string())));
             }
             txn.set(Space::Meta, &key, &last_row.to_le_bytes())?;
@@ -214,17 +251,19 @@ fn account(
     Ok(())
 }
 
-fn line(progress: &mut (dyn Write + Send), summary: &Summary, started: Instant) -> Result<()> {
+fn line(progress: &mut Progress, summary: &Summary, rows: &Rows, started: Instant) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    writeln!(
-        progress,
-        "rows {}: created {}, existing {}, refused {}, skipped (imported before) {}; {:.0} rows/s",
-        summary.rows,
-        summary.created,
-        summary.existing,
-        summary.refused,
-        summary.skipped,
-        summary.rows as f64 / seconds
-    )?;
-    Ok(())
+    progress.status(
+        &format!(
+            "rows {}: created {}, existing {}, refused {}, skipped (imported before) {}; {:.0} rows/s; {:.0}% of the file read",
+            summary.rows,
+            summary.created,
+            summary.existing,
+            summary.refused,
+            summary.skipped,
+            summary.rows as f64 / seconds,
+            rows.fraction() * 100.0
+        ),
+        rows.fraction(),
+    )
 }

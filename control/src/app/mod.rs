@@ -3,6 +3,7 @@
 //! runs the control plane and a proxy together ([`up`]).
 
 mod bulk;
+pub mod formats;
 pub mod import;
 mod rows;
 pub mod server;

@@ -1,22 +1,27 @@
-//! The rows of an import file: its columns, each row read and checked as
-//! the create API checks it, and the report of refused rows. Shared by the
-//! import's two paths, transactions ([`super::import`]) and the bulk load
-//! ([`super::bulk`]).
+//! The rows of an import file, each checked as the create API checks it,
+//! and the report of refused rows. Shared by the import's two paths,
+//! transactions ([`super::import`]) and the bulk load ([`super::bulk`]).
+//! The files themselves are read by [`super::formats`].
 
 use std::io::Write;
-use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use rayon::prelude::*;
 
+use super::formats::{Format, Rows};
 use crate::domain::links::NewLink;
-use crate::http::links::{CreateLink, plan_create};
+use crate::http::links::plan_create;
 use crate::model::now_unix;
 use crate::state::AppState;
 
 /// What to import and how.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub file: PathBuf,
+    /// The file, or an `http://` or `https://` URL to fetch it from.
+    pub source: String,
+    pub format: Format,
+    /// The short domain of every row, in place of what the file says.
+    pub domain: Option<String>,
     /// The owner of every imported link (a key name).
     pub owner: String,
     /// Rows per transaction; `None` for the backend's default
@@ -39,109 +44,26 @@ pub struct Summary {
     pub refused: u64,
 }
 
-/// The columns a file may have.
-#[derive(Debug, Default)]
-pub struct Columns {
-    url: usize,
-    code: Option<usize>,
-    domain: Option<usize>,
-    title: Option<usize>,
-    tags: Option<usize>,
-    expires_at: Option<usize>,
-    max_clicks: Option<usize>,
-    redirect: Option<usize>,
-    created_at: Option<usize>,
-}
-
-impl Columns {
-    /// The columns a header row names.
-    pub fn from_header(header: &csv::StringRecord) -> Result<Self> {
-        let mut columns = Self::default();
-        let mut url = None;
-        for (i, name) in header.iter().enumerate() {
-            let slot = match name.trim() {
-                "url" => {
-                    url = Some(i);
-                    continue;
-                }
-                "code" => &mut columns.code,
-                "domain" => &mut columns.domain,
-                "title" => &mut columns.title,
-                "tags" => &mut columns.tags,
-                "expires_at" => &mut columns.expires_at,
-                "max_clicks" => &mut columns.max_clicks,
-                "redirect" => &mut columns.redirect,
-                "created_at" => &mut columns.created_at,
-                other => bail!(
-                    "unknown column {other:?}; the columns are url, code, domain, title, tags, expires_at, max_clicks, redirect and created_at"
-                ),
-            };
-            if slot.replace(i).is_some() {
-                bail!("column {name:?} appears twice");
-            }
-        }
-        columns.url = url.context("the header has no url column")?;
-        Ok(columns)
-    }
-
-    /// A row as the create request it stands for, with its creation time.
-    fn request(&self, row: &csv::StringRecord, now: i64) -> Result<(CreateLink, i64), String> {
-        let field = |column: Option<usize>| {
-            column
-                .and_then(|i| row.get(i))
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
-        let created_at = match field(self.created_at) {
-            Some(text) => {
-                crate::http::wire::parse_rfc3339("created_at", text).map_err(|e| e.to_string())?
-            }
-            None => now,
-        };
-        let number = |name: &str, column| -> Result<Option<u64>, String> {
-            field(column)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map_err(|_| format!("{name}: {v:?} is not a whole number"))
-                })
-                .transpose()
-        };
-        let request = CreateLink {
-            url: field(Some(self.url)).unwrap_or_default().to_owned(),
-            alias: field(self.code).map(str::to_owned),
-            domain: field(self.domain).map(str::to_owned),
-            strategy: None,
-            expires_at: field(self.expires_at).map(str::to_owned),
-            ttl_seconds: None,
-            max_clicks: number("max_clicks", self.max_clicks)?,
-            redirect: number("redirect", self.redirect)?
-                .map(|r| u16::try_from(r).map_err(|_| format!("redirect: {r} is not a status")))
-                .transpose()?,
-            forward_query: None,
-            tags: field(self.tags).map(|t| t.split('|').map(|s| s.trim().to_owned()).collect()),
-            title: field(self.title).map(str::to_owned),
-        };
-        Ok((request, created_at))
-    }
-}
-
 /// One batch, validated: the plans to write and the rows refused, with
 /// their row numbers.
 pub struct Planned {
-    pub plans: Vec<(u64, NewLink)>,
+    /// Row number, link, and the visits it starts with.
+    pub plans: Vec<(u64, NewLink, u64)>,
     pub refused: Vec<(u64, String)>,
     pub last_row: u64,
 }
+
+/// A row checked: the link and the visits it starts with, or why not.
+type Checked = Result<(NewLink, u64), String>;
 
 /// Reads and validates up to a batch of rows; `None` at the end of the
 /// file. Rows a run before committed are counted and passed over.
 pub fn plan_batch(
     state: &AppState,
-    columns: &Columns,
     options: &Options,
     batch: usize,
     done: u64,
-    rows: &mut csv::StringRecordsIter<'_, std::fs::File>,
+    rows: &mut Rows,
     summary: &mut Summary,
 ) -> Result<Option<Planned>> {
     let mut planned = Planned {
@@ -150,8 +72,9 @@ pub fn plan_batch(
         last_row: summary.rows,
     };
     let now = now_unix();
+    let mut read = Vec::with_capacity(batch);
     let mut read_any = false;
-    while planned.plans.len() < batch {
+    while read.len() < batch {
         let Some(row) = rows.next() else {
             break;
         };
@@ -159,19 +82,37 @@ pub fn plan_batch(
         summary.rows += 1;
         let number = summary.rows;
         planned.last_row = number;
-        let row = row.with_context(|| format!("row {number} cannot be read"))?;
+        let row = row?;
         if number <= done {
             summary.skipped += 1;
             continue;
         }
-        let plan = columns
-            .request(&row, now)
-            .and_then(|(request, created_at)| {
-                plan_create(state, None, &options.owner, request, created_at)
-                    .map_err(|e| e.to_string())
+        read.push((number, row));
+    }
+    // Checking a row (its target above all) costs more than reading it:
+    // the cores share it, rows keeping their order.
+    let checked: Vec<(u64, Checked)> = read
+        .into_par_iter()
+        .map(|(number, row)| {
+            let plan = row.and_then(|row| {
+                let visits = row.visits;
+                plan_create(
+                    state,
+                    None,
+                    &options.owner,
+                    row.request,
+                    row.created_at.unwrap_or(now),
+                    true,
+                )
+                .map(|plan| (plan, visits))
+                .map_err(|e| format!("{}{e}", row.label))
             });
+            (number, plan)
+        })
+        .collect();
+    for (number, plan) in checked {
         match plan {
-            Ok(plan) => planned.plans.push((number, plan)),
+            Ok((plan, visits)) => planned.plans.push((number, plan, visits)),
             Err(reason) => planned.refused.push((number, reason)),
         }
     }
@@ -184,4 +125,74 @@ pub fn refuse(report: &mut (dyn Write + Send), row: u64, reason: &str) -> Result
     out.write_record([row.to_string().as_str(), reason])?;
     report.write_all(&out.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
     Ok(())
+}
+
+/// Where an import tells how far it is: a bar on a terminal, a line per
+/// batch otherwise (a log, a pipe, a test).
+pub enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines(Box<dyn Write + Send>),
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bar(_) => "Progress::Bar",
+            Self::Lines(_) => "Progress::Lines",
+        })
+    }
+}
+
+/// The bar's length: per mille of the file.
+const BAR_STEPS: u64 = 1000;
+
+impl Progress {
+    /// A bar when stderr is a terminal, lines on it otherwise.
+    #[must_use]
+    pub fn stderr() -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Self::Lines(Box::new(std::io::stderr()));
+        }
+        let bar = indicatif::ProgressBar::new(BAR_STEPS);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {percent:>3}% {wide_msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(250));
+        Self::Bar(bar)
+    }
+
+    /// Where the import stands; `fraction` of the file is read.
+    pub fn status(&mut self, text: &str, fraction: f64) -> Result<()> {
+        match self {
+            Self::Bar(bar) => {
+                bar.set_position((fraction * BAR_STEPS as f64) as u64);
+                bar.set_message(text.to_owned());
+            }
+            Self::Lines(out) => writeln!(out, "{text}")?,
+        }
+        Ok(())
+    }
+
+    /// A line to keep (above the bar on a terminal).
+    pub fn note(&mut self, text: &str) {
+        match self {
+            Self::Bar(bar) => bar.println(text),
+            Self::Lines(out) => {
+                // Progress is advice: a closed stderr does not stop an import.
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+
+    /// Leaves the bar with its last message.
+    pub fn finish(&self) {
+        if let Self::Bar(bar) = self {
+            bar.abandon();
+        }
+    }
 }

@@ -142,10 +142,11 @@ pub fn uuid_code() -> String {
     base62_fixed(uuid::Uuid::new_v4().as_u128(), 22)
 }
 
-/// Why an alias is refused.
-pub fn check_alias(alias: &str) -> Result<(), String> {
-    if alias.len() < ALIAS_LEN_MIN {
-        return Err(format!("an alias is at least {ALIAS_LEN_MIN} characters"));
+/// Why an alias is refused; `shortest` is [`ALIAS_LEN_MIN`] but for
+/// imported codes.
+pub fn check_alias(alias: &str, shortest: usize) -> Result<(), String> {
+    if alias.len() < shortest {
+        return Err(format!("an alias is at least {shortest} characters"));
     }
     shortline_store::Code::parse(alias).map_err(|e| e.to_string())?;
     if RESERVED_ALIASES
@@ -209,10 +210,15 @@ mod tests {
 
     #[test]
     fn aliases_refuse_reserved_words_and_bad_shapes() {
-        assert!(check_alias("my-link").is_ok());
-        assert!(check_alias("API").unwrap_err().contains("reserved"));
-        assert!(check_alias("ab").is_err());
-        assert!(check_alias("a/b/c").is_err());
+        assert!(check_alias("my-link", ALIAS_LEN_MIN).is_ok());
+        assert!(
+            check_alias("API", ALIAS_LEN_MIN)
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(check_alias("ab", ALIAS_LEN_MIN).is_err());
+        assert!(check_alias("a", 1).is_ok());
+        assert!(check_alias("a/b/c", 1).is_err());
         assert_eq!(uuid_code().len(), 22);
         assert_eq!(random_code(9).len(), 9);
     }

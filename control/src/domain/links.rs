@@ -720,6 +720,39 @@ pub fn exhaust_if_due(txn: &mut dyn Txn, link_id: u64, now: i64) -> StoreResult<
     Ok(true)
 }
 
+/// Gives a new link the `visits` counted by the system it came from (an
+/// import): its total and human clicks start there, and a link whose
+/// `max_clicks` they reach is exhausted at once.
+pub fn start_counts(txn: &mut dyn Txn, link: &LinkDoc, visits: u64, now: i64) -> StoreResult<()> {
+    if visits == 0 {
+        return Ok(());
+    }
+    let visits = i64::try_from(visits).unwrap_or(i64::MAX);
+    txn.add(Space::Counters, &keys::clicks(link.id.0), visits)?;
+    txn.add(Space::Counters, &keys::humans(link.id.0), visits)?;
+    exhaust_if_due(txn, link.id.0, now)?;
+    Ok(())
+}
+
+/// What [`start_counts`] does, for a bulk load: marks `link` exhausted
+/// when its `visits` reach its `max_clicks`, and gives its counter entries.
+pub fn starting_counts(link: &mut LinkDoc, visits: u64) -> Vec<(Space, Vec<u8>, Vec<u8>)> {
+    if visits == 0 {
+        return Vec::new();
+    }
+    if link.status == LinkStatus::Active && link.max_clicks.is_some_and(|max| visits >= max) {
+        link.status = LinkStatus::Exhausted;
+    }
+    let visits = i64::try_from(visits)
+        .unwrap_or(i64::MAX)
+        .to_le_bytes()
+        .to_vec();
+    vec![
+        (Space::Counters, keys::clicks(link.id.0), visits.clone()),
+        (Space::Counters, keys::humans(link.id.0), visits),
+    ]
+}
+
 /// The code of a link id, if it ever existed.
 pub fn code_of(txn: &dyn ReadTxn, link_id: u64) -> StoreResult<Option<String>> {
     Ok(txn

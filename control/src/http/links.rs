@@ -364,12 +364,16 @@ fn plan_domain(
     Ok(name)
 }
 
+/// Checks a create request into the link it makes. `imported` keeps a
+/// code shorter than an alias may be: an import keeps every code a link
+/// already had.
 pub(crate) fn plan_create(
     state: &AppState,
     principal: Option<&Principal>,
     owner: &str,
     body: CreateLink,
     now: i64,
+    imported: bool,
 ) -> AppResult<NewLink> {
     let domain = plan_domain(state, principal, body.domain.as_deref())?;
     let url = check_target(state, &body.url)?;
@@ -381,7 +385,9 @@ pub(crate) fn plan_create(
             ));
         }
         (Some(alias), None) => {
-            codes::check_alias(&alias).map_err(|reason| ApiError::invalid("alias", reason))?;
+            let shortest = if imported { 1 } else { codes::ALIAS_LEN_MIN };
+            codes::check_alias(&alias, shortest)
+                .map_err(|reason| ApiError::invalid("alias", reason))?;
             CodePlan::Alias(
                 Code::parse(&alias).map_err(|e| ApiError::invalid("alias", e.to_string()))?,
             )
@@ -470,7 +476,7 @@ pub(super) async fn create_link(
         None => return Err(ApiError::Unauthorized),
     };
     let strategy = body.strategy.unwrap_or(state.config.default_strategy);
-    let plan = plan_create(&state, principal.as_ref(), &owner, body, now_unix())?;
+    let plan = plan_create(&state, principal.as_ref(), &owner, body, now_unix(), false)?;
     let label = if matches!(plan.code, CodePlan::Alias(_)) {
         "alias"
     } else {
@@ -508,7 +514,7 @@ pub(super) async fn create_batch(
     let planned: Vec<AppResult<NewLink>> = body
         .links
         .into_iter()
-        .map(|item| plan_create(&state, Some(&principal), &principal.owner, item, now))
+        .map(|item| plan_create(&state, Some(&principal), &principal.owner, item, now, false))
         .collect();
     let valid: Vec<NewLink> = planned
         .iter()

@@ -10,7 +10,7 @@ use crate::{ADMIN_TOKEN, fdb_env, start_in};
 
 /// The import command for `data`, configured as `start_in` configures
 /// control (the same store, on either backend).
-fn command(data: &Path) -> Command {
+pub(crate) fn command(data: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shortline-control"));
     command
         .arg("import")
@@ -24,7 +24,7 @@ fn command(data: &Path) -> Command {
     command
 }
 
-fn import(data: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
+pub(crate) fn import(data: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
     command(data)
         .args(extra)
         .arg(file)

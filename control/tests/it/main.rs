@@ -9,6 +9,7 @@ mod domains;
 mod durability;
 mod edges;
 mod import;
+mod importers;
 mod layers;
 mod limits;
 mod matrix;
