@@ -26,6 +26,44 @@ pub struct LinkDoc {
     /// or the threat list are lifted when that entry or match goes away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag_reason: Option<FlagReason>,
+    /// Only an admin may change the target, or unlock it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub target_locked: bool,
+    /// Changes of the target since the link was made; each is an entry of
+    /// its history ([`HistoryDoc`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_changes: u32,
+    /// When the target last changed (Unix seconds); `None` if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_changed_at: Option<i64>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One change of a link's target, kept for as long as the link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryDoc {
+    /// Unix seconds.
+    pub at: i64,
+    pub from: String,
+    pub to: String,
+    /// The name of the key that made the change.
+    pub by: String,
+}
+
+impl HistoryDoc {
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("history entry: {e}")))
+    }
+
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a history entry always serialises")
+    }
 }
 
 /// Why a link is flagged. Stored and shown as its string form: `admin`,

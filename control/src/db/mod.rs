@@ -63,11 +63,14 @@ pub enum Space {
     ReportsOpen,
     /// Short domain name (ASCII, lowercase) -> domain document.
     Domains,
+    /// Big-endian link id, big-endian change number (from 1) -> the
+    /// change of the link's target: its public destination history.
+    History,
 }
 
 impl Space {
     /// Every space, for backends that create them up front.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Links,
         Self::Retired,
         Self::ByOwner,
@@ -87,6 +90,7 @@ impl Space {
         Self::Reports,
         Self::ReportsOpen,
         Self::Domains,
+        Self::History,
     ];
 
     /// The space's place in [`Space::ALL`], as redo records and sort files
@@ -123,6 +127,7 @@ impl Space {
             Self::Reports => "reports",
             Self::ReportsOpen => "reports_open",
             Self::Domains => "domains",
+            Self::History => "history",
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::domains::{self, DomainDoc};
 use crate::domain::threats::ThreatList;
 use crate::domain::{Error, Outcome};
 use crate::model::Strategy;
-use crate::model::{ChangeDoc, FlagReason, LinkDoc};
+use crate::model::{ChangeDoc, FlagReason, HistoryDoc, LinkDoc};
 
 /// Collisions tolerated at one length before random codes get longer.
 const RANDOM_TRIES_PER_LENGTH: usize = 3;
@@ -159,6 +159,9 @@ fn new_doc(new: &NewLink, code: Code) -> LinkDoc {
         tags: new.tags.clone(),
         title: new.title.clone(),
         flag_reason: None,
+        target_locked: false,
+        target_changes: 0,
+        target_changed_at: None,
     }
 }
 
@@ -545,6 +548,7 @@ pub struct Patch {
     pub forward_query: Option<bool>,
     pub tags: Option<Vec<String>>,
     pub title: Option<Option<String>>,
+    pub target_locked: Option<bool>,
 }
 
 /// Applies a patch.
@@ -575,8 +579,34 @@ pub fn patch(
     {
         return Ok(Err(refusal));
     }
+    let retarget = patch.url.as_ref().filter(|url| **url != old.url);
+    if old.target_locked && retarget.is_some() && !principal.is_admin() {
+        return Ok(Err(Error::Forbidden(
+            "this link's target is locked; only an admin can change it".into(),
+        )));
+    }
+    if old.target_locked && patch.target_locked == Some(false) && !principal.is_admin() {
+        return Ok(Err(Error::Forbidden(
+            "only an admin can unlock a link's target".into(),
+        )));
+    }
     let mut link = old.clone();
     apply(&mut link, patch);
+    if let Some(url) = retarget {
+        link.target_changes = old.target_changes.saturating_add(1);
+        link.target_changed_at = Some(now);
+        let entry = HistoryDoc {
+            at: now,
+            from: old.url.to_string(),
+            to: url.to_string(),
+            by: principal.key_name.clone(),
+        };
+        txn.set(
+            Space::History,
+            &history_key(link.id.0, link.target_changes),
+            &entry.encode(),
+        )?;
+    }
     // Activating a link is creating one: its target must pass the blocklist
     // and the threat list as they are now.
     if link.status == LinkStatus::Active && old.status != LinkStatus::Active {
@@ -636,6 +666,9 @@ fn apply(link: &mut LinkDoc, patch: &Patch) {
     if let Some(tags) = &patch.tags {
         link.tags.clone_from(tags);
     }
+    if let Some(locked) = patch.target_locked {
+        link.target_locked = locked;
+    }
     if let Some(title) = &patch.title {
         link.title.clone_from(title);
     }
@@ -660,6 +693,9 @@ pub fn delete(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome<(
     }
     txn.set(Space::Retired, code.as_bytes(), &link.id.0.to_le_bytes())?;
     txn.clear(Space::Limited, &keys::link_id(link.id.0))?;
+    for n in 1..=link.target_changes {
+        txn.clear(Space::History, &history_key(link.id.0, n))?;
+    }
     let change = ChangeDoc {
         code: link.code,
         record: None,
@@ -718,6 +754,36 @@ pub fn exhaust_if_due(txn: &mut dyn Txn, link_id: u64, now: i64) -> StoreResult<
     link.updated_at = now;
     write_link(txn, &link, Some(&old))?;
     Ok(true)
+}
+
+/// The key of a link's `n`-th change of target (from 1).
+fn history_key(link_id: u64, n: u32) -> [u8; 12] {
+    let mut key = [0; 12];
+    key[..8].copy_from_slice(&link_id.to_be_bytes());
+    key[8..].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// A link's changes of target, oldest first: up to `limit` after the
+/// `after`-th.
+pub fn history(
+    txn: &dyn ReadTxn,
+    link_id: u64,
+    after: u32,
+    limit: usize,
+) -> StoreResult<Vec<(u32, HistoryDoc)>> {
+    let start = history_key(link_id, after.saturating_add(1));
+    let end = (link_id + 1).to_be_bytes();
+    txn.range(Space::History, &start, &end, limit)?
+        .into_iter()
+        .map(|(key, value)| {
+            let n = key
+                .get(8..12)
+                .and_then(|n| n.try_into().ok())
+                .map_or(0, u32::from_be_bytes);
+            Ok((n, HistoryDoc::decode(&value)?))
+        })
+        .collect()
 }
 
 /// Gives a new link the `visits` counted by the system it came from (an

@@ -53,6 +53,11 @@ pub struct LinkOut {
     /// Why the link is flagged: `admin`, `report`, `blocklist:<domain>` or `threat_list`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flag_reason: Option<String>,
+    /// Only an admin can change the target, or unlock it.
+    pub target_locked: bool,
+    /// When the target last changed (RFC 3339); null if never. The changes
+    /// are at `/api/v1/links/{code}/history`.
+    pub target_changed_at: Option<String>,
 }
 
 impl LinkOut {
@@ -83,6 +88,8 @@ impl LinkOut {
             title: link.title,
             clicks,
             flag_reason: link.flag_reason.map(String::from),
+            target_locked: link.target_locked,
+            target_changed_at: link.target_changed_at.map(rfc3339),
         }
     }
 }
@@ -221,6 +228,9 @@ pub struct PatchLink {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub title: Option<Option<String>>,
+    /// Lock the target: after that, only an admin can change it, or
+    /// unlock it.
+    pub target_locked: Option<bool>,
 }
 
 /// A page of links.
@@ -678,6 +688,7 @@ fn plan_patch(state: &AppState, body: PatchLink, now: i64) -> AppResult<Patch> {
         forward_query: body.forward_query,
         tags: body.tags.map(|t| check_tags(state, Some(t))).transpose()?,
         title: body.title.map(|t| check_title(state, t)).transpose()?,
+        target_locked: body.target_locked,
     })
 }
 

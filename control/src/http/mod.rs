@@ -8,6 +8,7 @@ pub mod clicks;
 pub mod conn;
 pub mod domains;
 pub mod extract;
+pub mod history;
 pub mod keys;
 pub mod links;
 pub mod openapi;
@@ -114,6 +115,7 @@ pub fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
         )
         .route("/api/v1/links/{code}/stats", get(stats::link_stats))
         .route("/api/v1/links/{code}/qr", get(qr::link_qr))
+        .route("/api/v1/links/{code}/history", get(history::link_history))
         .route("/api/v1/links/{code}/report", post(abuse::report_link))
         .route("/api/v1/stats/top", get(stats::top_links))
         .route("/api/v1/keys", post(keys::create_key).get(keys::list_keys))

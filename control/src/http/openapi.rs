@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 use super::problem::Problem;
-use super::{abuse, admin, domains, keys, links, qr, stats};
+use super::{abuse, admin, domains, history, keys, links, qr, stats};
 use crate::model::Role;
 use crate::model::Strategy;
 
@@ -75,14 +75,14 @@ impl utoipa::Modify for DocFixes {
 #[openapi(
     info(title = "Shortline admin API", description = "Create and manage short links."),
     paths(links::create_link, links::create_batch, links::list_links, links::get_link, links::patch_link, links::delete_link,
-        stats::link_stats, stats::top_links, qr::link_qr,
+        stats::link_stats, stats::top_links, qr::link_qr, history::link_history,
         domains::create_domain, domains::list_domains, domains::get_domain, domains::patch_domain, domains::delete_domain,
         abuse::list_blocklist, abuse::get_block, abuse::put_block, abuse::delete_block,
         abuse::report_link, abuse::list_reports, abuse::resolve_report,
         keys::create_key, keys::list_keys, keys::delete_key, admin::backup, admin::index, admin::healthz, admin::readyz),
     components(schemas(admin::Index, links::LinkOut, links::CreateLink, links::CreateBatch, links::BatchItem, links::BatchOut, links::PatchLink, links::LinkPage, keys::CreateKey, keys::KeyOut, domains::DomainOut, domains::CertificateOut, domains::CreateDomain, domains::PatchDomain, domains::DomainList, Problem, Strategy, Role,
         crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
-        stats::TopLinks, stats::TopLink,
+        stats::TopLinks, stats::TopLink, history::History, history::Change,
         crate::domain::blocklist::BlockEntry, abuse::BlocklistPage, abuse::PutBlock, abuse::BlockOut, abuse::BlockView, abuse::SweepOut, abuse::SweepState,
         crate::domain::reports::Report, crate::domain::reports::ReportState, crate::domain::reports::Category, crate::domain::reports::Action,
         abuse::NewReport, abuse::ReportReceipt, abuse::ReportPage, abuse::Resolve, abuse::ResolvedOut)),

@@ -100,11 +100,14 @@ pub struct RateLimited {
     pub retry_after_seconds: u64,
 }
 
-/// Which kind of unauthenticated write a client makes.
+/// Which kind of unauthenticated request a client makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unauthenticated {
     Create,
     Report,
+    /// A public read (a link's destination history): the per-address
+    /// limit only.
+    Read,
 }
 
 fn too_many(
@@ -276,8 +279,12 @@ impl AppState {
         let (limiter, label) = match kind {
             Unauthenticated::Create => (&self.limiters.anonymous, "anonymous"),
             Unauthenticated::Report => (&self.limiters.report, "report"),
+            Unauthenticated::Read => (&self.limiters.ip, "address"),
         };
         limiter.check_key(&client).map_err(|n| too_many(n, label))?;
+        if kind == Unauthenticated::Read {
+            return Ok(());
+        }
         self.limiters
             .ip
             .check_key(&client)

@@ -8,6 +8,7 @@ mod backup;
 mod domains;
 mod durability;
 mod edges;
+mod history;
 mod import;
 mod importers;
 mod layers;

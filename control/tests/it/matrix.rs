@@ -30,6 +30,7 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("delete", "/api/v1/links/{code}", Rule::Owner),
     ("get", "/api/v1/links/{code}/stats", Rule::Owner),
     ("get", "/api/v1/links/{code}/qr", Rule::Owner),
+    ("get", "/api/v1/links/{code}/history", Rule::Public),
     ("post", "/api/v1/links/{code}/report", Rule::Public),
     ("get", "/api/v1/stats/top", Rule::Admin),
     ("post", "/api/v1/keys", Rule::Admin),
