@@ -193,6 +193,7 @@ impl LinkDoc {
             redirect: self.redirect,
             expires_at: self.expires_at,
             forward_query: self.forward_query,
+            changed_at: self.target_changed_at,
         }
     }
 }

@@ -85,9 +85,18 @@ pub(crate) fn preview_page(
             .unwrap_or_default()
     };
     let code = short_name(domain, code);
+    // Bait and switch (a harmless target changed once the link spread) is
+    // worth seeing before a click.
+    let changed = match link.changed_at.and_then(|at| u64::try_from(at).ok()) {
+        Some(at) => format!(
+            "<p>Its destination was last changed on {}. Where it led before is listed in the link's public history.</p>",
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+        ),
+        None => "<p>Its destination has not changed since the link was made.</p>".to_owned(),
+    };
     let body = match link.resolve(now) {
         Resolution::Redirect => format!(
-            "<p>The short link <code>{code}</code> leads to:</p><p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>{qr}"
+            "<p>The short link <code>{code}</code> leads to:</p><p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>{changed}{qr}"
         ),
         Resolution::Flagged => format!(
             "<p>The short link <code>{code}</code> has been flagged as possibly harmful; its target is not shown.</p>"

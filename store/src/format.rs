@@ -23,11 +23,20 @@ use crate::record::Seq;
 /// The first eight bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"SHRTLNK\0";
 /// The layout version this build writes for a base (a whole table).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 4 is version 2 with record extensions ([`FLAG_HAS_EXTENSIONS`]);
+/// a build that reads only up to 3 refuses it rather than misread a record.
+pub const FORMAT_VERSION: u32 = 4;
 /// The layout version of a delta segment: the changes to a base since a
 /// parent segment, with deleted codes as tombstones. Its header is
-/// [`DELTA_HEADER_SIZE`] bytes.
-pub const DELTA_FORMAT_VERSION: u32 = 3;
+/// [`DELTA_HEADER_SIZE`] bytes. Version 5 is version 3 with record
+/// extensions.
+pub const DELTA_FORMAT_VERSION: u32 = 5;
+
+/// Whether a layout version is a delta segment's (3, 5) or a base's (1, 2, 4).
+#[must_use]
+pub const fn is_delta_version(version: u32) -> bool {
+    version == 3 || version == 5
+}
 /// The oldest layout version this build reads.
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes per checksummed block in the files this build writes.
@@ -70,6 +79,12 @@ pub(crate) const FLAG_STATUS_MASK: u8 = 0b0000_0111;
 pub(crate) const FLAG_REDIRECT_SHIFT: u8 = 3;
 pub(crate) const FLAG_FORWARD_QUERY: u8 = 0b0010_0000;
 pub(crate) const FLAG_HAS_EXPIRY: u8 = 0b0100_0000;
+/// Set when the record's target is followed by extensions: a `u16` length,
+/// then items of a tag byte, a `u16` length and that many bytes. Readers
+/// skip tags they do not know. Versions 4 and 5 only.
+pub(crate) const FLAG_HAS_EXTENSIONS: u8 = 0b1000_0000;
+/// Extension: when the target last changed, Unix seconds as an `i64`.
+pub(crate) const EXT_CHANGED_AT: u8 = 1;
 /// The status bits of a tombstone: a code deleted since the parent segment.
 /// Only delta segments hold them; their target is empty.
 pub(crate) const STATUS_DELETED: u8 = 5;
@@ -133,7 +148,7 @@ fn header_checksum(bytes: &[u8]) -> u64 {
 /// A header's size for its version.
 #[must_use]
 pub fn header_size(version: u32) -> usize {
-    if version >= DELTA_FORMAT_VERSION {
+    if is_delta_version(version) {
         DELTA_HEADER_SIZE
     } else {
         HEADER_SIZE
@@ -221,7 +236,7 @@ impl Header {
         if read_u32(bytes, 12) as usize != size || read_u64(bytes, 40) != size as u64 {
             return Err(OpenError::Layout("header size"));
         }
-        let delta = if version >= DELTA_FORMAT_VERSION {
+        let delta = if is_delta_version(version) {
             if read_u64(bytes, 112) != 1 {
                 return Err(OpenError::Layout("unknown segment kind"));
             }
@@ -397,7 +412,9 @@ pub fn slot_tag_matches(slot: u64, hash: u64) -> bool {
 #[inline]
 #[must_use]
 pub fn slot_record_offset(slot: u64) -> u64 {
-    (slot & SLOT_OFFSET_MASK) - 1
+    // A damaged slot may hold a tag with no offset: it wraps to an offset
+    // no records region has, which the bounds checks refuse.
+    (slot & SLOT_OFFSET_MASK).wrapping_sub(1)
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -495,10 +512,10 @@ mod tests {
         foreign[0] = b'X';
         assert!(matches!(Header::decode(&foreign), Err(OpenError::Foreign)));
         let mut version = file.clone();
-        version[8] = 4;
+        version[8] = 6;
         assert!(matches!(
             Header::decode(&version),
-            Err(OpenError::UnsupportedVersion { found: 4, .. })
+            Err(OpenError::UnsupportedVersion { found: 6, .. })
         ));
         let mut flipped = file.clone();
         flipped[20] ^= 1;

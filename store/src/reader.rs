@@ -8,8 +8,9 @@ use memmap2::Mmap;
 
 use crate::error::OpenError;
 use crate::format::{
-    self, BaseId, DeltaOf, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_REDIRECT_SHIFT,
-    FLAG_STATUS_MASK, HEADER_SIZE, Header, RECORD_FIXED_SIZE, SLOT_SIZE, STATUS_DELETED,
+    self, BaseId, DeltaOf, EXT_CHANGED_AT, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY,
+    FLAG_HAS_EXTENSIONS, FLAG_REDIRECT_SHIFT, FLAG_STATUS_MASK, HEADER_SIZE, Header,
+    RECORD_FIXED_SIZE, SLOT_SIZE, STATUS_DELETED,
 };
 use crate::record::{LinkId, LinkStatus, LinkView, RedirectStatus, Seq};
 
@@ -385,7 +386,17 @@ impl Snapshot {
         self.readable(start + offset, start + end)?;
         let code_len = records[offset] as usize;
         let target_len = u16::from_le_bytes([records[offset + 2], records[offset + 3]]) as usize;
-        let record_end = end + code_len + target_len;
+        let mut record_end = end + code_len + target_len;
+        if records[offset + 1] & FLAG_HAS_EXTENSIONS != 0 {
+            // The extensions' length follows the target.
+            let length_end = record_end + 2;
+            if length_end > records.len() {
+                return Err(None);
+            }
+            self.readable(start + offset, start + length_end)?;
+            record_end = length_end
+                + u16::from_le_bytes([records[record_end], records[record_end + 1]]) as usize;
+        }
         if record_end > records.len() {
             return Err(None);
         }
@@ -581,8 +592,28 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
     let code = records.get(code_start..target_start)?;
     let target = records.get(target_start..end)?;
     if flags & FLAG_STATUS_MASK == STATUS_DELETED {
-        return (target_len == 0).then_some((Entry::Deleted(code), end));
+        return (target_len == 0 && flags & FLAG_HAS_EXTENSIONS == 0)
+            .then_some((Entry::Deleted(code), end));
     }
+    let mut changed_at = None;
+    let end = if flags & FLAG_HAS_EXTENSIONS == 0 {
+        end
+    } else {
+        let length = records.get(end..end + 2)?;
+        let items_start = end + 2;
+        let items_end = items_start + u16::from_le_bytes([length[0], length[1]]) as usize;
+        let mut items = records.get(items_start..items_end)?;
+        while !items.is_empty() {
+            let (&tag, rest) = items.split_first()?;
+            let len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+            let value = rest.get(2..2 + len)?;
+            if tag == EXT_CHANGED_AT {
+                changed_at = Some(i64::from_le_bytes(value.try_into().ok()?));
+            }
+            items = &rest[2 + len..];
+        }
+        items_end
+    };
     let view = LinkView {
         code,
         target,
@@ -591,6 +622,7 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
         redirect: RedirectStatus::from_bits(flags >> FLAG_REDIRECT_SHIFT),
         expires_at: (flags & FLAG_HAS_EXPIRY != 0).then_some(expires_at),
         forward_query: flags & FLAG_FORWARD_QUERY != 0,
+        changed_at,
     };
     Some((Entry::Link(view), end))
 }
@@ -688,7 +720,49 @@ mod tests {
         r.redirect = RedirectStatus::Permanent;
         r.expires_at = Some(-5);
         r.forward_query = true;
+        r.changed_at = Some(1_700_000_000);
         let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(1), [&r]).unwrap()).unwrap();
         assert_eq!(snapshot.get(b"x-Y_9").unwrap().to_record(), Some(r));
+    }
+
+    #[test]
+    fn records_with_and_without_extensions_sit_side_by_side() {
+        let records: Vec<_> = (0..500)
+            .map(|i| {
+                let mut r = record(&format!("e{i}"), i);
+                r.changed_at = (i % 3 == 0).then_some(i64::try_from(i).unwrap() * 1000);
+                r
+            })
+            .collect();
+        let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(2), &records).unwrap()).unwrap();
+        for r in &records {
+            assert_eq!(snapshot.get(r.code.as_bytes()), Some(r.view()));
+        }
+        // Walking the records steps over each one's extensions.
+        assert_eq!(snapshot.verify_records().unwrap(), 500);
+    }
+
+    #[test]
+    fn an_unknown_extension_is_skipped_and_a_short_one_refused() {
+        let mut records = Vec::new();
+        let mut r = record("ext", 7);
+        r.changed_at = Some(42);
+        crate::writer::encode_record_for_test(&mut records, &r);
+        // Put an item of an unknown tag before the known one.
+        let items_at = RECORD_FIXED_SIZE + 3 + r.target.as_str().len();
+        let unknown = [9, 3, 0, b'a', b'b', b'c'];
+        let length = u16::from_le_bytes([records[items_at], records[items_at + 1]]);
+        let grown = length + unknown.len() as u16;
+        records[items_at..items_at + 2].copy_from_slice(&grown.to_le_bytes());
+        records.splice(items_at + 2..items_at + 2, unknown);
+        let (entry, end) = decode_record(&records, 0).unwrap();
+        assert_eq!(end, records.len());
+        let Entry::Link(view) = entry else {
+            panic!("a link")
+        };
+        assert_eq!(view.changed_at, Some(42));
+        // An item longer than the extensions holds is not a record.
+        records[items_at + 2 + 1] = 200;
+        assert!(decode_record(&records, 0).is_none());
     }
 }

@@ -156,6 +156,13 @@ pub struct LinkRecord {
     pub expires_at: Option<i64>,
     /// Whether the request's query string is appended to the target.
     pub forward_query: bool,
+    /// Unix seconds of the target's last change; `None` if it never
+    /// changed. The preview page shows it.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub changed_at: Option<i64>,
 }
 
 impl LinkRecord {
@@ -170,6 +177,7 @@ impl LinkRecord {
             redirect: RedirectStatus::Found,
             expires_at: None,
             forward_query: false,
+            changed_at: None,
         }
     }
 
@@ -184,6 +192,7 @@ impl LinkRecord {
             redirect: self.redirect,
             expires_at: self.expires_at,
             forward_query: self.forward_query,
+            changed_at: self.changed_at,
         }
     }
 }
@@ -210,6 +219,8 @@ pub struct LinkView<'a> {
     pub redirect: RedirectStatus,
     pub expires_at: Option<i64>,
     pub forward_query: bool,
+    /// Unix seconds of the target's last change; `None` if never.
+    pub changed_at: Option<i64>,
 }
 
 impl<'a> LinkView<'a> {
@@ -259,6 +270,7 @@ impl<'a> LinkView<'a> {
             redirect: self.redirect,
             expires_at: self.expires_at,
             forward_query: self.forward_query,
+            changed_at: self.changed_at,
         })
     }
 }

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::code::Code;
 use crate::error::WriteError;
 use crate::format::{
-    self, DeltaOf, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_REDIRECT_SHIFT, Header,
-    RECORD_FIXED_SIZE, RECORD_OFFSET_MAX, STATUS_DELETED,
+    self, DeltaOf, EXT_CHANGED_AT, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_HAS_EXTENSIONS,
+    FLAG_REDIRECT_SHIFT, Header, RECORD_FIXED_SIZE, RECORD_OFFSET_MAX, STATUS_DELETED,
 };
 use crate::record::{LinkRecord, Seq};
 use xxhash_rust::xxh3::Xxh3;
@@ -530,12 +530,27 @@ fn encode_record(out: &mut Vec<u8>, record: &LinkRecord) {
         flags |= FLAG_HAS_EXPIRY;
     }
     out.push(code.len() as u8);
+    let flags_at = out.len();
     out.push(flags);
     out.extend_from_slice(&(target.len() as u16).to_le_bytes());
     out.extend_from_slice(&record.link_id.0.to_le_bytes());
     out.extend_from_slice(&record.expires_at.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(code);
     out.extend_from_slice(target);
+    if let Some(at) = record.changed_at {
+        out[flags_at] |= FLAG_HAS_EXTENSIONS;
+        let item = 1 + 2 + 8;
+        out.extend_from_slice(&(item as u16).to_le_bytes());
+        out.push(EXT_CHANGED_AT);
+        out.extend_from_slice(&8u16.to_le_bytes());
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+}
+
+/// [`encode_record`], for the reader's tests.
+#[cfg(test)]
+pub(crate) fn encode_record_for_test(out: &mut Vec<u8>, record: &LinkRecord) {
+    encode_record(out, record);
 }
 
 fn encode_tombstone(out: &mut Vec<u8>, code: &Code) {

@@ -136,8 +136,30 @@ fn unknown_gone_flagged_and_preview() {
         "{}",
         preview.body
     );
+    assert!(
+        preview
+            .body
+            .contains("has not changed since the link was made"),
+        "{}",
+        preview.body
+    );
     let flagged_preview = sys.proxy.get(&format!("/{flagged}+"));
     assert!(!flagged_preview.body.contains("phish.example"));
+
+    // A changed target shows on the preview page, with when, through the
+    // snapshot record (and its delta and stream).
+    let (status, _) = sys.control.request(
+        "PATCH",
+        &format!("/api/v1/links/{active}"),
+        Some(json!({"url": "https://example.com/switched"})),
+    );
+    assert_eq!(status, 200);
+    crate::eventually(10, "the preview to show the change", || {
+        let page = sys.proxy.get(&format!("/{active}+"));
+        page.body.contains("https://example.com/switched")
+            && page.body.contains("last changed on")
+            && page.body.contains(" GMT")
+    });
 }
 
 #[test]
