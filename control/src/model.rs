@@ -1,7 +1,9 @@
 //! Documents kept in the store, and their conversions.
 
 use serde::{Deserialize, Serialize};
-use shortline_store::{Code, LinkId, LinkRecord, LinkStatus, RedirectStatus, Target};
+use shortline_store::{
+    Code, LinkId, LinkRecord, LinkStatus, PreviousTarget, RedirectStatus, Target,
+};
 
 use crate::db::StoreError;
 
@@ -36,7 +38,14 @@ pub struct LinkDoc {
     /// When the target last changed (Unix seconds); `None` if never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_changed_at: Option<i64>,
+    /// The last few targets it had, oldest first, for the proxies' preview
+    /// page ([`PREVIOUS_TARGETS_KEPT`]); the whole history is in `History`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_targets: Vec<PreviousTarget>,
 }
+
+/// Targets a link's record keeps for the preview page.
+pub const PREVIOUS_TARGETS_KEPT: usize = 5;
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
 fn is_zero(n: &u32) -> bool {
@@ -194,6 +203,7 @@ impl LinkDoc {
             expires_at: self.expires_at,
             forward_query: self.forward_query,
             changed_at: self.target_changed_at,
+            previous: self.previous_targets.clone(),
         }
     }
 }

@@ -27,6 +27,13 @@ fn page(title: &str, body_html: &str) -> String {
     )
 }
 
+/// A time as HTTP writes it (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(unix: i64) -> String {
+    let at =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    httpdate::fmt_http_date(at)
+}
+
 /// A short link as people read it: `go.acme.com/sale`, or the bare code
 /// where the table has no domains.
 fn short_name(domain: &str, code: &[u8]) -> String {
@@ -87,11 +94,26 @@ pub(crate) fn preview_page(
     let code = short_name(domain, code);
     // Bait and switch (a harmless target changed once the link spread) is
     // worth seeing before a click.
-    let changed = match link.changed_at.and_then(|at| u64::try_from(at).ok()) {
-        Some(at) => format!(
-            "<p>Its destination was last changed on {}. Where it led before is listed in the link's public history.</p>",
-            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
-        ),
+    let changed = match link.changed_at {
+        Some(at) => {
+            let before: String = link
+                .previous
+                .iter()
+                .map(|(until, target)| {
+                    format!(
+                        "<li><code>{}</code>, until {}</li>",
+                        escape_html(&String::from_utf8_lossy(target)),
+                        http_date(until)
+                    )
+                })
+                .collect();
+            format!(
+                "<p>Its destination was last changed on {}.</p>\
+                 <details><summary>Where it led before</summary><ul>{before}</ul>\
+                 <p>The most recent changes; every change is in the link's public history.</p></details>",
+                http_date(at)
+            )
+        }
         None => "<p>Its destination has not changed since the link was made.</p>".to_owned(),
     };
     let body = match link.resolve(now) {

@@ -52,5 +52,8 @@ pub use error::{OpenError, WriteError};
 pub use format::{BaseId, DeltaOf};
 pub use live::{Change, InstallError, LiveTable, Newer, View};
 pub use reader::{BlockDamage, Entry, RecordIter, Snapshot, SnapshotInfo};
-pub use record::{LinkId, LinkRecord, LinkStatus, LinkView, RedirectStatus, Resolution, Seq};
+pub use record::{
+    LinkId, LinkRecord, LinkStatus, LinkView, Previous, PreviousTarget, RedirectStatus, Resolution,
+    Seq,
+};
 pub use writer::{SnapshotStats, SnapshotWriter, encode_delta, encode_snapshot, write_snapshot};

@@ -12,7 +12,7 @@ use crate::format::{
     FLAG_HAS_EXTENSIONS, FLAG_REDIRECT_SHIFT, FLAG_STATUS_MASK, HEADER_SIZE, Header,
     RECORD_FIXED_SIZE, SLOT_SIZE, STATUS_DELETED,
 };
-use crate::record::{LinkId, LinkStatus, LinkView, RedirectStatus, Seq};
+use crate::record::{LinkId, LinkStatus, LinkView, Previous, RedirectStatus, Seq};
 
 /// Where a snapshot's bytes live.
 enum Backing {
@@ -596,21 +596,22 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
             .then_some((Entry::Deleted(code), end));
     }
     let mut changed_at = None;
+    let mut extensions: &[u8] = &[];
     let end = if flags & FLAG_HAS_EXTENSIONS == 0 {
         end
     } else {
         let length = records.get(end..end + 2)?;
         let items_start = end + 2;
         let items_end = items_start + u16::from_le_bytes([length[0], length[1]]) as usize;
-        let mut items = records.get(items_start..items_end)?;
+        let all = records.get(items_start..items_end)?;
+        extensions = all;
+        let mut items = all;
         while !items.is_empty() {
-            let (&tag, rest) = items.split_first()?;
-            let len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
-            let value = rest.get(2..2 + len)?;
+            let (tag, value, rest) = format::next_extension(items)?;
             if tag == EXT_CHANGED_AT {
                 changed_at = Some(i64::from_le_bytes(value.try_into().ok()?));
             }
-            items = &rest[2 + len..];
+            items = rest;
         }
         items_end
     };
@@ -623,6 +624,7 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
         expires_at: (flags & FLAG_HAS_EXPIRY != 0).then_some(expires_at),
         forward_query: flags & FLAG_FORWARD_QUERY != 0,
         changed_at,
+        previous: Previous::Encoded(extensions),
     };
     Some((Entry::Link(view), end))
 }
@@ -721,8 +723,39 @@ mod tests {
         r.expires_at = Some(-5);
         r.forward_query = true;
         r.changed_at = Some(1_700_000_000);
+        r.previous = ["https://a.example/", "https://b.example/"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| crate::PreviousTarget {
+                until: 1_600_000_000 + i64::try_from(i).unwrap(),
+                target: Target::parse(t).unwrap(),
+            })
+            .collect();
         let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(1), [&r]).unwrap()).unwrap();
-        assert_eq!(snapshot.get(b"x-Y_9").unwrap().to_record(), Some(r));
+        let found = snapshot.get(b"x-Y_9").unwrap();
+        assert_eq!(found, r.view());
+        assert_eq!(found.to_record(), Some(r));
+    }
+
+    #[test]
+    fn previous_targets_keep_the_newest_that_fit() {
+        let mut r = record("long", 1);
+        r.previous = (0..12)
+            .map(|i| crate::PreviousTarget {
+                until: i,
+                target: Target::parse(&format!("https://e.example/{i}/{}", "x".repeat(8000)))
+                    .unwrap(),
+            })
+            .collect();
+        let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(1), [&r]).unwrap()).unwrap();
+        let kept: Vec<i64> = snapshot
+            .get(b"long")
+            .unwrap()
+            .previous
+            .iter()
+            .map(|(until, _)| until)
+            .collect();
+        assert_eq!(kept, (4..12).collect::<Vec<_>>(), "the newest eight fit");
     }
 
     #[test]

@@ -163,7 +163,62 @@ pub struct LinkRecord {
         serde(default, skip_serializing_if = "Option::is_none")
     )]
     pub changed_at: Option<i64>,
+    /// The targets the link had before, oldest first (the control plane
+    /// keeps the last few): the preview page lists them.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub previous: Vec<PreviousTarget>,
 }
+
+/// A target a link had, and when it was replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PreviousTarget {
+    /// Unix seconds when the next target replaced it.
+    pub until: i64,
+    pub target: Target,
+}
+
+/// The previous targets of a [`LinkView`]: still encoded in a snapshot's
+/// record, or a record's own list. Read only by the preview page, so a
+/// lookup never decodes them.
+#[derive(Debug, Clone, Copy)]
+pub enum Previous<'a> {
+    /// Extension items as a record holds them ([`crate::format`]).
+    Encoded(&'a [u8]),
+    Owned(&'a [PreviousTarget]),
+}
+
+impl<'a> Previous<'a> {
+    /// `(until, target)`, oldest first.
+    pub fn iter(self) -> impl Iterator<Item = (i64, &'a [u8])> {
+        let (mut items, owned) = match self {
+            Self::Encoded(items) => (items, [].iter()),
+            Self::Owned(list) => (&[][..], list.iter()),
+        };
+        let encoded = std::iter::from_fn(move || {
+            while let Some((tag, value, rest)) = crate::format::next_extension(items) {
+                items = rest;
+                if tag == crate::format::EXT_PREVIOUS_TARGET && value.len() >= 8 {
+                    let until = i64::from_le_bytes(value[..8].try_into().ok()?);
+                    return Some((until, &value[8..]));
+                }
+            }
+            None
+        });
+        encoded.chain(owned.map(|p| (p.until, p.target.as_str().as_bytes())))
+    }
+}
+
+impl PartialEq for Previous<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Previous<'_> {}
 
 impl LinkRecord {
     /// An active 302 link without expiry or query forwarding.
@@ -178,6 +233,7 @@ impl LinkRecord {
             expires_at: None,
             forward_query: false,
             changed_at: None,
+            previous: Vec::new(),
         }
     }
 
@@ -193,6 +249,7 @@ impl LinkRecord {
             expires_at: self.expires_at,
             forward_query: self.forward_query,
             changed_at: self.changed_at,
+            previous: Previous::Owned(&self.previous),
         }
     }
 }
@@ -221,6 +278,8 @@ pub struct LinkView<'a> {
     pub forward_query: bool,
     /// Unix seconds of the target's last change; `None` if never.
     pub changed_at: Option<i64>,
+    /// The targets it had before, oldest first.
+    pub previous: Previous<'a>,
 }
 
 impl<'a> LinkView<'a> {
@@ -271,6 +330,16 @@ impl<'a> LinkView<'a> {
             expires_at: self.expires_at,
             forward_query: self.forward_query,
             changed_at: self.changed_at,
+            previous: self
+                .previous
+                .iter()
+                .map(|(until, target)| {
+                    Some(PreviousTarget {
+                        until,
+                        target: Target::parse(std::str::from_utf8(target).ok()?).ok()?,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?,
         })
     }
 }

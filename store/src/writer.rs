@@ -10,8 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::code::Code;
 use crate::error::WriteError;
 use crate::format::{
-    self, DeltaOf, EXT_CHANGED_AT, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_HAS_EXTENSIONS,
-    FLAG_REDIRECT_SHIFT, Header, RECORD_FIXED_SIZE, RECORD_OFFSET_MAX, STATUS_DELETED,
+    self, DeltaOf, EXT_CHANGED_AT, EXT_PREVIOUS_TARGET, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY,
+    FLAG_HAS_EXTENSIONS, FLAG_REDIRECT_SHIFT, Header, RECORD_FIXED_SIZE, RECORD_OFFSET_MAX,
+    STATUS_DELETED,
 };
 use crate::record::{LinkRecord, Seq};
 use xxhash_rust::xxh3::Xxh3;
@@ -537,15 +538,50 @@ fn encode_record(out: &mut Vec<u8>, record: &LinkRecord) {
     out.extend_from_slice(&record.expires_at.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(code);
     out.extend_from_slice(target);
-    if let Some(at) = record.changed_at {
-        out[flags_at] |= FLAG_HAS_EXTENSIONS;
-        let item = 1 + 2 + 8;
-        out.extend_from_slice(&(item as u16).to_le_bytes());
-        out.push(EXT_CHANGED_AT);
-        out.extend_from_slice(&8u16.to_le_bytes());
-        out.extend_from_slice(&at.to_le_bytes());
+    if record.changed_at.is_none() && record.previous.is_empty() {
+        return;
     }
+    out[flags_at] |= FLAG_HAS_EXTENSIONS;
+    let length_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    let item = |out: &mut Vec<u8>, tag: u8, parts: &[&[u8]]| {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        out.push(tag);
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+    };
+    if let Some(at) = record.changed_at {
+        item(out, EXT_CHANGED_AT, &[&at.to_le_bytes()]);
+    }
+    // Oldest first; when they would not all fit, the newest are kept.
+    let mut room = EXTENSIONS_MAX - (out.len() - length_at - 2);
+    let kept = record
+        .previous
+        .iter()
+        .rev()
+        .take_while(|p| {
+            let size = 3 + 8 + p.target.as_str().len();
+            room.checked_sub(size).map(|left| room = left).is_some()
+        })
+        .count();
+    for previous in &record.previous[record.previous.len() - kept..] {
+        item(
+            out,
+            EXT_PREVIOUS_TARGET,
+            &[
+                &previous.until.to_le_bytes(),
+                previous.target.as_str().as_bytes(),
+            ],
+        );
+    }
+    let length = u16::try_from(out.len() - length_at - 2).expect("kept within EXTENSIONS_MAX");
+    out[length_at..length_at + 2].copy_from_slice(&length.to_le_bytes());
 }
+
+/// The most bytes of extensions a record holds (its length is a `u16`).
+const EXTENSIONS_MAX: usize = u16::MAX as usize;
 
 /// [`encode_record`], for the reader's tests.
 #[cfg(test)]

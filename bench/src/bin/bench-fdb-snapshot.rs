@@ -68,6 +68,10 @@ fn link(id: u64) -> LinkDoc {
         tags: Vec::new(),
         title: None,
         flag_reason: None,
+        target_locked: false,
+        target_changes: 0,
+        target_changed_at: None,
+        previous_targets: Vec::new(),
     }
 }
 

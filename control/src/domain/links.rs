@@ -2,7 +2,7 @@
 //! precondition before it writes, so a refused request leaves nothing behind
 //! in a transaction it shares with others (group commit).
 
-use shortline_store::{Code, LinkId, LinkStatus, RedirectStatus, Target};
+use shortline_store::{Code, LinkId, LinkStatus, PreviousTarget, RedirectStatus, Target};
 
 use crate::db::keys;
 use crate::db::{Pairs, ReadTxn, Space, StoreResult, Txn, prefix_end};
@@ -12,7 +12,7 @@ use crate::domain::domains::{self, DomainDoc};
 use crate::domain::threats::ThreatList;
 use crate::domain::{Error, Outcome};
 use crate::model::Strategy;
-use crate::model::{ChangeDoc, FlagReason, HistoryDoc, LinkDoc};
+use crate::model::{ChangeDoc, FlagReason, HistoryDoc, LinkDoc, PREVIOUS_TARGETS_KEPT};
 
 /// Collisions tolerated at one length before random codes get longer.
 const RANDOM_TRIES_PER_LENGTH: usize = 3;
@@ -92,7 +92,7 @@ pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Ou
                 Generated::Fresh(code) => code,
                 Generated::Existing(link) => {
                     return Ok(Ok(Created {
-                        link,
+                        link: *link,
                         created: false,
                     }));
                 }
@@ -162,6 +162,7 @@ fn new_doc(new: &NewLink, code: Code) -> LinkDoc {
         target_locked: false,
         target_changes: 0,
         target_changed_at: None,
+        previous_targets: Vec::new(),
     }
 }
 
@@ -226,7 +227,7 @@ pub fn plan_load(
 
 enum Generated {
     Fresh(Code),
-    Existing(LinkDoc),
+    Existing(Box<LinkDoc>),
     Exhausted,
 }
 
@@ -277,7 +278,7 @@ fn generate(
                         Some(bytes) => {
                             let existing = LinkDoc::decode(&bytes)?;
                             if existing.owner == new.owner && existing.url == new.url {
-                                return Ok(Generated::Existing(existing));
+                                return Ok(Generated::Existing(Box::new(existing)));
                             }
                         }
                         None if txn.get(Space::Retired, key.as_bytes())?.is_none() => {
@@ -595,6 +596,15 @@ pub fn patch(
     if let Some(url) = retarget {
         link.target_changes = old.target_changes.saturating_add(1);
         link.target_changed_at = Some(now);
+        link.previous_targets.push(PreviousTarget {
+            until: now,
+            target: old.url.clone(),
+        });
+        let extra = link
+            .previous_targets
+            .len()
+            .saturating_sub(PREVIOUS_TARGETS_KEPT);
+        link.previous_targets.drain(..extra);
         let entry = HistoryDoc {
             at: now,
             from: old.url.to_string(),

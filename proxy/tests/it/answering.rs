@@ -160,6 +160,15 @@ fn unknown_gone_flagged_and_preview() {
             && page.body.contains("last changed on")
             && page.body.contains(" GMT")
     });
+    let page = sys.proxy.get(&format!("/{active}+"));
+    // What it led to before, escaped, in a part opened on request.
+    assert!(
+        page.body.contains(
+            "<summary>Where it led before</summary><ul><li><code>https://example.com/a?b=1&amp;c=%3Cx%3E</code>, until "
+        ),
+        "{}",
+        page.body
+    );
 }
 
 #[test]
