@@ -83,21 +83,6 @@ pub(crate) const FLAG_HAS_EXPIRY: u8 = 0b0100_0000;
 /// then items of a tag byte, a `u16` length and that many bytes. Readers
 /// skip tags they do not know. Versions 4 and 5 only.
 pub(crate) const FLAG_HAS_EXTENSIONS: u8 = 0b1000_0000;
-/// Extension: when the target last changed, Unix seconds as an `i64`.
-pub(crate) const EXT_CHANGED_AT: u8 = 1;
-/// Extension, repeated oldest first: a target the link had, as the Unix
-/// seconds (`i64`) it was replaced, then its bytes.
-pub(crate) const EXT_PREVIOUS_TARGET: u8 = 2;
-
-/// The first extension item of `items`: its tag, its value and the items
-/// after it; `None` at the end or on an item that overruns `items`.
-#[inline]
-pub(crate) fn next_extension(items: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = items.split_first()?;
-    let len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
-    let value = rest.get(2..2 + len)?;
-    Some((tag, value, &rest[2 + len..]))
-}
 /// The status bits of a tombstone: a code deleted since the parent segment.
 /// Only delta segments hold them; their target is empty.
 pub(crate) const STATUS_DELETED: u8 = 5;

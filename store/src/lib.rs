@@ -34,6 +34,7 @@ pub mod clickwire;
 mod code;
 pub mod domain;
 mod error;
+mod extension;
 pub mod files;
 mod filter;
 pub mod format;

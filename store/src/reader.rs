@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use memmap2::Mmap;
 
 use crate::error::OpenError;
+use crate::extension;
 use crate::format::{
-    self, BaseId, DeltaOf, EXT_CHANGED_AT, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY,
-    FLAG_HAS_EXTENSIONS, FLAG_REDIRECT_SHIFT, FLAG_STATUS_MASK, HEADER_SIZE, Header,
-    RECORD_FIXED_SIZE, SLOT_SIZE, STATUS_DELETED,
+    self, BaseId, DeltaOf, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_HAS_EXTENSIONS,
+    FLAG_REDIRECT_SHIFT, FLAG_STATUS_MASK, HEADER_SIZE, Header, RECORD_FIXED_SIZE, SLOT_SIZE,
+    STATUS_DELETED,
 };
 use crate::record::{LinkId, LinkStatus, LinkView, Previous, RedirectStatus, Seq};
 
@@ -607,8 +608,8 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
         extensions = all;
         let mut items = all;
         while !items.is_empty() {
-            let (tag, value, rest) = format::next_extension(items)?;
-            if tag == EXT_CHANGED_AT {
+            let (tag, value, rest) = extension::next(items)?;
+            if tag == extension::CHANGED_AT {
                 changed_at = Some(i64::from_le_bytes(value.try_into().ok()?));
             }
             items = rest;

@@ -186,7 +186,7 @@ pub struct PreviousTarget {
 /// lookup never decodes them.
 #[derive(Debug, Clone, Copy)]
 pub enum Previous<'a> {
-    /// Extension items as a record holds them ([`crate::format`]).
+    /// Extension items as a record holds them (`extension.rs`).
     Encoded(&'a [u8]),
     Owned(&'a [PreviousTarget]),
 }
@@ -199,9 +199,9 @@ impl<'a> Previous<'a> {
             Self::Owned(list) => (&[][..], list.iter()),
         };
         let encoded = std::iter::from_fn(move || {
-            while let Some((tag, value, rest)) = crate::format::next_extension(items) {
+            while let Some((tag, value, rest)) = crate::extension::next(items) {
                 items = rest;
-                if tag == crate::format::EXT_PREVIOUS_TARGET && value.len() >= 8 {
+                if tag == crate::extension::PREVIOUS_TARGET && value.len() >= 8 {
                     let until = i64::from_le_bytes(value[..8].try_into().ok()?);
                     return Some((until, &value[8..]));
                 }

@@ -9,10 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::code::Code;
 use crate::error::WriteError;
+use crate::extension;
 use crate::format::{
-    self, DeltaOf, EXT_CHANGED_AT, EXT_PREVIOUS_TARGET, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY,
-    FLAG_HAS_EXTENSIONS, FLAG_REDIRECT_SHIFT, Header, RECORD_FIXED_SIZE, RECORD_OFFSET_MAX,
-    STATUS_DELETED,
+    self, DeltaOf, FLAG_FORWARD_QUERY, FLAG_HAS_EXPIRY, FLAG_HAS_EXTENSIONS, FLAG_REDIRECT_SHIFT,
+    Header, RECORD_FIXED_SIZE, RECORD_OFFSET_MAX, STATUS_DELETED,
 };
 use crate::record::{LinkRecord, Seq};
 use xxhash_rust::xxh3::Xxh3;
@@ -553,7 +553,7 @@ fn encode_record(out: &mut Vec<u8>, record: &LinkRecord) {
         }
     };
     if let Some(at) = record.changed_at {
-        item(out, EXT_CHANGED_AT, &[&at.to_le_bytes()]);
+        item(out, extension::CHANGED_AT, &[&at.to_le_bytes()]);
     }
     // Oldest first; when they would not all fit, the newest are kept.
     let mut room = EXTENSIONS_MAX - (out.len() - length_at - 2);
@@ -569,7 +569,7 @@ fn encode_record(out: &mut Vec<u8>, record: &LinkRecord) {
     for previous in &record.previous[record.previous.len() - kept..] {
         item(
             out,
-            EXT_PREVIOUS_TARGET,
+            extension::PREVIOUS_TARGET,
             &[
                 &previous.until.to_le_bytes(),
                 previous.target.as_str().as_bytes(),
