@@ -1,5 +1,6 @@
-//! `shortline-control import`: links from a CSV file, loaded straight into
-//! the store in large transactions or one bulk load.
+//! `shortline-control import`: links from a CSV file or another
+//! shortener's export (`app/formats.rs` reads each format), loaded straight
+//! into the store in large transactions or one bulk load.
 //!
 //! Every row goes through what `POST /api/v1/links` applies (the target
 //! validator, the threat list, alias rules, tags and title limits, and inside
@@ -17,11 +18,9 @@
 //! load instead (`app/bulk.rs`): sorted by key and written in order, all
 //! or nothing, several times faster.
 //!
-//! The file has a header row naming its columns, in any order: `url`
-//! (required), `code` (an alias kept as it is), `title`, `tags` (separated
-//! by `|`), `expires_at` (RFC 3339), `max_clicks`, `redirect` (301, 302,
-//! 307 or 308) and `created_at` (RFC 3339; default now). A refused row is
-//! reported as `row,reason` and the import goes on.
+//! A file fetched from a URL is kept in the data directory until an import
+//! of it ends, so a run cut short and started again reads the same rows.
+//! A refused row is reported as `row,reason` and the import goes on.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -75,19 +74,36 @@ fn progress_key(file: &Path, options: &Options) -> Result<Vec<u8>> {
     Ok(format!("import/{:032x}", hasher.digest128()).into_bytes())
 }
 
-/// The file of `source`: itself, or for a URL, what it answers, saved in
-/// the data directory (kept, so that an import cut short and run again
-/// reads the same rows).
-fn fetch(source: &str, data_dir: &Path, progress: &mut Progress) -> Result<PathBuf> {
-    if !(source.starts_with("http://") || source.starts_with("https://")) {
-        return Ok(PathBuf::from(source));
-    }
-    let dir = data_dir.join("import-download");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file = dir.join(format!(
+/// Whether an import's source is a URL to fetch.
+fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// Where the file fetched from a URL is kept until its import ends.
+fn fetched_path(source: &str, data_dir: &Path) -> PathBuf {
+    data_dir.join("import-download").join(format!(
         "{:016x}",
         xxhash_rust::xxh3::xxh3_64(source.as_bytes())
-    ));
+    ))
+}
+
+/// The file of `source`: itself, or for a URL, what it answers, saved in
+/// the data directory. A copy an earlier run left (it did not end) is read
+/// again instead, so the rerun resumes on the same rows.
+fn fetch(source: &str, data_dir: &Path, progress: &mut Progress) -> Result<PathBuf> {
+    if !is_url(source) {
+        return Ok(PathBuf::from(source));
+    }
+    let file = fetched_path(source, data_dir);
+    if file.exists() {
+        progress.note(&format!(
+            "reading {}, fetched from {source} by an import that did not end (delete it to fetch again)",
+            file.display()
+        ));
+        return Ok(file);
+    }
+    let dir = file.parent().expect("a folder in the data directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     progress.note(&format!("fetching {source}"));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(30)))
@@ -147,20 +163,50 @@ pub async fn run(
         })?
     };
     let mut rows = Rows::open(&file, options.format, options.domain.as_deref())?;
-    if super::bulk::applies(&state, options, done)? {
+    let summary = if super::bulk::applies(&state, options, done)? {
         let started = Instant::now();
         let summary = super::bulk::run(&state, options, &key, &mut rows, report, progress).await?;
         line(progress, &summary, &rows, started)?;
-        return Ok(summary);
+        summary
+    } else {
+        let resume = Resume { key, done };
+        in_batches(&state, options, batch, resume, &mut rows, report, progress).await?
+    };
+    if is_url(&options.source) && !options.dry_run {
+        // The import ended: a rerun fetches the URL again.
+        if let Err(e) = std::fs::remove_file(&file) {
+            progress.note(&format!("cannot remove {}: {e}", file.display()));
+        }
     }
+    Ok(summary)
+}
+
+/// Where a file's import stands: the Meta key of its progress, and the
+/// rows committed by the runs before.
+struct Resume {
+    key: Vec<u8>,
+    done: u64,
+}
+
+/// The import in transactions, a batch each, the next batch checked while
+/// one is written.
+async fn in_batches(
+    state: &Arc<AppState>,
+    options: &Options,
+    batch: usize,
+    Resume { key, done }: Resume,
+    rows: &mut Rows,
+    report: &mut (dyn Write + Send),
+    progress: &mut Progress,
+) -> Result<Summary> {
     let mut summary = Summary::default();
     let started = Instant::now();
     let mut in_flight: Option<InFlight> = None;
     loop {
-        let planned = plan_batch(&state, options, batch, done, &mut rows, &mut summary)?;
+        let planned = plan_batch(state, options, batch, done, rows, &mut summary)?;
         if let Some((refused, writing)) = in_flight.take() {
             account(refused, writing.await??, &mut summary, report)?;
-            line(progress, &summary, &rows, started)?;
+            line(progress, &summary, rows, started)?;
         }
         let Some(planned) = planned else {
             break;
@@ -172,7 +218,7 @@ pub async fn run(
                 .map(|(row, _, _)| (*row, Ok(true)))
                 .collect();
             account(planned.refused, planned_ok, &mut summary, report)?;
-            line(progress, &summary, &rows, started)?;
+            line(progress, &summary, rows, started)?;
             continue;
         }
         if planned.plans.is_empty() && planned.last_row <= done {
@@ -182,11 +228,11 @@ pub async fn run(
         let batch = (planned.plans, planned.last_row);
         in_flight = Some((
             refused,
-            tokio::spawn(write_batch(Arc::clone(&state), batch, key.clone())),
+            tokio::spawn(write_batch(Arc::clone(state), batch, key.clone())),
         ));
     }
     if summary.rows == 0 || summary.skipped == summary.rows {
-        line(progress, &summary, &rows, started)?;
+        line(progress, &summary, rows, started)?;
     }
     Ok(summary)
 }

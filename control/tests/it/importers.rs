@@ -175,15 +175,29 @@ fn an_export_is_fetched_from_a_url_and_put_on_one_domain() {
         let made = control.post("/api/v1/domains", json!({"name": "go.example"}));
         assert_eq!(made.status, 201, "{made:?}");
     }
+    // The server answers once: the dry run fetches the file, and the run
+    // after it reads the copy the dry run kept.
     let url = serve_once(std::fs::read(sample("kutt.json")).unwrap());
-    let out = command(&data)
-        .args(["--format", "kutt", "--domain", "go.example"])
-        .arg(&url)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let import_url = |extra: &[&str]| {
+        command(&data)
+            .args(["--format", "kutt", "--domain", "go.example"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let dry = import_url(&["--dry-run"]);
+    let stderr = String::from_utf8_lossy(&dry.stderr);
     assert!(stderr.contains("fetched"), "{stderr}");
+    let out = import_url(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("by an import that did not end"), "{stderr}");
     assert!(stderr.contains("created 1"), "{stderr}");
+    // The import ended: its copy is gone.
+    let kept = std::fs::read_dir(data.join("import-download"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 0);
 
     // The wrong format is named, not guessed at.
     let wrong = import(&data, &sample("yourls.csv"), &["--format", "kutt"]);
