@@ -193,6 +193,9 @@ impl Progress {
     pub fn finish(&self) {
         if let Self::Bar(bar) = self {
             bar.abandon();
+            // The bar leaves the cursor at the end of its line; what is
+            // printed next starts on a line of its own.
+            eprintln!();
         }
     }
 }
