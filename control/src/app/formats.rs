@@ -120,10 +120,10 @@ impl Rows {
                 drop(input);
                 let file = std::fs::File::open(path)
                     .with_context(|| format!("cannot open {}", path.display()))?;
-                // SAFETY: the map is only read. An import's file is not
-                // written while it runs; if it were, the JSON read would be
-                // garbled, which the parser reports, never undefined
-                // behaviour in this process's own memory.
+                // SAFETY: the map is only read, and an import's file is
+                // not written while it runs (docs/import.md asks for a file
+                // at rest). A file cut short under the map would end the
+                // process with SIGBUS rather than be read past its end.
                 let map = unsafe { memmap2::Mmap::map(&file) }
                     .with_context(|| format!("cannot map {}", path.display()))?;
                 Box::new(JsonRows {
