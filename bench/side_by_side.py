@@ -95,6 +95,41 @@ def wait_http(url, timeout=60, want=None):
     raise RuntimeError(f"{url} did not come up")
 
 
+def create_links(control, count, path):
+    """Creates `count` links to https://example.com/PATH/i, a batch of 1,000 at a time."""
+    made = 0
+    while made < count:
+        batch = min(1000, count - made)
+        items = [{"url": f"https://example.com/{path}/{i}"} for i in range(made, made + batch)]
+        api(control, "POST", "/api/v1/links/batch", {"links": items})
+        made += batch
+
+
+def list_links(control):
+    """Every link of the control plane, as (code, url), page by page."""
+    links, cursor = [], None
+    while True:
+        page = api(control, "GET", "/api/v1/links?limit=1000" + (f"&cursor={cursor}" if cursor else ""))
+        links += [(l["code"], l["url"]) for l in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return links
+
+
+def case_distinct(links):
+    """The links whose codes stay distinct when lowercased.
+
+    nginx compares map keys without regard to case, and base62 codes can
+    differ only in case: every server is measured on these codes (all of
+    them at 100k links, nearly all at a million), so they all answer the
+    same requests.
+    """
+    lowered = {}
+    for code, _ in links:
+        lowered[code.lower()] = lowered.get(code.lower(), 0) + 1
+    return [(c, u) for c, u in links if lowered[c.lower()] == 1]
+
+
 def cpu_seconds(pids):
     total = 0
     for pid in pids:
@@ -164,29 +199,9 @@ class Servers:
                                        pinned=False)
         wait_http(f"http://{self.control}/readyz")
         started = time.time()
-        made = 0
-        while made < links:
-            count = min(1000, links - made)
-            items = [{"url": f"https://example.com/side-by-side/{i}"} for i in range(made, made + count)]
-            api(self.control, "POST", "/api/v1/links/batch", {"links": items})
-            made += count
+        create_links(self.control, links, "side-by-side")
         self.seed_seconds = time.time() - started
-        self.links = []
-        cursor = None
-        while True:
-            page = api(self.control, "GET", "/api/v1/links?limit=1000" + (f"&cursor={cursor}" if cursor else ""))
-            self.links += [(l["code"], l["url"]) for l in page["items"]]
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
-        # nginx compares map keys without regard to case, and base62 codes
-        # can differ only in case: every server is measured on the codes that
-        # stay distinct when lowercased (all of them at 100k links, nearly
-        # all at a million), so they all answer the same requests.
-        lowered = {}
-        for code, _ in self.links:
-            lowered[code.lower()] = lowered.get(code.lower(), 0) + 1
-        self.links = [(c, u) for c, u in self.links if lowered[c.lower()] == 1]
+        self.links = case_distinct(list_links(self.control))
         self.case_collisions = links - len(self.links)
         with open(os.path.join(work, "links.tsv"), "w") as f:
             f.writelines(f"{c}\t{u}\n" for c, u in self.links)

@@ -41,7 +41,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
-from side_by_side import BIN, TOKEN, api, child_pids, cpu_seconds, free_port, pin  # noqa: E402
+from side_by_side import (  # noqa: E402
+    BIN, TOKEN, case_distinct, child_pids, cpu_seconds, create_links, free_port, list_links, pin, wait_http)
 
 NAME = "bench.test"
 WORKLOADS = ("full handshakes", "new connections", "keep-alive")
@@ -173,33 +174,9 @@ class Servers(side_by_side.Servers):
                    SHORTLINE_INTERNAL_TOKEN="tls-compare-internal-token-0123456789")
         self.control_proc = self.spawn(pin(load_cpus) + [os.path.join(BIN, "shortline-control"), "serve"], env,
                                        pinned=False)
-        deadline = time.time() + 60
-        while True:
-            try:
-                api(self.control, "GET", "/api/v1")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.1)
-        made = 0
-        while made < links:
-            count = min(1000, links - made)
-            items = [{"url": f"https://example.com/tls/{i}"} for i in range(made, made + count)]
-            api(self.control, "POST", "/api/v1/links/batch", {"links": items})
-            made += count
-        codes, cursor = [], None
-        while True:
-            page = api(self.control, "GET", "/api/v1/links?limit=1000" + (f"&cursor={cursor}" if cursor else ""))
-            codes += [(l["code"], l["url"]) for l in page["items"]]
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
-        # nginx's map ignores case: only codes distinct when lowercased.
-        lowered = {}
-        for code, _ in codes:
-            lowered[code.lower()] = lowered.get(code.lower(), 0) + 1
-        self.links = [(c, u) for c, u in codes if lowered[c.lower()] == 1]
+        wait_http(f"http://{self.control}/readyz")
+        create_links(self.control, links, "tls")
+        self.links = case_distinct(list_links(self.control))
         with open(os.path.join(work, "paths.txt"), "w") as f:
             f.writelines(f"/{c}\n" for c, _ in self.links)
         with open(os.path.join(work, "links.map"), "w") as f:

@@ -387,11 +387,7 @@ impl Link {
             code = Some(path);
         }
         let name = code.as_deref().unwrap_or_default();
-        let label = if label {
-            format!("code {name:?}: ")
-        } else {
-            String::new()
-        };
+        let label = if label { label_of(name) } else { String::new() };
         let created_at = self
             .created_at
             .map(|t| parse_time("created_at", &t))
@@ -676,7 +672,7 @@ fn json_rows(value: Value, format: Format) -> Vec<Item> {
     let code = value
         .get(code_key)
         .and_then(Value::as_str)
-        .map(|code| format!("code {:?}: ", shorten(code)))
+        .map(|code| label_of(&shorten(code)))
         .unwrap_or_default();
     let refused =
         |e: serde_json::Error| vec![Err(format!("{code}not a {} link: {e}", name(format)))];
@@ -733,7 +729,7 @@ fn json_rows(value: Value, format: Format) -> Vec<Item> {
 }
 
 fn shlink_row(link: ShlinkLink) -> Item {
-    let label = format!("code {:?}: ", link.short_code);
+    let label = label_of(&link.short_code);
     if link
         .device_long_urls
         .as_ref()
@@ -777,7 +773,7 @@ fn shlink_row(link: ShlinkLink) -> Item {
 }
 
 fn kutt_row(link: KuttLink) -> Item {
-    let label = format!("code {:?}: ", link.address);
+    let label = label_of(&link.address);
     let protected = match &link.password {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => !s.is_empty(),
@@ -804,6 +800,11 @@ fn kutt_row(link: KuttLink) -> Item {
         ..Link::default()
     }
     .row(true)
+}
+
+/// How a refusal names a link of an export: `code "abc": `.
+fn label_of(code: &str) -> String {
+    format!("code {code:?}: ")
 }
 
 fn shorten(text: &str) -> String {

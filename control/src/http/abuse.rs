@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath, Auth, Shared, read, require_admin};
 use super::problem::{ApiError, AppResult, Problem};
+use super::wire::page_limit;
 use crate::domain::blocklist::{self, BlockEntry};
 use crate::domain::reports::{self, Action, Category, Filter, Report, ReportState};
 use crate::state::Unauthenticated;
@@ -19,28 +20,11 @@ use crate::tasks::abuse::run_sweep;
 
 /// Longest report comment, in characters.
 const COMMENT_CHARS_MAX: usize = 2000;
-/// Largest page of the blocklist or the report queue.
-const PAGE_MAX: usize = 1000;
-const PAGE_DEFAULT: usize = 100;
 
 /// Now, as Unix seconds and as RFC 3339 to the second (as links show times).
 fn now() -> (i64, String) {
     let unix = crate::model::now_unix();
     (unix, super::wire::rfc3339(unix))
-}
-
-fn page_limit(limit: Option<usize>) -> AppResult<usize> {
-    match limit.unwrap_or(PAGE_DEFAULT) {
-        0 => Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {PAGE_MAX}"),
-        )),
-        n if n > PAGE_MAX => Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {PAGE_MAX}"),
-        )),
-        n => Ok(n),
-    }
 }
 
 /// Page parameters.

@@ -13,14 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::extract::{ApiPath, MaybeAuth, Shared, read};
 use super::links::{domain_of, link_key};
 use super::problem::{ApiError, AppResult};
-use super::wire::rfc3339;
+use super::wire::{page_limit, rfc3339};
 use crate::domain::domains::split_key;
 use crate::domain::links;
 use crate::state::Unauthenticated;
-
-/// Changes per page, unless asked.
-const LIMIT_DEFAULT: usize = 100;
-const LIMIT_MAX: usize = 1000;
 
 /// Which changes to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -84,13 +80,7 @@ pub(super) async fn link_history(
         state.limit_unauthenticated(Unauthenticated::Read, client.ip())?;
     }
     let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let limit = params.limit.unwrap_or(LIMIT_DEFAULT);
-    if !(1..=LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("between 1 and {LIMIT_MAX}"),
-        ));
-    }
+    let limit = page_limit(params.limit)?;
     // Anyone may read a link's history: its domain is not limited by a
     // key's domains here.
     let key = link_key(&state, None, params.domain.as_deref(), code)?;

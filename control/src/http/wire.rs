@@ -45,6 +45,23 @@ pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Largest page of a list that is not links (the blocklist, the report
+/// queue, a link's history).
+pub const PAGE_MAX: usize = 1000;
+/// A page's size when the request names none.
+pub const PAGE_DEFAULT: usize = 100;
+
+/// The `limit` of a page: [`PAGE_DEFAULT`] when absent, 1 to [`PAGE_MAX`].
+pub fn page_limit(limit: Option<usize>) -> Result<usize, super::problem::ApiError> {
+    match limit.unwrap_or(PAGE_DEFAULT) {
+        n @ 1..=PAGE_MAX => Ok(n),
+        _ => Err(super::problem::ApiError::invalid(
+            "limit",
+            format!("must be 1 to {PAGE_MAX}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
