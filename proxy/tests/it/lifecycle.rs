@@ -396,15 +396,26 @@ fn a_damaged_block_answers_503_until_a_good_copy_is_fetched() {
 /// When control's own copy of its newest snapshot is the damaged one, it
 /// refuses to send it, moves it aside and builds it again; the proxy that
 /// found the damage installs the new copy.
+///
+/// The proxy starts first, with control down, so it is the one that finds
+/// the damage: started together, control may build past the damaged file
+/// before the proxy ever opens it, and there is then nothing to find.
 #[test]
 fn a_damaged_snapshot_at_control_is_built_again_for_the_proxy() {
     let setup = Damaged::new(|h| h.block_size as usize * 2 + 99);
     let (dir, control) = (&setup.dir, &setup.control);
+    let proxy = start_proxy(
+        dir.path(),
+        control.addr,
+        &[("SHORTLINE_CATCH_UP_WAIT_MS", "100")],
+    );
+    eventually(30, "the background check to find the damage", || {
+        proxy.metric("proxy_snapshot_damaged") == 1.0
+    });
+    assert!(proxy.metric("proxy_snapshots_rejected_total") >= 1.0);
     let _control = start_control(dir.path(), &control.addr.to_string(), &FAST_SNAPSHOTS);
-    let proxy = start_proxy(dir.path(), control.addr, &[]);
-    eventually(60, "a good copy installed", || {
-        proxy.metric("proxy_snapshots_rejected_total") >= 1.0
-            && proxy.metric("proxy_snapshot_damaged") == 0.0
+    eventually(60, "a good copy built by control installed", || {
+        proxy.metric("proxy_snapshot_damaged") == 0.0
     });
     setup.all_redirect(&proxy);
     let moved: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
