@@ -411,6 +411,7 @@ impl Link {
                 forward_query: self.forward_query,
                 tags: (!self.tags.is_empty()).then_some(self.tags),
                 title: self.title,
+                target_locked: None,
             },
             created_at,
             visits: self.visits,

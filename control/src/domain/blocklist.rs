@@ -337,6 +337,7 @@ mod tests {
                     forward_query: false,
                     tags: Vec::new(),
                     title: None,
+                    target_locked: false,
                 };
                 write(&*backend, |txn| links::create(txn, &new, &permutation)).unwrap();
             }

@@ -47,6 +47,8 @@ pub struct NewLink {
     pub forward_query: bool,
     pub tags: Vec<String>,
     pub title: Option<String>,
+    /// Only an admin may change the target once it is set.
+    pub target_locked: bool,
 }
 
 /// What a create did.
@@ -138,6 +140,7 @@ impl NewLink {
             forward_query: doc.forward_query,
             tags: doc.tags,
             title: doc.title,
+            target_locked: doc.target_locked,
         }
     }
 }
@@ -159,7 +162,7 @@ fn new_doc(new: &NewLink, code: Code) -> LinkDoc {
         tags: new.tags.clone(),
         title: new.title.clone(),
         flag_reason: None,
-        target_locked: false,
+        target_locked: new.target_locked,
         target_changes: 0,
         target_changed_at: None,
         previous_targets: Vec::new(),
@@ -1000,6 +1003,7 @@ mod tests {
             forward_query: false,
             tags: Vec::new(),
             title: None,
+            target_locked: false,
         }
     }
 

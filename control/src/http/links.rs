@@ -180,6 +180,9 @@ pub struct CreateLink {
     pub forward_query: Option<bool>,
     pub tags: Option<Vec<String>>,
     pub title: Option<String>,
+    /// Lock the target from the start: only an admin can change it
+    /// afterwards (default false).
+    pub target_locked: Option<bool>,
 }
 
 /// A batch create request.
@@ -428,6 +431,7 @@ pub(crate) fn plan_create(
         forward_query: body.forward_query.unwrap_or(false),
         tags: check_tags(state, body.tags)?,
         title: check_title(state, body.title)?,
+        target_locked: body.target_locked.unwrap_or(false),
     })
 }
 

@@ -157,3 +157,66 @@ fn every_change_of_target_is_public_and_a_locked_target_is_the_admins() {
         404
     );
 }
+
+/// A link made with its target locked is locked from its first click: the
+/// owner cannot retarget it, a batch create locks too, and an admin can.
+#[test]
+fn a_target_locked_at_creation_is_the_admins_to_change() {
+    let control = start();
+    let ann = control.new_key("ann", "user");
+    let as_ann = |method: &str, path: &str, body: Option<Value>| {
+        control.request(method, path, Some(&ann), body.as_ref())
+    };
+    let made = as_ann(
+        "POST",
+        "/api/v1/links",
+        Some(json!({"url": "https://first.example/", "alias": "fixed", "target_locked": true})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    assert_eq!(made.body["target_locked"], true);
+    let refused = as_ann(
+        "PATCH",
+        "/api/v1/links/fixed",
+        Some(json!({"url": "https://other.example/"})),
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(
+        control.get("/api/v1/links/fixed").body["url"],
+        "https://first.example/"
+    );
+
+    let batch = as_ann(
+        "POST",
+        "/api/v1/links/batch",
+        Some(json!({"links": [
+            {"url": "https://a.example/", "alias": "locked-a", "target_locked": true},
+            {"url": "https://b.example/", "alias": "open-b"},
+        ]})),
+    );
+    assert_eq!(batch.status, 200, "{batch:?}");
+    let locks: Vec<&Value> = batch.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["link"]["target_locked"])
+        .collect();
+    assert_eq!(locks, [&json!(true), &json!(false)]);
+
+    let wrong = as_ann(
+        "POST",
+        "/api/v1/links",
+        Some(json!({"url": "https://x.example/", "target_locked": "yes"})),
+    );
+    assert_eq!(wrong.status, 422, "{wrong:?}");
+
+    let by_admin = control.request(
+        "PATCH",
+        "/api/v1/links/fixed",
+        Some(&control.token.clone()),
+        Some(&json!({"url": "https://fixed.example/"})),
+    );
+    assert_eq!(by_admin.status, 200, "{by_admin:?}");
+    let history = control.get("/api/v1/links/fixed/history");
+    assert_eq!(history.body["changes"][0]["to"], "https://fixed.example/");
+    assert_eq!(history.body["target_locked"], true);
+}
