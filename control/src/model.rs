@@ -1,6 +1,7 @@
 //! Documents kept in the store, and their conversions.
 
 use serde::{Deserialize, Serialize};
+use shortline_store::routing::{Encoded, Routing};
 use shortline_store::{
     Code, LinkId, LinkRecord, LinkStatus, PreviousTarget, RedirectStatus, Target,
 };
@@ -42,6 +43,9 @@ pub struct LinkDoc {
     /// page ([`PREVIOUS_TARGETS_KEPT`]); the whole history is in `History`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_targets: Vec<PreviousTarget>,
+    /// Targeting rules and a split, evaluated by the proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Box<Routing>>,
 }
 
 /// Targets a link's record keeps for the preview page.
@@ -204,6 +208,7 @@ impl LinkDoc {
             forward_query: self.forward_query,
             changed_at: self.target_changed_at,
             previous: self.previous_targets.clone(),
+            routing: self.routing.as_deref().and_then(Encoded::new),
         }
     }
 }

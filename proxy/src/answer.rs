@@ -16,6 +16,7 @@ use shortline_store::{
 use crate::metrics::Outcome;
 use crate::pages;
 use crate::path::{self, Route};
+use crate::targeting::{self, Headers};
 
 pub(crate) const BODY_REDIRECT: &[u8] = b"redirecting\n";
 pub(crate) const BODY_NOT_FOUND: &[u8] = b"not found\n";
@@ -44,6 +45,9 @@ pub struct Reply<'a> {
     pub click: Option<u64>,
     /// `max-age` of a `Strict-Transport-Security` header; 0 sends none.
     pub hsts_max_age: u64,
+    /// A number to give the client in the visitor cookie
+    /// ([`crate::targeting::VISITOR_COOKIE`]): a sticky split placed it.
+    pub visitor: Option<u32>,
 }
 
 /// A response body: static bytes, or a page made for this request.
@@ -85,6 +89,7 @@ pub(crate) fn plain(status: u16, body: &'static [u8], outcome: Outcome) -> Reply
         outcome,
         click: None,
         hsts_max_age: 0,
+        visitor: None,
     }
 }
 
@@ -118,6 +123,8 @@ pub struct Ask<'r> {
     pub host: &'r [u8],
     /// Whether it came over TLS.
     pub secure: bool,
+    /// What targeting rules may look at.
+    pub headers: Headers<'r>,
 }
 
 /// Decides the answer to `method target` from a view of the table, for
@@ -135,6 +142,7 @@ pub fn answer<'a>(
         target,
         host: b"",
         secure: false,
+        headers: Headers::default(),
     };
     answer_for(
         view,
@@ -205,6 +213,7 @@ fn domain_redirect(location: &str, outcome: Outcome) -> Reply<'_> {
         outcome,
         click: None,
         hsts_max_age: 0,
+        visitor: None,
     }
 }
 
@@ -247,14 +256,7 @@ pub fn answer_for<'a>(
     if domain.https_redirect && !ask.secure {
         return to_https(domain.name, target, location_buffer);
     }
-    let mut reply = on_domain(
-        view,
-        route,
-        &domain,
-        ask.secure,
-        now_unix_seconds,
-        location_buffer,
-    );
+    let mut reply = on_domain(view, route, &domain, ask, now_unix_seconds, location_buffer);
     if ask.secure {
         reply.hsts_max_age = domain.hsts_max_age;
     }
@@ -277,6 +279,7 @@ fn challenge<'a>(view: &'a shortline_store::View, token: &[u8]) -> Reply<'a> {
             outcome: Outcome::AcmeChallenge,
             click: None,
             hsts_max_age: 0,
+            visitor: None,
         },
         _ => plain(404, BODY_NOT_FOUND, Outcome::NotFound),
     }
@@ -312,6 +315,7 @@ fn to_https<'a>(name: &str, target: &[u8], location_buffer: &'a mut Vec<u8>) -> 
         outcome: Outcome::HttpsRedirect,
         click: None,
         hsts_max_age: 0,
+        visitor: None,
     }
 }
 
@@ -320,7 +324,7 @@ fn on_domain<'a>(
     view: &'a shortline_store::View,
     route: Route<'_>,
     domain: &DomainSettings<'a>,
-    secure: bool,
+    ask: &Ask<'_>,
     now_unix_seconds: i64,
     location_buffer: &'a mut Vec<u8>,
 ) -> Reply<'a> {
@@ -363,7 +367,7 @@ fn on_domain<'a>(
     };
     if preview {
         return page(
-            pages::preview_page(&link, domain.name, code, secure, now_unix_seconds),
+            pages::preview_page(&link, domain.name, code, ask.secure, now_unix_seconds),
             Outcome::Preview,
         );
     }
@@ -373,7 +377,7 @@ fn on_domain<'a>(
             None => plain(410, BODY_GONE, Outcome::Gone),
         },
         Resolution::Flagged => page(pages::flagged_page(domain.name, code), Outcome::Flagged),
-        Resolution::Redirect => redirect(&link, query, location_buffer),
+        Resolution::Redirect => redirect(&link, query, ask, now_unix_seconds, location_buffer),
     }
 }
 
@@ -388,18 +392,45 @@ fn page<'a>(html: String, outcome: Outcome) -> Reply<'a> {
         outcome,
         click: None,
         hsts_max_age: 0,
+        visitor: None,
     }
 }
 
 /// The redirect of an active (or disabled-but-served) link, with the
-/// request's query forwarded when the link asks for it.
+/// request's query forwarded when the link asks for it. A link with
+/// targeting rules or a split goes where they send this client; a link
+/// without them reads nothing more.
 #[inline]
 fn redirect<'a>(
     link: &LinkView<'a>,
     query: Option<&[u8]>,
+    ask: &Ask<'_>,
+    now_unix_seconds: i64,
     location_buffer: &'a mut Vec<u8>,
 ) -> Reply<'a> {
-    let target = link.target();
+    let mut target = link.target();
+    let mut visitor = None;
+    let mut cache_control = if link.redirect.is_permanent() {
+        CACHE_PERMANENT
+    } else {
+        CACHE_TEMPORARY
+    };
+    if let Some(encoded) = link.routing {
+        let (routed, give) = targeting::route(
+            encoded,
+            link.link_id.0,
+            &ask.headers,
+            query.unwrap_or_default(),
+            now_unix_seconds,
+        );
+        if let Some(routed) = routed {
+            target = routed.target;
+        }
+        visitor = give;
+        // Where it goes depends on the client and the moment: no cache
+        // may keep it, whatever the status.
+        cache_control = CACHE_TEMPORARY;
+    }
     if !path::header_safe(target) {
         // Refused at validation and when written; a snapshot that still
         // carries one is damaged, and the link is not served.
@@ -415,16 +446,13 @@ fn redirect<'a>(
     Reply {
         status: link.redirect.code(),
         location: Some(location),
-        cache_control: if link.redirect.is_permanent() {
-            CACHE_PERMANENT
-        } else {
-            CACHE_TEMPORARY
-        },
+        cache_control,
         content_type: "text/plain; charset=utf-8",
         body: Body::Static(BODY_REDIRECT),
         outcome: redirect_outcome(link.redirect),
         click: (link.status == LinkStatus::Active).then_some(link.link_id.0),
         hsts_max_age: 0,
+        visitor,
     }
 }
 
@@ -489,6 +517,7 @@ mod tests {
             target,
             host,
             secure: false,
+            headers: Headers::default(),
         };
         let reply = answer_for(&view, &ask, unknown, 0, &mut buffer);
         (reply.status, reply.location.map(<[u8]>::to_vec))
@@ -547,6 +576,7 @@ mod tests {
                 target: b"/.well-known/acme-challenge/tok-123",
                 host,
                 secure: false,
+                headers: Headers::default(),
             };
             let reply = answer_for(&view, &ask, strict, 0, &mut buffer);
             assert_eq!(

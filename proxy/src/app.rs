@@ -63,6 +63,7 @@ pub struct RedirectApp {
     caught_up: Arc<crate::sync::CaughtUp>,
     catch_up_wait: Duration,
     unknown_host: UnknownHost,
+    geoip: Option<Arc<crate::geo::GeoIp>>,
 }
 
 /// A client connection: plain TCP as Pingora accepted it, or TLS over it.
@@ -103,7 +104,15 @@ impl RedirectApp {
             caught_up: Arc::new(crate::sync::CaughtUp::already()),
             catch_up_wait: Duration::ZERO,
             unknown_host: UnknownHost::Default,
+            geoip: None,
         }
+    }
+
+    /// The country database that targeting rules with countries read.
+    #[must_use]
+    pub fn with_geoip(mut self, geoip: Option<Arc<crate::geo::GeoIp>>) -> Self {
+        self.geoip = geoip;
+        self
     }
 
     /// What a request for a host that is not a short domain gets.
@@ -198,6 +207,13 @@ impl RedirectApp {
                     target: request.target,
                     host: request.host,
                     secure: client.secure,
+                    headers: crate::targeting::Headers {
+                        user_agent: request.user_agent,
+                        accept_language: request.accept_language,
+                        cookie: request.cookie,
+                        client_ip,
+                        geoip: self.geoip.as_deref(),
+                    },
                 };
                 answer_for(&view, &ask, self.unknown_host, now_unix, location_buffer)
             };

@@ -112,6 +112,13 @@ pub(crate) fn write_response_with(
         out.extend_from_slice(b"\r\nStrict-Transport-Security: max-age=");
         out.extend_from_slice(itoa::Buffer::new().format(reply.hsts_max_age).as_bytes());
     }
+    if let Some(visitor) = reply.visitor {
+        out.extend_from_slice(b"\r\nSet-Cookie: ");
+        out.extend_from_slice(crate::targeting::VISITOR_COOKIE.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(itoa::Buffer::new().format(visitor).as_bytes());
+        out.extend_from_slice(b"; Max-Age=31536000; Path=/; SameSite=Lax; HttpOnly");
+    }
     if let Some(RetryAfter(seconds)) = retry_after {
         out.extend_from_slice(b"\r\nRetry-After: ");
         out.extend_from_slice(seconds.max(1).to_string().as_bytes());
@@ -138,6 +145,8 @@ pub(crate) struct Request<'b> {
     pub(crate) referrer: &'b [u8],
     pub(crate) user_agent: &'b [u8],
     pub(crate) forwarded_for: &'b [u8],
+    pub(crate) accept_language: &'b [u8],
+    pub(crate) cookie: &'b [u8],
     /// The `Host` header (empty when absent, as HTTP/1.0 allows).
     pub(crate) host: &'b [u8],
 }
@@ -178,6 +187,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
         referrer: b"",
         user_agent: b"",
         forwarded_for: b"",
+        accept_language: b"",
+        cookie: b"",
         host: b"",
     };
     let mut hosts = 0u32;
@@ -214,6 +225,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
             parsed.user_agent = header.value;
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             parsed.forwarded_for = header.value;
+        } else if name.eq_ignore_ascii_case(b"accept-language") {
+            parsed.accept_language = header.value;
+        } else if name.eq_ignore_ascii_case(b"cookie") {
+            parsed.cookie = header.value;
         }
     }
     // HTTP/1.1 needs exactly one Host (RFC 9112, 3.2); none at all is
@@ -371,6 +386,7 @@ mod tests {
             outcome: Outcome::Redirect302,
             click: None,
             hsts_max_age: 0,
+            visitor: None,
         };
         let now = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let mut out = Vec::new();

@@ -46,6 +46,10 @@ pub struct ProxyConfig {
     /// Take the client address (for countries) from the last
     /// `X-Forwarded-For` entry; only behind a load balancer that sets it.
     pub trust_forwarded_for: bool,
+    /// A MaxMind-format country database (the control plane's
+    /// `geoip_database`), for targeting rules with countries; without
+    /// one, such rules never hold.
+    pub geoip_database: Option<PathBuf>,
     /// Unknown codes (404s) one client may ask for per window before it is
     /// refused with 429; 0 turns the enumeration guard off.
     pub enumeration_misses_max: u32,
@@ -119,6 +123,7 @@ impl Default for ProxyConfig {
             enumeration_clients_max: 65_536,
             enumeration_ipv6_prefix_bits: 64,
             trust_forwarded_for: false,
+            geoip_database: None,
             click_ring_capacity: 1 << 16,
             click_batch_max: 16_384,
             click_flush_interval_ms: 200,
@@ -159,6 +164,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("enumeration_clients_max", Kind::Integer),
     ("enumeration_ipv6_prefix_bits", Kind::Integer),
     ("trust_forwarded_for", Kind::Bool),
+    ("geoip_database", Kind::Text),
     ("click_ring_capacity", Kind::Integer),
     ("click_batch_max", Kind::Integer),
     ("click_flush_interval_ms", Kind::Integer),

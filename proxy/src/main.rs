@@ -189,6 +189,10 @@ fn run(cli: &Cli) -> Result<()> {
         clients_max: config.enumeration_clients_max,
         ipv6_prefix_bits: config.enumeration_ipv6_prefix_bits,
     };
+    let geoip = match &config.geoip_database {
+        Some(path) => Some(Arc::new(shortline_proxy::geo::GeoIp::open(path)?)),
+        None => None,
+    };
     let drain = Arc::new(Drain::default());
     let caught_up = Arc::new(shortline_proxy::sync::CaughtUp::default());
     let app = Arc::new(
@@ -201,6 +205,7 @@ fn run(cli: &Cli) -> Result<()> {
         )
         .with_drain(Arc::clone(&drain))
         .with_unknown_host(config.proxy_unknown_host)
+        .with_geoip(geoip)
         .with_catch_up(
             Arc::clone(&caught_up),
             Duration::from_millis(config.catch_up_wait_ms),

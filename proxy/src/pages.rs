@@ -2,6 +2,7 @@
 //! for a flagged link. Made per request (they are rare); everything from the
 //! link is escaped.
 
+use shortline_store::routing::Routing;
 use shortline_store::{LinkView, Resolution};
 
 fn escape_html(text: &str) -> String {
@@ -69,6 +70,98 @@ fn qr_svg(url: &str) -> Option<String> {
     Some(svg[svg.find("<svg")?..].to_owned())
 }
 
+/// Every other place a link with rules or a split sends clicks, so the
+/// preview hides none of its destinations.
+fn routes(routing: &Routing) -> String {
+    let link = |target: &shortline_store::Target| {
+        let url = escape_html(target.as_str());
+        format!("<a href=\"{url}\" rel=\"noopener noreferrer nofollow\">{url}</a>")
+    };
+    let mut out = String::new();
+    if !routing.rules.is_empty() {
+        let rules: String = routing
+            .rules
+            .iter()
+            .map(|rule| {
+                format!(
+                    "<li>{}: {}</li>",
+                    escape_html(&describe(&rule.when)),
+                    link(&rule.target)
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "<p>Some visitors are sent elsewhere, by the first rule that holds for them:</p><ol>{rules}</ol>"
+        ));
+    }
+    if !routing.variants.is_empty() {
+        let total: u64 = routing.variants.iter().map(|v| u64::from(v.weight)).sum();
+        let variants: String = routing
+            .variants
+            .iter()
+            .map(|v| {
+                let share = u64::from(v.weight) * 1000 / total.max(1);
+                format!(
+                    "<li>{}.{}% of visitors: {}</li>",
+                    share / 10,
+                    share % 10,
+                    link(&v.target)
+                )
+            })
+            .collect();
+        let others = if routing.rules.is_empty() {
+            "Visitors"
+        } else {
+            "The others"
+        };
+        out.push_str(&format!(
+            "<p>{others} are split between:</p><ul>{variants}</ul>"
+        ));
+    }
+    out
+}
+
+/// A rule's conditions in words.
+fn describe(when: &shortline_store::routing::Conditions) -> String {
+    use shortline_store::routing::{browser, device, os};
+    let named = |names: &[(&'static str, u8)], mask: u8| -> Vec<&'static str> {
+        names
+            .iter()
+            .filter(|(_, bit)| mask & bit != 0)
+            .map(|(n, _)| *n)
+            .collect()
+    };
+    let mut parts = Vec::new();
+    for (what, names, mask) in [
+        ("device", &device::NAMES[..], when.devices),
+        ("system", &os::NAMES[..], when.os),
+        ("browser", &browser::NAMES[..], when.browsers),
+    ] {
+        if mask != 0 {
+            parts.push(format!("{what} {}", named(names, mask).join(" or ")));
+        }
+    }
+    if !when.languages.is_empty() {
+        parts.push(format!("language {}", when.languages.join(" or ")));
+    }
+    if !when.countries.is_empty() {
+        parts.push(format!("country {}", when.countries.join(" or ")));
+    }
+    if let Some(q) = &when.query {
+        parts.push(match &q.value {
+            Some(value) => format!("query {}={value}", q.name),
+            None => format!("query has {}", q.name),
+        });
+    }
+    if let Some(from) = when.from {
+        parts.push(format!("from {}", http_date(from)));
+    }
+    if let Some(until) = when.until {
+        parts.push(format!("until {}", http_date(until)));
+    }
+    parts.join(", ")
+}
+
 pub(crate) fn preview_page(
     link: &LinkView<'_>,
     domain: &str,
@@ -116,9 +209,14 @@ pub(crate) fn preview_page(
         }
         None => "<p>Its destination has not changed since the link was made.</p>".to_owned(),
     };
+    let routed = link
+        .routing
+        .and_then(Routing::decode)
+        .map(|routing| routes(&routing))
+        .unwrap_or_default();
     let body = match link.resolve(now) {
         Resolution::Redirect => format!(
-            "<p>The short link <code>{code}</code> leads to:</p><p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>{changed}{qr}"
+            "<p>The short link <code>{code}</code> leads to:</p><p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>{routed}{changed}{qr}"
         ),
         Resolution::Flagged => format!(
             "<p>The short link <code>{code}</code> has been flagged as possibly harmful; its target is not shown.</p>"

@@ -7,6 +7,8 @@ pub(crate) const CHANGED_AT: u8 = 1;
 /// Repeated oldest first: a target the link had, as the Unix seconds
 /// (`i64`) it was replaced, then its bytes.
 pub(crate) const PREVIOUS_TARGET: u8 = 2;
+/// Targeting rules and a split: [`crate::routing`]'s encoding.
+pub(crate) const ROUTING: u8 = 3;
 
 /// The first extension item of `items`: its tag, its value and the items
 /// after it; `None` at the end or on an item that overruns `items`.

@@ -41,6 +41,7 @@ pub mod format;
 mod live;
 mod reader;
 mod record;
+pub mod routing;
 #[cfg(feature = "serde")]
 pub mod stream;
 mod writer;

@@ -597,6 +597,7 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
             .then_some((Entry::Deleted(code), end));
     }
     let mut changed_at = None;
+    let mut routing = None;
     let mut extensions: &[u8] = &[];
     let end = if flags & FLAG_HAS_EXTENSIONS == 0 {
         end
@@ -611,6 +612,8 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
             let (tag, value, rest) = extension::next(items)?;
             if tag == extension::CHANGED_AT {
                 changed_at = Some(i64::from_le_bytes(value.try_into().ok()?));
+            } else if tag == extension::ROUTING {
+                routing = Some(value);
             }
             items = rest;
         }
@@ -626,6 +629,7 @@ fn decode_record(records: &[u8], offset: usize) -> Option<(Entry<'_>, usize)> {
         forward_query: flags & FLAG_FORWARD_QUERY != 0,
         changed_at,
         previous: Previous::Encoded(extensions),
+        routing,
     };
     Some((Entry::Link(view), end))
 }
@@ -732,10 +736,59 @@ mod tests {
                 target: Target::parse(t).unwrap(),
             })
             .collect();
+        let split = crate::routing::Routing {
+            rules: vec![crate::routing::Rule {
+                when: crate::routing::Conditions {
+                    os: crate::routing::os::IOS,
+                    ..Default::default()
+                },
+                target: Target::parse("https://apps.example/").unwrap(),
+            }],
+            variants: Vec::new(),
+            sticky: false,
+        };
+        r.routing = crate::routing::Encoded::new(&split);
         let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(1), [&r]).unwrap()).unwrap();
         let found = snapshot.get(b"x-Y_9").unwrap();
         assert_eq!(found, r.view());
         assert_eq!(found.to_record(), Some(r));
+    }
+
+    #[test]
+    fn routing_takes_the_room_before_previous_targets() {
+        let mut r = record("ruled", 1);
+        let rules = (0..crate::routing::RULES_MAX)
+            .map(|i| crate::routing::Rule {
+                when: crate::routing::Conditions {
+                    from: Some(i as i64),
+                    ..Default::default()
+                },
+                target: Target::parse(&format!("https://r.example/{i}/{}", "y".repeat(900)))
+                    .unwrap(),
+            })
+            .collect();
+        let routing = crate::routing::Routing {
+            rules,
+            variants: Vec::new(),
+            sticky: false,
+        };
+        routing.check().unwrap();
+        r.routing = crate::routing::Encoded::new(&routing);
+        r.previous = (0..12)
+            .map(|i| crate::PreviousTarget {
+                until: i,
+                target: Target::parse(&format!("https://e.example/{i}/{}", "x".repeat(8000)))
+                    .unwrap(),
+            })
+            .collect();
+        let snapshot = Snapshot::from_bytes(encode_snapshot(Seq(1), [&r]).unwrap()).unwrap();
+        let found = snapshot.get(b"ruled").unwrap();
+        assert_eq!(
+            found.routing,
+            r.routing.as_ref().map(crate::routing::Encoded::as_bytes)
+        );
+        let kept = found.previous.iter().count();
+        assert!((1..12).contains(&kept), "{kept} previous targets kept");
     }
 
     #[test]

@@ -170,6 +170,12 @@ pub struct LinkRecord {
         serde(default, skip_serializing_if = "Vec::is_empty")
     )]
     pub previous: Vec<PreviousTarget>,
+    /// Targeting rules and a split, when the link has them.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub routing: Option<crate::routing::Encoded>,
 }
 
 /// A target a link had, and when it was replaced.
@@ -234,6 +240,7 @@ impl LinkRecord {
             forward_query: false,
             changed_at: None,
             previous: Vec::new(),
+            routing: None,
         }
     }
 
@@ -250,6 +257,7 @@ impl LinkRecord {
             forward_query: self.forward_query,
             changed_at: self.changed_at,
             previous: Previous::Owned(&self.previous),
+            routing: self.routing.as_ref().map(crate::routing::Encoded::as_bytes),
         }
     }
 }
@@ -280,6 +288,8 @@ pub struct LinkView<'a> {
     pub changed_at: Option<i64>,
     /// The targets it had before, oldest first.
     pub previous: Previous<'a>,
+    /// Its rules and split, encoded ([`crate::routing::route`]).
+    pub routing: Option<&'a [u8]>,
 }
 
 impl<'a> LinkView<'a> {
@@ -340,6 +350,10 @@ impl<'a> LinkView<'a> {
                     })
                 })
                 .collect::<Option<Vec<_>>>()?,
+            routing: match self.routing {
+                Some(bytes) => Some(crate::routing::Encoded::from_bytes(bytes)?),
+                None => None,
+            },
         })
     }
 }

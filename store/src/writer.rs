@@ -538,7 +538,7 @@ fn encode_record(out: &mut Vec<u8>, record: &LinkRecord) {
     out.extend_from_slice(&record.expires_at.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(code);
     out.extend_from_slice(target);
-    if record.changed_at.is_none() && record.previous.is_empty() {
+    if record.changed_at.is_none() && record.previous.is_empty() && record.routing.is_none() {
         return;
     }
     out[flags_at] |= FLAG_HAS_EXTENSIONS;
@@ -554,6 +554,11 @@ fn encode_record(out: &mut Vec<u8>, record: &LinkRecord) {
     };
     if let Some(at) = record.changed_at {
         item(out, extension::CHANGED_AT, &[&at.to_le_bytes()]);
+    }
+    // Within `routing::ENCODED_MAX`, so it always fits; previous targets
+    // take the room left.
+    if let Some(routing) = &record.routing {
+        item(out, extension::ROUTING, &[routing.as_bytes()]);
     }
     // Oldest first; when they would not all fit, the newest are kept.
     let mut room = EXTENSIONS_MAX - (out.len() - length_at - 2);

@@ -52,7 +52,12 @@ fn proxy_binary() -> PathBuf {
 
 fn spawn_proxy(config: &Config, control: SocketAddr) -> Result<Child> {
     let binary = proxy_binary();
-    Command::new(&binary)
+    let mut command = Command::new(&binary);
+    // One database for both: countries in analytics and in targeting rules.
+    if let Some(geoip) = &config.geoip_database {
+        command.env("SHORTLINE_GEOIP_DATABASE", geoip);
+    }
+    command
         .env("SHORTLINE_DATA_DIR", &config.data_dir)
         .env("SHORTLINE_CONTROL_LISTEN", control.to_string())
         .env("SHORTLINE_PROXY_LISTEN", config.proxy_listen.to_string())

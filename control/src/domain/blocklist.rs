@@ -338,6 +338,7 @@ mod tests {
                     tags: Vec::new(),
                     title: None,
                     target_locked: false,
+                    routing: None,
                 };
                 write(&*backend, |txn| links::create(txn, &new, &permutation)).unwrap();
             }

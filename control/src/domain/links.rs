@@ -2,6 +2,7 @@
 //! precondition before it writes, so a refused request leaves nothing behind
 //! in a transaction it shares with others (group commit).
 
+use shortline_store::routing::{Routing, Rule, Variant};
 use shortline_store::{Code, LinkId, LinkStatus, PreviousTarget, RedirectStatus, Target};
 
 use crate::db::keys;
@@ -49,6 +50,9 @@ pub struct NewLink {
     pub title: Option<String>,
     /// Only an admin may change the target once it is set.
     pub target_locked: bool,
+    /// Targeting rules and a split, each target checked already; `None`
+    /// without either.
+    pub routing: Option<Box<Routing>>,
 }
 
 /// What a create did.
@@ -71,6 +75,9 @@ pub fn create(txn: &mut dyn Txn, new: &NewLink, permutation: &Permutation) -> Ou
         Err(refusal) => return Ok(Err(refusal)),
     };
     if let Some(refusal) = blocklist_refusal(txn, &new.url)? {
+        return Ok(Err(refusal));
+    }
+    if let Some(refusal) = routing_refusal(txn, new.routing.as_deref())? {
         return Ok(Err(refusal));
     }
     let code = match &new.code {
@@ -141,6 +148,7 @@ impl NewLink {
             tags: doc.tags,
             title: doc.title,
             target_locked: doc.target_locked,
+            routing: doc.routing,
         }
     }
 }
@@ -163,6 +171,7 @@ fn new_doc(new: &NewLink, code: Code) -> LinkDoc {
         title: new.title.clone(),
         flag_reason: None,
         target_locked: new.target_locked,
+        routing: new.routing.clone(),
         target_changes: 0,
         target_changed_at: None,
         previous_targets: Vec::new(),
@@ -355,6 +364,33 @@ fn blocklist_refusal(txn: &dyn ReadTxn, url: &str) -> StoreResult<Option<Error>>
     }
     Ok(blocked_by(txn, &host)?
         .map(|domain| Error::invalid("url", format!("domain {domain} is blocked"))))
+}
+
+/// The refusal of the first rule or variant whose target the blocklist
+/// refuses, or that is a short domain here.
+fn routing_refusal(txn: &dyn ReadTxn, routing: Option<&Routing>) -> StoreResult<Option<Error>> {
+    let Some(routing) = routing else {
+        return Ok(None);
+    };
+    let rules = routing
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ("rule", i, &r.target));
+    let variants = routing
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ("variant", i, &v.target));
+    for (what, i, target) in rules.chain(variants) {
+        if let Some(Error::Invalid { reason, .. }) = blocklist_refusal(txn, target.as_str())? {
+            return Ok(Some(Error::invalid(
+                format!("{what}s"),
+                format!("{what} {}: url: {reason}", i + 1),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Flags an active link, saying why. Returns whether it changed; a link
@@ -553,6 +589,9 @@ pub struct Patch {
     pub tags: Option<Vec<String>>,
     pub title: Option<Option<String>>,
     pub target_locked: Option<bool>,
+    pub rules: Option<Vec<Rule>>,
+    pub variants: Option<Vec<Variant>>,
+    pub sticky_variants: Option<bool>,
 }
 
 /// Applies a patch.
@@ -596,6 +635,22 @@ pub fn patch(
     }
     let mut link = old.clone();
     apply(&mut link, patch);
+    if link.routing != old.routing {
+        if old.target_locked && !principal.is_admin() {
+            return Ok(Err(Error::Forbidden(
+                "this link's target is locked; only an admin can change its rules or variants"
+                    .into(),
+            )));
+        }
+        if let Some(routing) = &link.routing
+            && let Err((field, reason)) = check_routing(routing)
+        {
+            return Ok(Err(Error::invalid(field, reason)));
+        }
+        if let Some(refusal) = routing_refusal(txn, link.routing.as_deref())? {
+            return Ok(Err(refusal));
+        }
+    }
     if let Some(url) = retarget {
         link.target_changes = old.target_changes.saturating_add(1);
         link.target_changed_at = Some(now);
@@ -685,6 +740,39 @@ fn apply(link: &mut LinkDoc, patch: &Patch) {
     if let Some(title) = &patch.title {
         link.title.clone_from(title);
     }
+    if patch.rules.is_some() || patch.variants.is_some() || patch.sticky_variants.is_some() {
+        let routing = link.routing.get_or_insert_with(|| {
+            Box::new(Routing {
+                sticky: true,
+                ..Routing::default()
+            })
+        });
+        if let Some(rules) = &patch.rules {
+            routing.rules.clone_from(rules);
+        }
+        if let Some(variants) = &patch.variants {
+            routing.variants.clone_from(variants);
+        }
+        if let Some(sticky) = patch.sticky_variants {
+            routing.sticky = sticky;
+        }
+        if routing.is_empty() {
+            link.routing = None;
+        }
+    }
+}
+
+/// The whole routing checked: conditions, weights, limits and size. The
+/// field is `rules` or `variants`, by what is wrong.
+pub fn check_routing(routing: &Routing) -> Result<(), (&'static str, String)> {
+    routing.check().map_err(|e| {
+        let field = if e.starts_with("variant") || e.contains("split") {
+            "variants"
+        } else {
+            "rules"
+        };
+        (field, e)
+    })
 }
 
 /// Deletes a link; its code is retired for good.
@@ -1004,6 +1092,7 @@ mod tests {
             tags: Vec::new(),
             title: None,
             target_locked: false,
+            routing: None,
         }
     }
 

@@ -8,11 +8,13 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use shortline_store::routing::Routing;
 use shortline_store::{Code, LinkId, LinkStatus, RedirectStatus, Target};
 
 use super::extract::{ApiJson, ApiPath, Auth, MaybeAuth, Shared, read};
 use super::problem::AppResult;
 use super::problem::{ApiError, Problem};
+use super::routing::{self, RuleBody, VariantBody};
 use super::wire::{nullable, rfc3339};
 use crate::domain::auth::Principal;
 use crate::domain::codes;
@@ -58,6 +60,12 @@ pub struct LinkOut {
     /// When the target last changed (RFC 3339); null if never. The changes
     /// are at `/api/v1/links/{code}/history`.
     pub target_changed_at: Option<String>,
+    /// Targeting rules, in the order they are tried.
+    pub rules: Vec<RuleBody>,
+    /// The split's targets and weights; empty without a split.
+    pub variants: Vec<VariantBody>,
+    /// Whether a client keeps its variant across clicks.
+    pub sticky_variants: bool,
 }
 
 impl LinkOut {
@@ -90,6 +98,20 @@ impl LinkOut {
             flag_reason: link.flag_reason.map(String::from),
             target_locked: link.target_locked,
             target_changed_at: link.target_changed_at.map(rfc3339),
+            rules: link
+                .routing
+                .as_deref()
+                .map(routing::rules_out)
+                .unwrap_or_default(),
+            variants: link
+                .routing
+                .as_deref()
+                .map(routing::variants_out)
+                .unwrap_or_default(),
+            sticky_variants: link
+                .routing
+                .as_deref()
+                .is_none_or(|r| r.variants.is_empty() || r.sticky),
         }
     }
 }
@@ -183,6 +205,13 @@ pub struct CreateLink {
     /// Lock the target from the start: only an admin can change it
     /// afterwards (default false).
     pub target_locked: Option<bool>,
+    /// Targeting rules, tried in order; the first that holds wins.
+    pub rules: Option<Vec<RuleBody>>,
+    /// A split: weighted targets for the clicks no rule takes (two or more).
+    pub variants: Option<Vec<VariantBody>>,
+    /// Whether a client keeps its variant across clicks, by a cookie
+    /// (default true).
+    pub sticky_variants: Option<bool>,
 }
 
 /// A batch create request.
@@ -232,8 +261,13 @@ pub struct PatchLink {
     #[schema(value_type = Option<String>)]
     pub title: Option<Option<String>>,
     /// Lock the target: after that, only an admin can change it, or
-    /// unlock it.
+    /// unlock it, or its rules and variants.
     pub target_locked: Option<bool>,
+    /// Replaces the rules; `[]` removes them.
+    pub rules: Option<Vec<RuleBody>>,
+    /// Replaces the variants; `[]` removes the split.
+    pub variants: Option<Vec<VariantBody>>,
+    pub sticky_variants: Option<bool>,
 }
 
 /// A page of links.
@@ -432,6 +466,7 @@ pub(crate) fn plan_create(
         tags: check_tags(state, body.tags)?,
         title: check_title(state, body.title)?,
         target_locked: body.target_locked.unwrap_or(false),
+        routing: plan_routing(state, body.rules, body.variants, body.sticky_variants)?,
     })
 }
 
@@ -693,7 +728,33 @@ fn plan_patch(state: &AppState, body: PatchLink, now: i64) -> AppResult<Patch> {
         tags: body.tags.map(|t| check_tags(state, Some(t))).transpose()?,
         title: body.title.map(|t| check_title(state, t)).transpose()?,
         target_locked: body.target_locked,
+        rules: body
+            .rules
+            .map(|r| routing::rules(state, &r, check_target))
+            .transpose()?,
+        variants: body
+            .variants
+            .map(|v| routing::variants(state, &v, check_target))
+            .transpose()?,
+        sticky_variants: body.sticky_variants,
     })
+}
+
+/// A new link's rules and split, every target checked and the whole
+/// within its limits.
+fn plan_routing(
+    state: &AppState,
+    rules: Option<Vec<RuleBody>>,
+    variants: Option<Vec<VariantBody>>,
+    sticky: Option<bool>,
+) -> AppResult<Option<Box<Routing>>> {
+    let planned = Routing {
+        rules: routing::rules(state, &rules.unwrap_or_default(), check_target)?,
+        variants: routing::variants(state, &variants.unwrap_or_default(), check_target)?,
+        sticky: sticky.unwrap_or(true),
+    };
+    links::check_routing(&planned).map_err(|(field, reason)| ApiError::invalid(field, reason))?;
+    Ok((!planned.is_empty()).then(|| Box::new(planned)))
 }
 
 #[utoipa::path(patch, path = "/api/v1/links/{code}", request_body = PatchLink, security(("bearer" = [])),

@@ -14,6 +14,7 @@ pub mod links;
 pub mod openapi;
 pub mod problem;
 pub mod qr;
+pub mod routing;
 pub mod stats;
 pub mod stream;
 pub mod wire;

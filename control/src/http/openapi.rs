@@ -83,6 +83,7 @@ impl utoipa::Modify for DocFixes {
     components(schemas(admin::Index, links::LinkOut, links::CreateLink, links::CreateBatch, links::BatchItem, links::BatchOut, links::PatchLink, links::LinkPage, keys::CreateKey, keys::KeyOut, domains::DomainOut, domains::CertificateOut, domains::CreateDomain, domains::PatchDomain, domains::DomainList, Problem, Strategy, Role,
         crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
         stats::TopLinks, stats::TopLink, history::History, history::Change,
+        super::routing::RuleBody, super::routing::QueryBody, super::routing::VariantBody,
         crate::domain::blocklist::BlockEntry, abuse::BlocklistPage, abuse::PutBlock, abuse::BlockOut, abuse::BlockView, abuse::SweepOut, abuse::SweepState,
         crate::domain::reports::Report, crate::domain::reports::ReportState, crate::domain::reports::Category, crate::domain::reports::Action,
         abuse::NewReport, abuse::ReportReceipt, abuse::ReportPage, abuse::Resolve, abuse::ResolvedOut)),

@@ -18,6 +18,7 @@ mod qr;
 mod startup;
 mod stats;
 mod stream;
+mod targeting;
 mod uniqueness;
 mod validation;
 

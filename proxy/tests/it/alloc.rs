@@ -175,10 +175,151 @@ fn finding_the_domain_by_host_allocates_nothing() {
             target,
             host,
             secure,
+            headers: shortline_proxy::targeting::Headers::default(),
         };
         let reply = answer_for(&view, &ask, UnknownHost::Misdirected, 0, &mut location);
         assert_eq!(reply.status, status);
         assert_eq!(reply.hsts_max_age, if secure { 600 } else { 0 });
     }
     assert_eq!(allocations() - before, 0, "the domain lookup allocated");
+}
+
+/// A link with five rules and a two-way split is answered without
+/// allocating too: the agent is read into a per-thread cache, the
+/// language, query, cookie and the country database are read in place,
+/// and the rules where they lie in the snapshot and in the overlay.
+#[test]
+fn a_link_with_rules_and_a_split_allocates_nothing() {
+    use shortline_store::routing::{Conditions, QueryCondition, Routing, Rule, Variant, os};
+    let target = |t: &str| Target::parse(t).unwrap();
+    let when = |c: Conditions| Rule {
+        when: c,
+        target: target("https://example.com/ruled"),
+    };
+    let routing = Routing {
+        rules: vec![
+            when(Conditions {
+                os: os::IOS,
+                ..Conditions::default()
+            }),
+            when(Conditions {
+                os: os::ANDROID,
+                ..Conditions::default()
+            }),
+            when(Conditions {
+                languages: vec!["de".into(), "fr".into()],
+                ..Conditions::default()
+            }),
+            when(Conditions {
+                query: Some(QueryCondition {
+                    name: "ref".into(),
+                    value: Some("mail".into()),
+                }),
+                ..Conditions::default()
+            }),
+            when(Conditions {
+                countries: vec!["NZ".into()],
+                until: Some(10),
+                ..Conditions::default()
+            }),
+        ],
+        variants: vec![
+            Variant {
+                weight: 1,
+                target: target("https://example.com/a"),
+            },
+            Variant {
+                weight: 1,
+                target: target("https://example.com/b"),
+            },
+        ],
+        sticky: true,
+    };
+    routing.check().unwrap();
+    let routed = |code: &str| {
+        let mut r = record(code, true);
+        r.routing = shortline_store::routing::Encoded::new(&routing);
+        r
+    };
+    let table = LiveTable::new(
+        Snapshot::from_bytes(encode_snapshot(Seq(1), [&routed("ruled")]).unwrap()).unwrap(),
+    );
+    table.apply([Change {
+        seq: Seq(2),
+        code: Code::parse("fresh").unwrap(),
+        record: Some(routed("fresh")),
+    }]);
+    let method = http::Method::GET;
+    let mut location = Vec::with_capacity(256);
+    let agents: [&[u8]; 3] = [
+        b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Safari/604.1",
+        b"Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0 Safari/537.36",
+        b"",
+    ];
+    let targets: [&[u8]; 4] = [b"/ruled", b"/fresh", b"/ruled?ref=mail", b"/fresh?x=1"];
+    let dir = tempfile::tempdir().unwrap();
+    let countries = dir.path().join("countries.mmdb");
+    crate::analytics::write_geoip(&countries);
+    let geoip = shortline_proxy::geo::GeoIp::open(&countries).unwrap();
+    assert_eq!(geoip.country("203.0.113.5".parse().unwrap()), Some(*b"NZ"));
+    let ask = |target, agent, cookie| Ask {
+        method: &method,
+        target,
+        host: b"s.example",
+        secure: false,
+        headers: shortline_proxy::targeting::Headers {
+            user_agent: agent,
+            accept_language: b"en-GB, fr;q=0.5",
+            cookie,
+            client_ip: Some(std::net::IpAddr::from([203, 0, 113, 5])),
+            geoip: Some(&geoip),
+        },
+    };
+    // Warm: the per-thread agent cache and random state.
+    for agent in agents {
+        let view = table.load();
+        let _ = answer_for(
+            &view,
+            &ask(b"/ruled", agent, b""),
+            UnknownHost::Default,
+            100,
+            &mut location,
+        );
+    }
+
+    let before = allocations();
+    let (mut ruled, mut split) = (0, 0);
+    let mut cookies = 0;
+    for _ in 0..50 {
+        for target in targets {
+            for agent in agents {
+                for cookie in [&b""[..], b"a=1; sl_v=12345"] {
+                    let view = table.load();
+                    let reply = answer_for(
+                        &view,
+                        &ask(target, agent, cookie),
+                        UnknownHost::Default,
+                        100,
+                        &mut location,
+                    );
+                    assert_eq!(reply.status, 302);
+                    cookies += usize::from(reply.visitor.is_some());
+                    let at = reply.location.unwrap();
+                    if at.starts_with(b"https://example.com/ruled") {
+                        ruled += 1;
+                    } else if at.starts_with(b"https://example.com/a")
+                        || at.starts_with(b"https://example.com/b")
+                    {
+                        split += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(allocations() - before, 0, "a routed redirect allocated");
+    assert!(cookies > 0, "fresh clients were placed in the split");
+    assert!(
+        ruled > 0 && split > 0,
+        "{ruled} by a rule, {split} by the split"
+    );
 }

@@ -16,8 +16,9 @@ const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.goo
 const SLACK: &str = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)";
 const FACEBOOK: &str = "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)";
 
-/// A two-network country database, built here in the MaxMind format.
-fn write_geoip(path: &Path) {
+/// A two-network country database, built here in the MaxMind format:
+/// 203.0.113.0/24 is NZ, 198.51.100.0/24 is DE.
+pub fn write_geoip(path: &Path) {
     use maxminddb_writer::Database;
     use maxminddb_writer::paths::IpAddrWithMask;
     #[derive(serde::Serialize)]

@@ -15,6 +15,7 @@ mod lifecycle;
 mod readme;
 mod sidecars;
 mod staying_current;
+mod targeting;
 mod tls;
 mod up;
 
