@@ -48,6 +48,9 @@ pub struct Reply<'a> {
     /// A number to give the client in the visitor cookie
     /// ([`crate::targeting::VISITOR_COOKIE`]): a sticky split placed it.
     pub visitor: Option<u32>,
+    /// Where a link with rules or a split sent the click, for analytics
+    /// ([`shortline_store::routing::route_code`]); 0 for a plain link.
+    pub route: u8,
 }
 
 /// A response body: static bytes, or a page made for this request.
@@ -90,6 +93,7 @@ pub(crate) fn plain(status: u16, body: &'static [u8], outcome: Outcome) -> Reply
         click: None,
         hsts_max_age: 0,
         visitor: None,
+        route: 0,
     }
 }
 
@@ -214,6 +218,7 @@ fn domain_redirect(location: &str, outcome: Outcome) -> Reply<'_> {
         click: None,
         hsts_max_age: 0,
         visitor: None,
+        route: 0,
     }
 }
 
@@ -280,6 +285,7 @@ fn challenge<'a>(view: &'a shortline_store::View, token: &[u8]) -> Reply<'a> {
             click: None,
             hsts_max_age: 0,
             visitor: None,
+            route: 0,
         },
         _ => plain(404, BODY_NOT_FOUND, Outcome::NotFound),
     }
@@ -316,6 +322,7 @@ fn to_https<'a>(name: &str, target: &[u8], location_buffer: &'a mut Vec<u8>) -> 
         click: None,
         hsts_max_age: 0,
         visitor: None,
+        route: 0,
     }
 }
 
@@ -393,6 +400,7 @@ fn page<'a>(html: String, outcome: Outcome) -> Reply<'a> {
         click: None,
         hsts_max_age: 0,
         visitor: None,
+        route: 0,
     }
 }
 
@@ -410,6 +418,7 @@ fn redirect<'a>(
 ) -> Reply<'a> {
     let mut target = link.target();
     let mut visitor = None;
+    let mut route = 0;
     let mut cache_control = if link.redirect.is_permanent() {
         CACHE_PERMANENT
     } else {
@@ -423,9 +432,10 @@ fn redirect<'a>(
             query.unwrap_or_default(),
             now_unix_seconds,
         );
-        if let Some(routed) = routed {
+        if let Some(routed) = &routed {
             target = routed.target;
         }
+        route = shortline_store::routing::route_code(routed.as_ref());
         visitor = give;
         // Where it goes depends on the client and the moment: no cache
         // may keep it, whatever the status.
@@ -453,6 +463,7 @@ fn redirect<'a>(
         click: (link.status == LinkStatus::Active).then_some(link.link_id.0),
         hsts_max_age: 0,
         visitor,
+        route,
     }
 }
 

@@ -144,6 +144,7 @@ impl RedirectApp {
         request: &Request<'_>,
         peer: Option<IpAddr>,
         link_id: u64,
+        route: u8,
         now: SystemTime,
     ) {
         let at_unix_ms = now
@@ -154,14 +155,16 @@ impl RedirectApp {
         } else {
             None
         };
-        self.clicks.push(ClickEvent::new(
+        let mut event = ClickEvent::new(
             link_id,
             at_unix_ms,
             request.method == Method::HEAD,
             forwarded.or(peer),
             request.referrer,
             request.user_agent,
-        ));
+        );
+        event.route = route;
+        self.clicks.push(event);
     }
 
     /// Answers one parsed request into `out`; no I/O.
@@ -233,7 +236,7 @@ impl RedirectApp {
             if let Some(link_id) = reply.click
                 && self.limits.click_capture
             {
-                self.capture_click(request, peer, link_id, now);
+                self.capture_click(request, peer, link_id, reply.route, now);
             }
             write_response(
                 out,

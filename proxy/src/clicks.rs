@@ -25,6 +25,9 @@ pub struct ClickEvent {
     pub at_unix_ms: u64,
     pub head: bool,
     pub client: Option<IpAddr>,
+    /// Where a link with rules or a split sent the click
+    /// ([`shortline_store::routing::route_code`]); 0 for a plain link.
+    pub route: u8,
     referrer: [u8; REFERRER_BYTES_MAX],
     referrer_len: u8,
     user_agent: [u8; USER_AGENT_BYTES_MAX],
@@ -65,6 +68,7 @@ impl ClickEvent {
             at_unix_ms,
             head,
             client,
+            route: 0,
             referrer,
             referrer_len,
             user_agent,
@@ -135,11 +139,12 @@ impl ClickRing {
 pub fn encode_batch(proxy_id: &str, batch_seq: u64, events: &[ClickEvent]) -> Vec<u8> {
     let mut encoder = shortline_store::clickwire::Encoder::new();
     for e in events {
-        encoder.push(
+        encoder.push_routed(
             e.link_id,
             e.at_unix_ms,
             e.head,
             e.client,
+            e.route,
             e.user_agent(),
             e.referrer(),
         );

@@ -387,6 +387,7 @@ mod tests {
             click: None,
             hsts_max_age: 0,
             visitor: None,
+            route: 0,
         };
         let now = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let mut out = Vec::new();

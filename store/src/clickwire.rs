@@ -6,12 +6,17 @@
 //! per click. All integers are little-endian.
 //!
 //! ```text
-//! "SLCB" version:u8=1
+//! "SLCB" version:u8=2
 //! proxy_id_len:u8 proxy_id batch_seq:u64
 //! strings:u32 { len:u16 bytes }*
-//! clicks:u32 { link_id:u64 at_unix_ms:u64 flags:u8 [ip:4|16] agent:u32 referrer:u32 }*
-//! flags: bit 0 HEAD, bit 1 has IPv4 address, bit 2 has IPv6 address
+//! clicks:u32 { link_id:u64 at_unix_ms:u64 flags:u8 [ip:4|16] [route:u8] agent:u32 referrer:u32 }*
+//! flags: bit 0 HEAD, bit 1 has IPv4 address, bit 2 has IPv6 address,
+//!        bit 3 has route (version 2)
 //! ```
+//!
+//! `route` says where a link with targeting rules or a split sent the
+//! click ([`crate::routing::route_code`]). Version 1, without it, is still
+//! read.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -19,13 +24,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// First bytes of a batch.
 pub const MAGIC: &[u8; 4] = b"SLCB";
 /// The version written.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Content type of a batch.
 pub const CONTENT_TYPE: &str = "application/x-shortline-clicks";
 
 const FLAG_HEAD: u8 = 1;
 const FLAG_V4: u8 = 2;
 const FLAG_V6: u8 = 4;
+const FLAG_ROUTE: u8 = 8;
 
 /// One click of a decoded batch. Its user agent and referrer are indexes
 /// into its batch's string table, checked by [`decode`], so only a decoded
@@ -36,6 +42,8 @@ pub struct WireClick {
     pub at_unix_ms: u64,
     pub head: bool,
     pub client: Option<IpAddr>,
+    /// Where a link with rules or a split sent it; 0 for a plain link.
+    pub route: u8,
     agent: u32,
     referrer: u32,
 }
@@ -144,7 +152,7 @@ impl<'a> Encoder<'a> {
         i
     }
 
-    /// Adds a click.
+    /// Adds a click on a plain link.
     pub fn push(
         &mut self,
         link_id: u64,
@@ -154,12 +162,31 @@ impl<'a> Encoder<'a> {
         agent: &'a [u8],
         referrer: &'a [u8],
     ) {
+        self.push_routed(link_id, at_unix_ms, head, client, 0, agent, referrer);
+    }
+
+    /// Adds a click and where the link's rules or split sent it (`route`,
+    /// 0 for none).
+    #[allow(clippy::too_many_arguments)] // one click's fields, in wire order
+    pub fn push_routed(
+        &mut self,
+        link_id: u64,
+        at_unix_ms: u64,
+        head: bool,
+        client: Option<IpAddr>,
+        route: u8,
+        agent: &'a [u8],
+        referrer: &'a [u8],
+    ) {
         let agent = self.intern(agent);
         let referrer = self.intern(referrer);
         let out = &mut self.clicks;
         out.extend_from_slice(&link_id.to_le_bytes());
         out.extend_from_slice(&at_unix_ms.to_le_bytes());
         let mut flags = if head { FLAG_HEAD } else { 0 };
+        if route != 0 {
+            flags |= FLAG_ROUTE;
+        }
         match client {
             Some(IpAddr::V4(v4)) => {
                 flags |= FLAG_V4;
@@ -172,6 +199,9 @@ impl<'a> Encoder<'a> {
                 out.extend_from_slice(&v6.octets());
             }
             None => out.push(flags),
+        }
+        if route != 0 {
+            out.push(route);
         }
         out.extend_from_slice(&agent.to_le_bytes());
         out.extend_from_slice(&referrer.to_le_bytes());
@@ -252,7 +282,7 @@ pub fn decode(bytes: &[u8]) -> Result<WireBatch, WireError> {
         return Err(WireError::Magic);
     }
     let version = c.u8()?;
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(WireError::Version(version));
     }
     let id_len = c.u8()? as usize;
@@ -288,6 +318,11 @@ pub fn decode(bytes: &[u8]) -> Result<WireBatch, WireError> {
         } else {
             None
         };
+        let route = if version >= 2 && flags & FLAG_ROUTE != 0 {
+            c.u8()?
+        } else {
+            0
+        };
         let agent = u32::from_le_bytes(c.array()?);
         let referrer = u32::from_le_bytes(c.array()?);
         for s in [agent, referrer] {
@@ -300,6 +335,7 @@ pub fn decode(bytes: &[u8]) -> Result<WireBatch, WireError> {
             at_unix_ms,
             head: flags & FLAG_HEAD != 0,
             client,
+            route,
             agent,
             referrer,
         });
@@ -338,6 +374,15 @@ mod tests {
             b"https://r/",
         );
         e.push(9, 1002, false, None, b"ua-2", b"");
+        e.push_routed(
+            10,
+            1003,
+            false,
+            Some("203.0.113.9".parse().unwrap()),
+            33,
+            b"ua-2",
+            b"",
+        );
         e.finish("proxy-a", 42)
     }
 
@@ -348,7 +393,12 @@ mod tests {
         assert_eq!(batch.strings, ["ua-1", "", "https://r/", "ua-2"]);
         assert_eq!(batch.string_count(), 4);
         let clicks = batch.clicks();
-        assert_eq!(clicks.len(), 3);
+        assert_eq!(clicks.len(), 4);
+        assert_eq!(
+            clicks.iter().map(|c| c.route).collect::<Vec<_>>(),
+            [0, 0, 0, 33]
+        );
+        assert_eq!(clicks[3].client, clicks[0].client);
         assert!(clicks[1].head);
         assert_eq!(clicks[1].client, Some("2001:db8::1".parse().unwrap()));
         assert_eq!(batch.referrer(&clicks[1]), "https://r/");
@@ -368,6 +418,24 @@ mod tests {
         let mut bad = bytes;
         bad[4] = 9;
         assert_eq!(decode(&bad), Err(WireError::Version(9)));
+    }
+
+    #[test]
+    fn a_version_1_batch_is_still_read() {
+        let mut e = Encoder::new();
+        e.push(
+            7,
+            1000,
+            false,
+            Some("203.0.113.9".parse().unwrap()),
+            b"ua",
+            b"",
+        );
+        let mut bytes = e.finish("p", 1);
+        bytes[4] = 1;
+        let batch = decode(&bytes).unwrap();
+        assert_eq!(batch.clicks()[0].route, 0);
+        assert_eq!(batch.clicks()[0].link_id, 7);
     }
 
     #[test]

@@ -632,6 +632,43 @@ pub fn route<'a>(encoded: &'a [u8], client: &Client<'_>) -> Option<Routed<'a>> {
     None
 }
 
+/// A click on a link with rules or a split that went to the link's own
+/// target, as [`route_code`] writes it.
+pub const ROUTE_OWN: u8 = 1;
+const ROUTE_RULE: u8 = 2;
+const ROUTE_VARIANT: u8 = 32;
+
+/// One byte for where a click on a link with rules or a split went, for
+/// analytics: [`ROUTE_OWN`], a rule or a variant. (0 is a plain link's.)
+#[must_use]
+pub fn route_code(routed: Option<&Routed<'_>>) -> u8 {
+    match routed {
+        Some(Routed {
+            rule: Some(rule), ..
+        }) => ROUTE_RULE + rule,
+        Some(Routed {
+            variant: Some(variant),
+            ..
+        }) => ROUTE_VARIANT + variant,
+        _ => ROUTE_OWN,
+    }
+}
+
+/// The name analytics shows for a [`route_code`]: `link` (its own
+/// target), `rule N` or `variant N`, counted from 1; `None` for 0 and
+/// for codes no route has.
+#[must_use]
+pub fn route_name(code: u8) -> Option<String> {
+    let rules = ROUTE_RULE..ROUTE_RULE + RULES_MAX as u8;
+    let variants = ROUTE_VARIANT..ROUTE_VARIANT + VARIANTS_MAX as u8;
+    match code {
+        ROUTE_OWN => Some("link".to_owned()),
+        c if rules.contains(&c) => Some(format!("rule {}", c - ROUTE_RULE + 1)),
+        c if variants.contains(&c) => Some(format!("variant {}", c - ROUTE_VARIANT + 1)),
+        _ => None,
+    }
+}
+
 /// Whether the encoded routing keeps a client's variant across clicks.
 #[must_use]
 pub fn is_sticky(encoded: &[u8]) -> bool {
@@ -949,6 +986,23 @@ mod tests {
         assert_eq!(to(&bytes, &at(u32::MAX / 4 - 1)).2, Some(0));
         assert_eq!(to(&bytes, &at(u32::MAX / 4 + 1)).2, Some(1));
         assert_eq!(to(&bytes, &at(u32::MAX)).2, Some(1));
+    }
+
+    #[test]
+    fn routes_have_one_byte_and_a_name() {
+        let at = |rule, variant| Routed {
+            target: b"",
+            rule,
+            variant,
+        };
+        let named = |routed: Option<&Routed<'_>>| route_name(route_code(routed)).unwrap();
+        assert_eq!(named(None), "link");
+        assert_eq!(named(Some(&at(Some(0), None))), "rule 1");
+        assert_eq!(named(Some(&at(Some(15), None))), "rule 16");
+        assert_eq!(named(Some(&at(None, Some(7)))), "variant 8");
+        assert_eq!(route_name(0), None);
+        assert_eq!(route_name(18), None);
+        assert_eq!(route_name(40), None);
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl Pending {
     }
 
     /// Counts a human click in the top-links report and its breakdowns.
-    fn add_human(&mut self, link: u64, day: u32, dims: [(u8, Option<u32>); 5]) {
+    fn add_human(&mut self, link: u64, day: u32, dims: [(u8, Option<u32>); 6]) {
         self.add(Key::Humans(link), 1);
         self.add(Key::Top { day, link }, 1);
         self.humans.insert(link);
@@ -482,6 +482,9 @@ impl Analytics {
             let name = click.client.and_then(|ip| geo.country(ip));
             pending.names.id(name.as_deref().unwrap_or("unknown"))
         });
+        // Only links with rules or a split have routes; a code no route
+        // has (a newer proxy's) is not counted rather than misnamed.
+        let route = shortline_store::routing::route_name(click.route).map(|n| pending.names.id(&n));
         pending.add_human(
             link,
             day,
@@ -491,6 +494,7 @@ impl Analytics {
                 (dim::DEVICE, Some(agent.device)),
                 (dim::REFERRER, Some(referrer)),
                 (dim::COUNTRY, country),
+                (dim::ROUTE, route),
             ],
         );
         counted.referrer = Some(referrer);

@@ -65,6 +65,9 @@ pub struct Stats {
     pub browsers: Vec<Count>,
     pub os: Vec<Count>,
     pub devices: Vec<Count>,
+    /// For a link with targeting rules or a split: its human clicks by
+    /// where they went, `rule N`, `variant N` or `link` (its own target).
+    pub routes: Vec<Count>,
 }
 
 fn sorted(map: HashMap<String, u64>, limit: usize) -> Vec<Count> {
@@ -97,7 +100,7 @@ pub fn link_stats(
     breakdown_max: usize,
 ) -> StoreResult<Stats> {
     let mut series: BTreeMap<u32, Point> = BTreeMap::new();
-    let mut dims: [HashMap<String, u64>; 5] = Default::default();
+    let mut dims: [HashMap<String, u64>; 6] = Default::default();
     scan(
         txn,
         link_id,
@@ -162,6 +165,7 @@ pub fn link_stats(
         browsers: Vec::new(),
         os: Vec::new(),
         devices: Vec::new(),
+        routes: Vec::new(),
     };
     for (_, mut point) in series {
         point.total = point.human + point.bot + point.preview;
@@ -172,22 +176,24 @@ pub fn link_stats(
         stats.head_requests += point.head;
         stats.series.push(point);
     }
-    let [referrers, countries, browsers, os, devices] = dims;
+    let [referrers, countries, browsers, os, devices, routes] = dims;
     stats.referrers = sorted(referrers, breakdown_max);
     stats.countries = sorted(countries, breakdown_max);
     stats.browsers = sorted(browsers, breakdown_max);
     stats.os = sorted(os, breakdown_max);
     stats.devices = sorted(devices, breakdown_max);
+    stats.routes = sorted(routes, breakdown_max);
     Ok(stats)
 }
 
-fn add_dim(dims: &mut [HashMap<String, u64>; 5], dimension: u8, name: &str, n: u64) {
+fn add_dim(dims: &mut [HashMap<String, u64>; 6], dimension: u8, name: &str, n: u64) {
     let slot = match dimension {
         dim::REFERRER => 0,
         dim::COUNTRY => 1,
         dim::BROWSER => 2,
         dim::OS => 3,
         dim::DEVICE => 4,
+        dim::ROUTE => 5,
         _ => return,
     };
     *dims[slot].entry(name.to_owned()).or_default() += n;

@@ -122,6 +122,8 @@ pub mod dim {
     pub const BROWSER: u8 = b'b';
     pub const OS: u8 = b'o';
     pub const DEVICE: u8 = b'd';
+    /// Where a link with targeting rules or a split sent the click.
+    pub const ROUTE: u8 = b't';
 }
 
 fn counter(prefix: &[u8], link_id: u64) -> Vec<u8> {

@@ -243,3 +243,80 @@ fn a_country_rule_holds_by_the_proxys_geoip_database() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("cannot open the GeoIP database"), "{said}");
 }
+
+/// Analytics counts a routed link's human clicks by where they went: each
+/// rule, each variant, and the link's own target.
+#[test]
+fn stats_count_clicks_per_rule_and_per_variant() {
+    let sys = system(&[], &[]);
+    let code = sys.create_visible(json!({
+        "url": "https://example.com/control",
+        "rules": [
+            {"os": ["ios"], "url": "https://apps.example/app"},
+            {"query": {"name": "plain"}, "url": "https://example.com/q"},
+        ],
+        "variants": [
+            {"url": "https://example.com/a", "weight": 1},
+            {"url": "https://example.com/b", "weight": 1},
+        ],
+    }));
+    let path = format!("/{code}");
+    let mut sent: HashMap<String, u64> = HashMap::new();
+    for (agent, path, clicks) in [
+        (IPHONE, path.clone(), 7),
+        (MAC, path.clone(), 20),
+        (PIXEL, format!("{path}?plain"), 3),
+    ] {
+        for _ in 0..clicks {
+            let answer = sys
+                .proxy
+                .request("GET", &path, &format!("User-Agent: {agent}\r\n"));
+            let place = match answer.header("location").unwrap() {
+                "https://apps.example/app" => "rule 1",
+                "https://example.com/q" => "rule 2",
+                "https://example.com/a" => "variant 1",
+                "https://example.com/b" => "variant 2",
+                other => panic!("{other}"),
+            };
+            *sent.entry(place.to_owned()).or_default() += 1;
+        }
+    }
+    let stats = |sys: &crate::System| {
+        let (status, body) =
+            sys.control
+                .request("GET", &format!("/api/v1/links/{code}/stats"), None);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    eventually(60, "every click counted", || {
+        stats(&sys)["human_clicks"] == 30
+    });
+    let counted: HashMap<String, u64> = stats(&sys)["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["value"].as_str().unwrap().to_owned(),
+                c["clicks"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counted, sent);
+    assert_eq!(counted["rule 1"], 7);
+    assert_eq!(counted["rule 2"], 3);
+
+    // A plain link has no routes.
+    let plain = sys.create_visible(json!({"url": "https://example.com/plain"}));
+    sys.proxy.request(
+        "GET",
+        &format!("/{plain}"),
+        &format!("User-Agent: {MAC}\r\n"),
+    );
+    eventually(60, "the plain click counted", || {
+        let (_, body) = sys
+            .control
+            .request("GET", &format!("/api/v1/links/{plain}/stats"), None);
+        body["human_clicks"] == 1 && body["routes"] == json!([])
+    });
+}
