@@ -2,7 +2,7 @@
 //! two cannot drift: the layered configuration loader (a TOML file, then
 //! `SHORTLINE_<KEY>` variables, with one syntax for booleans, integers and
 //! lists), the log set-up, the data directory's layout, the internal token,
-//! and the check of a listen address before start-up.
+//! the check of a listen address before start-up, and the country database.
 //!
 //! ```
 //! use shortline_common::settings::{Kind, layered};
@@ -23,6 +23,7 @@
 //! assert_eq!((settings.threads, settings.capture), (4, true));
 //! ```
 
+pub mod geo;
 pub mod layout;
 pub mod listen;
 pub mod settings;

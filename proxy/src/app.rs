@@ -63,7 +63,7 @@ pub struct RedirectApp {
     caught_up: Arc<crate::sync::CaughtUp>,
     catch_up_wait: Duration,
     unknown_host: UnknownHost,
-    geoip: Option<Arc<crate::geo::GeoIp>>,
+    geoip: Option<Arc<shortline_common::geo::GeoIp>>,
 }
 
 /// A client connection: plain TCP as Pingora accepted it, or TLS over it.
@@ -110,7 +110,7 @@ impl RedirectApp {
 
     /// The country database that targeting rules with countries read.
     #[must_use]
-    pub fn with_geoip(mut self, geoip: Option<Arc<crate::geo::GeoIp>>) -> Self {
+    pub fn with_geoip(mut self, geoip: Option<Arc<shortline_common::geo::GeoIp>>) -> Self {
         self.geoip = geoip;
         self
     }

@@ -20,7 +20,6 @@ pub mod clicks;
 mod codec;
 pub mod config;
 pub mod drain;
-pub mod geo;
 pub mod guard;
 pub mod journal;
 pub mod metrics;

@@ -190,7 +190,7 @@ fn run(cli: &Cli) -> Result<()> {
         ipv6_prefix_bits: config.enumeration_ipv6_prefix_bits,
     };
     let geoip = match &config.geoip_database {
-        Some(path) => Some(Arc::new(shortline_proxy::geo::GeoIp::open(path)?)),
+        Some(path) => Some(Arc::new(shortline_common::geo::GeoIp::open(path)?)),
         None => None,
     };
     let drain = Arc::new(Drain::default());

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use shortline_store::routing::{self, Agent, Client, Routed};
 
-use crate::geo::GeoIp;
+use shortline_common::geo::GeoIp;
 
 /// The cookie that keeps a client's place in sticky splits: one random
 /// number per client, mixed with each link's id so that splits of

@@ -19,11 +19,11 @@ use tokio::sync::Notify;
 
 use super::classify::{Class, Classifier, referrer_host};
 use super::export::Exporter;
-use super::geo::GeoIp;
 use crate::commit::{CommitError, Committer};
 use crate::db::keys::{self, Granularity, OTHER, counter_value, dim};
 use crate::db::wal::{Wal, WalError};
 use crate::db::{Space, StoreResult, Txn};
+use shortline_common::geo::GeoIp;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
@@ -479,8 +479,9 @@ impl Analytics {
         let referrer = *cache.referrers[click.referrer_index()]
             .get_or_insert_with(|| pending.names.id(&referrer_host(batch.referrer(click))));
         let country = self.geo.as_ref().map(|geo| {
-            let name = click.client.and_then(|ip| geo.country(ip));
-            pending.names.id(name.as_deref().unwrap_or("unknown"))
+            let code = click.client.and_then(|ip| geo.country(ip));
+            let name = code.as_ref().and_then(|c| std::str::from_utf8(c).ok());
+            pending.names.id(name.unwrap_or("unknown"))
         });
         // Only links with rules or a split have routes; a code no route
         // has (a newer proxy's) is not counted rather than misnamed.

@@ -14,7 +14,6 @@
 pub mod aggregate;
 pub mod classify;
 pub mod export;
-pub mod geo;
 pub mod stats;
 
 pub use aggregate::Analytics;

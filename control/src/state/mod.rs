@@ -388,7 +388,8 @@ pub fn mint_admin_key(backend: &dyn Backend, name: &str) -> Result<String> {
 /// The click aggregator as configured: the country database and the export
 /// folder are opened here, so a bad path stops start-up with its name.
 fn analytics_from(config: &Config, through: u64) -> Result<crate::analytics::Analytics> {
-    use crate::analytics::{aggregate::Settings, export::Exporter, geo::GeoIp};
+    use crate::analytics::{aggregate::Settings, export::Exporter};
+    use shortline_common::geo::GeoIp;
     let geo = config
         .geoip_database
         .as_deref()

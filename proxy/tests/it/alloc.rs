@@ -260,7 +260,7 @@ fn a_link_with_rules_and_a_split_allocates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let countries = dir.path().join("countries.mmdb");
     crate::analytics::write_geoip(&countries);
-    let geoip = shortline_proxy::geo::GeoIp::open(&countries).unwrap();
+    let geoip = shortline_common::geo::GeoIp::open(&countries).unwrap();
     assert_eq!(geoip.country("203.0.113.5".parse().unwrap()), Some(*b"NZ"));
     let ask = |target, agent, cookie| Ask {
         method: &method,

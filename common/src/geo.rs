@@ -1,7 +1,9 @@
-//! The country of a click's address, for targeting rules that ask for
-//! one: a MaxMind-format database (GeoLite2 or GeoIP2 Country or City, or
-//! any with `country.iso_code`), the same file the control plane reads for
-//! analytics. Looked up only for a link whose rules ask, read in place.
+//! The country of a click's address from a MaxMind-format database
+//! (GeoLite2 or GeoIP2 Country or City, or any with `country.iso_code`):
+//! control counts clicks by it, the proxy evaluates targeting rules with
+//! countries by it. The address is looked up in memory and dropped; it is
+//! never stored. A lookup reads the database in place and allocates
+//! nothing.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -27,6 +29,12 @@ impl GeoIp {
     pub fn open(path: &Path) -> Result<Self> {
         let reader = Reader::open_readfile(path)
             .with_context(|| format!("cannot open the GeoIP database {}", path.display()))?;
+        Ok(Self { reader })
+    }
+
+    /// Reads a database from memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        let reader = Reader::from_source(bytes).context("not a MaxMind database")?;
         Ok(Self { reader })
     }
 
