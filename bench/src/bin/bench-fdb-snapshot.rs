@@ -72,6 +72,7 @@ fn link(id: u64) -> LinkDoc {
         target_changes: 0,
         target_changed_at: None,
         previous_targets: Vec::new(),
+        routing: None,
     }
 }
 

@@ -151,7 +151,7 @@ impl RuleBody {
 
 /// The rules as a create or patch gives them, checked one by one
 /// (`rules: rule 2: ...`); the limits over the whole are checked with the
-/// link's variants ([`check`]).
+/// link's variants (`links::check_routing`).
 pub fn rules(
     state: &AppState,
     given: &[RuleBody],
