@@ -189,11 +189,36 @@ impl serde::Serialize for Encoded {
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for Encoded {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Only what a record can hold is refused here, not the API's
+        // limits: a change the control plane sent is never turned away
+        // for a limit this build does not share.
         let routing = Routing::deserialize(deserializer)?;
-        routing.check().map_err(serde::de::Error::custom)?;
-        Self::new(&routing).ok_or_else(|| serde::de::Error::custom("a routing that routes nothing"))
+        let encoded = Self::new(&routing)
+            .ok_or_else(|| serde::de::Error::custom("a routing that routes nothing"))?;
+        if encoded.0.len() > ENCODED_MAX || Routing::decode(&encoded.0).as_ref() != Some(&routing) {
+            return Err(serde::de::Error::custom(format!(
+                "a routing a record cannot hold (at most {ENCODED_MAX} bytes, 255 rules, variants and conditions)"
+            )));
+        }
+        Ok(encoded)
     }
 }
+
+/// Why a routing was refused: the field it concerns (`rules` or
+/// `variants`) and a message naming the rule or variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CheckError {}
 
 const KIND_DEVICES: u8 = 1;
 const KIND_OS: u8 = 2;
@@ -216,33 +241,44 @@ impl Routing {
 
     /// Checks the limits and the shape of every condition. The message
     /// names the rule or variant (counted from 1) and what is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), CheckError> {
+        let rules = |message| CheckError {
+            field: "rules",
+            message,
+        };
+        let variants = |message| CheckError {
+            field: "variants",
+            message,
+        };
         if self.rules.len() > RULES_MAX {
-            return Err(format!("at most {RULES_MAX} rules"));
+            return Err(rules(format!("at most {RULES_MAX} rules")));
         }
         if self.variants.len() > VARIANTS_MAX {
-            return Err(format!("at most {VARIANTS_MAX} variants"));
+            return Err(variants(format!("at most {VARIANTS_MAX} variants")));
         }
         if self.variants.len() == 1 {
-            return Err("a split needs two variants or more".into());
+            return Err(variants("a split needs two variants or more".into()));
         }
         for (i, variant) in self.variants.iter().enumerate() {
             if variant.weight == 0 {
-                return Err(format!("variant {}: weight must be at least 1", i + 1));
+                return Err(variants(format!(
+                    "variant {}: weight must be at least 1",
+                    i + 1
+                )));
             }
         }
         for (i, rule) in self.rules.iter().enumerate() {
             rule.when
                 .check()
-                .map_err(|e| format!("rule {}: {e}", i + 1))?;
+                .map_err(|e| rules(format!("rule {}: {e}", i + 1)))?;
         }
         let mut out = Vec::new();
         self.encode(&mut out);
         if out.len() > ENCODED_MAX {
-            return Err(format!(
+            return Err(rules(format!(
                 "the rules and variants take {} bytes; at most {ENCODED_MAX}",
                 out.len()
-            ));
+            )));
         }
         Ok(())
     }
@@ -1005,6 +1041,30 @@ mod tests {
         assert_eq!(route_name(40), None);
     }
 
+    /// A record from the control plane is taken whatever the API's limits
+    /// (a newer control may allow more), but never one a record cannot hold.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_record_takes_any_routing_it_can_hold() {
+        let mut many = stores();
+        many.rules = vec![many.rules[0].clone(); RULES_MAX + 4];
+        assert!(many.check().is_err());
+        let json = serde_json::to_string(&many).unwrap();
+        let taken: Encoded = serde_json::from_str(&json).unwrap();
+        assert_eq!(taken.decode(), many);
+
+        let mut long = stores();
+        long.rules[2].when.languages = vec!["en".into(); 200];
+        let json = serde_json::to_string(&long).unwrap();
+        let refused = serde_json::from_str::<Encoded>(&json).unwrap_err();
+        assert!(
+            refused.to_string().contains("a record cannot hold"),
+            "{refused}"
+        );
+        let empty = serde_json::to_string(&Routing::default()).unwrap();
+        assert!(serde_json::from_str::<Encoded>(&empty).is_err());
+    }
+
     #[test]
     fn rules_without_variants_fall_back_to_the_link() {
         let mut routing = stores();
@@ -1033,11 +1093,11 @@ mod tests {
     fn limits_and_shapes_are_refused_naming_the_rule() {
         let mut routing = stores();
         routing.rules[1].when.languages = vec!["english!".into()];
-        assert!(routing.check().unwrap_err().starts_with("rule 2:"));
+        assert!(routing.check().unwrap_err().message.starts_with("rule 2:"));
         let mut routing = stores();
         routing.rules[0].when = Conditions::default();
         assert_eq!(
-            routing.check().unwrap_err(),
+            routing.check().unwrap_err().message,
             "rule 1: a rule needs at least one condition"
         );
         let mut routing = stores();
@@ -1046,13 +1106,17 @@ mod tests {
             routing
                 .check()
                 .unwrap_err()
+                .message
                 .contains("ends before it starts")
         );
         let mut routing = stores();
         routing.variants[1].weight = 0;
         assert_eq!(
             routing.check().unwrap_err(),
-            "variant 2: weight must be at least 1"
+            CheckError {
+                field: "variants",
+                message: "variant 2: weight must be at least 1".into()
+            }
         );
         let mut routing = stores();
         routing.variants.truncate(1);
@@ -1062,6 +1126,12 @@ mod tests {
         assert!(routing.check().is_err());
         let mut routing = stores();
         routing.rules[0].when.countries = vec!["us".into()];
-        assert!(routing.check().unwrap_err().contains("country code"));
+        assert!(
+            routing
+                .check()
+                .unwrap_err()
+                .message
+                .contains("country code")
+        );
     }
 }

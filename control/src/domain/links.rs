@@ -765,14 +765,7 @@ fn apply(link: &mut LinkDoc, patch: &Patch) {
 /// The whole routing checked: conditions, weights, limits and size. The
 /// field is `rules` or `variants`, by what is wrong.
 pub fn check_routing(routing: &Routing) -> Result<(), (&'static str, String)> {
-    routing.check().map_err(|e| {
-        let field = if e.starts_with("variant") || e.contains("split") {
-            "variants"
-        } else {
-            "rules"
-        };
-        (field, e)
-    })
+    routing.check().map_err(|e| (e.field, e.message))
 }
 
 /// Deletes a link; its code is retired for good.
