@@ -64,7 +64,7 @@ pub(super) async fn snapshot_file(
             .map_err(|_| ApiError::invalid("seq", "a sequence number or latest"))?;
         Some(dir.join(snapshot_file_name(Seq(seq))))
     };
-    send_checked(path.ok_or(ApiError::NotFound)?).await
+    send_checked(&state, path.ok_or(ApiError::NotFound)?).await
 }
 
 /// The segments a proxy needs for control's table: the base and the chain
@@ -97,14 +97,16 @@ pub(super) async fn segment_file(
             "a segment file name from GET /internal/v1/segments",
         ));
     }
-    send_checked(state.config.snapshot_dir().join(file)).await
+    send_checked(&state, state.config.snapshot_dir().join(file)).await
 }
 
 /// Sends a segment file once every block of it checks. A proxy installs
 /// what it downloads in place of what it serves; a damaged file is moved
-/// aside (so the builder writes the segments again at its next tick and
-/// announces them) rather than sent.
-async fn send_checked(path: std::path::PathBuf) -> Result<Response, ApiError> {
+/// aside rather than sent, and the segments are announced again: the
+/// builder writes new ones at its next tick, or segments already on disk
+/// cover the same changes (a base and a delta over it, say), which the
+/// builder, seeing nothing new, would never announce by itself.
+async fn send_checked(state: &AppState, path: std::path::PathBuf) -> Result<Response, ApiError> {
     let checking = path.clone();
     let checked =
         tokio::task::spawn_blocking(move || shortline_store::Snapshot::open_verified(&checking))
@@ -118,6 +120,7 @@ async fn send_checked(path: std::path::PathBuf) -> Result<Response, ApiError> {
         }
         Err(e) => {
             set_aside(&path, &e);
+            state.snapshot.send_modify(|_| {});
             return Err(ApiError::Unavailable(
                 "that snapshot file is damaged; a new one is being built".into(),
             ));
