@@ -123,14 +123,7 @@ fn routes(routing: &Routing) -> String {
 
 /// A rule's conditions in words.
 fn describe(when: &shortline_store::routing::Conditions) -> String {
-    use shortline_store::routing::{browser, device, os};
-    let named = |names: &[(&'static str, u8)], mask: u8| -> Vec<&'static str> {
-        names
-            .iter()
-            .filter(|(_, bit)| mask & bit != 0)
-            .map(|(n, _)| *n)
-            .collect()
-    };
+    use shortline_store::routing::{browser, device, names_of, os};
     let mut parts = Vec::new();
     for (what, names, mask) in [
         ("device", &device::NAMES[..], when.devices),
@@ -138,7 +131,8 @@ fn describe(when: &shortline_store::routing::Conditions) -> String {
         ("browser", &browser::NAMES[..], when.browsers),
     ] {
         if mask != 0 {
-            parts.push(format!("{what} {}", named(names, mask).join(" or ")));
+            let named: Vec<&str> = names_of(names, mask).collect();
+            parts.push(format!("{what} {}", named.join(" or ")));
         }
     }
     if !when.languages.is_empty() {

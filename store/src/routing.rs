@@ -26,6 +26,18 @@ pub const LIST_MAX: usize = 32;
 /// Longest query parameter name or value a condition names.
 pub const QUERY_PART_MAX: usize = 100;
 
+/// The names of the bits set in `mask`, from a `NAMES` table below
+/// ([`device::NAMES`], [`os::NAMES`], [`browser::NAMES`]), in its order.
+pub fn names_of(
+    names: &'static [(&'static str, u8)],
+    mask: u8,
+) -> impl Iterator<Item = &'static str> {
+    names
+        .iter()
+        .filter(move |(_, bit)| mask & bit != 0)
+        .map(|(name, _)| *name)
+}
+
 /// Device types, as bits of a mask.
 pub mod device {
     pub const MOBILE: u8 = 1;
@@ -522,8 +534,9 @@ pub struct Agent {
 impl Agent {
     /// Reads the agent string: substring tests in the order that the
     /// common agents need (Edge and Opera say `Chrome` too, Chrome says
-    /// `Safari`, Android says `Linux`). A few hundred nanoseconds; callers
-    /// that see the same agents again keep the answers.
+    /// `Safari`, Android says `Linux`). Each test scans the string, so
+    /// callers that see the same agents again keep the answers
+    /// (the proxy's `targeting::agent`).
     #[must_use]
     pub fn parse(agent: &[u8]) -> Self {
         let has = |needle: &[u8]| agent.windows(needle.len()).any(|w| w == needle);

@@ -79,12 +79,8 @@ fn mask(names: &[(&str, u8)], given: &[String], what: &str) -> Result<u8, String
     })
 }
 
-fn names(names: &[(&'static str, u8)], mask: u8) -> Vec<String> {
-    names
-        .iter()
-        .filter(|(_, bit)| mask & bit != 0)
-        .map(|(n, _)| (*n).to_owned())
-        .collect()
+fn names(names: &'static [(&'static str, u8)], mask: u8) -> Vec<String> {
+    routing::names_of(names, mask).map(str::to_owned).collect()
 }
 
 /// The reason of a refusal, whatever field it named.
