@@ -13,6 +13,7 @@ use shortline_store::{
     DOMAIN_LEN_MAX, KEY_LEN_MAX, LinkStatus, LinkView, RedirectStatus, Resolution,
 };
 
+use crate::history::HistoryAsk;
 use crate::metrics::Outcome;
 use crate::pages;
 use crate::path::{self, Route};
@@ -58,6 +59,10 @@ pub struct Reply<'a> {
 pub enum Body {
     Static(&'static [u8]),
     Page(String),
+    /// A link's whole destination history, which only control holds: the
+    /// connection fetches it ([`crate::history`]) and answers with it, or
+    /// with the preview page this carries when it cannot.
+    History(Box<HistoryAsk>),
 }
 
 /// Decimal strings for the lengths of the static bodies, so a redirect's
@@ -339,9 +344,9 @@ fn on_domain<'a>(
         Some(location) => domain_redirect(location, Outcome::NotFoundRedirect),
         None => plain(404, BODY_NOT_FOUND, Outcome::NotFound),
     };
-    let (code, query, preview) = match route {
-        Route::Code { code, query } => (code, query, false),
-        Route::Preview { code } => (code, None, true),
+    let (code, query, preview, history) = match route {
+        Route::Code { code, query } => (code, query, false, None),
+        Route::Preview { code, history } => (code, None, true, history),
         Route::Root => {
             return match domain.root {
                 Some(location) => domain_redirect(location, Outcome::RootRedirect),
@@ -373,10 +378,23 @@ fn on_domain<'a>(
         return not_found();
     };
     if preview {
-        return page(
-            pages::preview_page(&link, domain.name, code, ask.secure, now_unix_seconds),
-            Outcome::Preview,
-        );
+        let html = pages::preview_page(&link, domain.name, code, ask.secure, now_unix_seconds);
+        // A flagged link's targets stay hidden, its history's included.
+        let shows_targets = !matches!(link.resolve(now_unix_seconds), Resolution::Flagged);
+        return match history {
+            Some(after) if shows_targets => {
+                let mut reply = page(String::new(), Outcome::Preview);
+                reply.body = Body::History(Box::new(HistoryAsk {
+                    domain: domain.name.to_owned(),
+                    code: String::from_utf8_lossy(code).into_owned(),
+                    after,
+                    short_name: pages::short_name(domain.name, code),
+                    preview: html,
+                }));
+                reply
+            }
+            _ => page(html, Outcome::Preview),
+        };
     }
     match link.resolve(now_unix_seconds) {
         Resolution::Gone(_) => match domain.expired {
@@ -389,7 +407,7 @@ fn on_domain<'a>(
 }
 
 /// An HTML page the proxy renders itself, never cached.
-fn page<'a>(html: String, outcome: Outcome) -> Reply<'a> {
+pub(crate) fn page<'a>(html: String, outcome: Outcome) -> Reply<'a> {
     Reply {
         status: 200,
         location: None,

@@ -22,12 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use crate::answer::{Ask, Body, Reply, UnknownHost, answer, answer_for};
 use crate::answer::{
-    BODY_BAD_REQUEST, BODY_HEADERS_TOO_LARGE, BODY_THROTTLED, BODY_URI_TOO_LONG, plain,
+    BODY_BAD_REQUEST, BODY_HEADERS_TOO_LARGE, BODY_NOT_FOUND, BODY_THROTTLED, BODY_URI_TOO_LONG,
+    page, plain,
 };
 use crate::clicks::{ClickEvent, ClickRing};
 use crate::codec::{Next, Parsed, Request, RetryAfter, parse, write_response, write_response_with};
 use crate::drain::Drain;
 use crate::guard::{EnumerationGuard, GuardSettings};
+use crate::history::{HistoryAsk, HistoryError, HistorySource};
 use crate::metrics::{Metrics, Outcome};
 use crate::path;
 
@@ -64,6 +66,15 @@ pub struct RedirectApp {
     catch_up_wait: Duration,
     unknown_host: UnknownHost,
     geoip: Option<Arc<shortline_common::geo::GeoIp>>,
+    history: Option<HistorySource>,
+}
+
+/// What [`RedirectApp::respond`] did.
+enum Responded {
+    /// The answer is in the buffer.
+    Written(Outcome),
+    /// The answer is a history page, to fetch from control first.
+    History(Box<HistoryAsk>),
 }
 
 /// A client connection: plain TCP as Pingora accepted it, or TLS over it.
@@ -105,7 +116,16 @@ impl RedirectApp {
             catch_up_wait: Duration::ZERO,
             unknown_host: UnknownHost::Default,
             geoip: None,
+            history: None,
         }
+    }
+
+    /// Where preview pages fetch a link's whole history from; without one,
+    /// `/{code}+?history` is answered 503.
+    #[must_use]
+    pub fn with_history(mut self, history: HistorySource) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// The country database that targeting rules with countries read.
@@ -167,14 +187,15 @@ impl RedirectApp {
         self.clicks.push(event);
     }
 
-    /// Answers one parsed request into `out`; no I/O.
+    /// Answers one parsed request into `out`, or says which history page
+    /// to fetch; no I/O.
     fn respond(
         &self,
         request: &Request<'_>,
         client: &Client,
         next: Next,
         out: &mut Vec<u8>,
-    ) -> Outcome {
+    ) -> Responded {
         let peer = client.peer;
         let now = SystemTime::now();
         let now_unix = now
@@ -197,7 +218,7 @@ impl RedirectApp {
                 now,
                 Some(RetryAfter(wait)),
             );
-            return reply.outcome;
+            return Responded::Written(reply.outcome);
         }
         let view = self.table.load();
         // `answer` never awaits, so the thread's buffer is never borrowed twice.
@@ -220,6 +241,14 @@ impl RedirectApp {
                 };
                 answer_for(&view, &ask, self.unknown_host, now_unix, location_buffer)
             };
+            if let Body::History(ask) = reply.body {
+                // Each fetch costs control a read: it counts as a miss, so
+                // one client cannot make the proxy flood control with them.
+                if let Some(ip) = client_ip {
+                    self.guard.record_miss(ip, now_secs);
+                }
+                return Responded::History(ask);
+            }
             if reply.outcome.is_miss()
                 && let Some(ip) = client_ip
             {
@@ -246,8 +275,53 @@ impl RedirectApp {
                 request.http10,
                 now,
             );
-            reply.outcome
+            Responded::Written(reply.outcome)
         })
+    }
+
+    /// Fetches the history page `ask` names and writes it into `out`: the
+    /// page, a 404 when control no longer has the link, or the preview with
+    /// a note and a 503 when control cannot be asked.
+    async fn history_page(
+        &self,
+        ask: HistoryAsk,
+        request: &Request<'_>,
+        next: Next,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let fetched = match &self.history {
+            Some(source) => source.fetch(&ask).await,
+            None => Err(HistoryError::Unreachable(
+                "this listener reads no history".to_owned(),
+            )),
+        };
+        let (reply, retry_after) = match fetched {
+            Ok(history) => {
+                let html = crate::pages::history_page(&ask.short_name, &history, ask.after);
+                (page(html, Outcome::Preview), None)
+            }
+            Err(HistoryError::NotFound) => (plain(404, BODY_NOT_FOUND, Outcome::NotFound), None),
+            Err(e) => {
+                tracing::debug!(error = %e, code = %ask.code, "history page not fetched");
+                let html = crate::pages::with_notice(
+                    &ask.preview,
+                    "The link's full history cannot be read right now; try again shortly.",
+                );
+                let mut reply = page(html, Outcome::Unavailable);
+                reply.status = 503;
+                (reply, Some(RetryAfter(1)))
+            }
+        };
+        write_response_with(
+            out,
+            &reply,
+            request.method == Method::HEAD,
+            next,
+            request.http10,
+            SystemTime::now(),
+            retry_after,
+        );
+        reply.outcome
     }
 
     /// Serves one connection: HTTP/1.1 keep-alive and pipelining, HTTP/1.0,
@@ -399,7 +473,12 @@ impl RedirectApp {
                     {
                         next = Next::Close;
                     }
-                    let outcome = self.respond(&request, client, next, out);
+                    let outcome = match self.respond(&request, client, next, out) {
+                        Responded::Written(outcome) => outcome,
+                        Responded::History(ask) => {
+                            self.history_page(*ask, &request, next, out).await
+                        }
+                    };
                     self.metrics
                         .record(outcome, started.elapsed().as_nanos() as u64);
                     if next == Next::Close {

@@ -98,6 +98,7 @@ pub(crate) fn write_response_with(
     let body: &[u8] = match &reply.body {
         Body::Static(bytes) => bytes,
         Body::Page(page) => page.as_bytes(),
+        Body::History(ask) => ask.preview.as_bytes(),
     };
     out.extend_from_slice(b"\r\nContent-Length: ");
     if body.len() < 48 {

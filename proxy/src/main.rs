@@ -206,6 +206,13 @@ fn run(cli: &Cli) -> Result<()> {
         .with_drain(Arc::clone(&drain))
         .with_unknown_host(config.proxy_unknown_host)
         .with_geoip(geoip)
+        .with_history(shortline_proxy::history::HistorySource::new(
+            config.control_base(),
+            Box::new({
+                let config = config.clone();
+                move || config.resolve_internal_token()
+            }),
+        ))
         .with_catch_up(
             Arc::clone(&caught_up),
             Duration::from_millis(config.catch_up_wait_ms),

@@ -37,7 +37,7 @@ fn http_date(unix: i64) -> String {
 
 /// A short link as people read it: `go.acme.com/sale`, or the bare code
 /// where the table has no domains.
-fn short_name(domain: &str, code: &[u8]) -> String {
+pub(crate) fn short_name(domain: &str, code: &[u8]) -> String {
     let code = String::from_utf8_lossy(code);
     if domain.is_empty() {
         escape_html(&code)
@@ -197,7 +197,7 @@ pub(crate) fn preview_page(
             format!(
                 "<p>Its destination was last changed on {}.</p>\
                  <details><summary>Where it led before</summary><ul>{before}</ul>\
-                 <p>The most recent changes; every change is in the link's public history.</p></details>",
+                 <p>The most recent changes; <a href=\"?history\">every change</a> is in the link's public history.</p></details>",
                 http_date(at)
             )
         }
@@ -220,4 +220,65 @@ pub(crate) fn preview_page(
         ),
     };
     page("Link preview", &body)
+}
+
+/// `page` with a note in bold under its heading. The note is HTML.
+pub(crate) fn with_notice(page: &str, notice: &str) -> String {
+    page.replacen(
+        "</h1>",
+        &format!("</h1><p><strong>{notice}</strong></p>"),
+        1,
+    )
+}
+
+/// A link's whole destination history (`/{code}+?history=N`), a page of
+/// changes at a time, oldest first. `short_name` is HTML already.
+pub(crate) fn history_page(
+    short_name: &str,
+    history: &crate::history::History,
+    after: u32,
+) -> String {
+    let target = escape_html(&history.url);
+    let mut body = format!(
+        "<p>The short link <code>{short_name}</code> leads to:</p>\
+         <p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>\
+         <p>It was made on {}.",
+        escape_html(&history.created_at)
+    );
+    match &history.target_changed_at {
+        Some(at) => body.push_str(&format!(
+            " Its destination was last changed on {}.</p>",
+            escape_html(at)
+        )),
+        None => body.push_str(" Its destination has not changed since.</p>"),
+    }
+    if history.target_locked {
+        body.push_str("<p>Its destination is locked: only an administrator can change it.</p>");
+    }
+    if history.changes.is_empty() {
+        if after > 0 {
+            body.push_str("<p>No changes after these.</p>");
+        }
+    } else {
+        body.push_str(
+            "<table><thead><tr><th>#</th><th>When</th><th>From</th><th>To</th></tr></thead><tbody>",
+        );
+        for change in &history.changes {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                change.n,
+                escape_html(&change.at),
+                escape_html(&change.from),
+                escape_html(&change.to)
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    if let Some(next) = history.next_after {
+        body.push_str(&format!(
+            "<p><a href=\"?history={next}\">Later changes</a></p>"
+        ));
+    }
+    body.push_str("<p><a href=\"?\">Back to the preview</a></p>");
+    page("Link history", &body)
 }

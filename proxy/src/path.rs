@@ -10,8 +10,13 @@ pub enum Route<'a> {
         code: &'a [u8],
         query: Option<&'a [u8]>,
     },
-    /// `/{code}+`: the preview page.
-    Preview { code: &'a [u8] },
+    /// `/{code}+`: the preview page. With `?history` (or `?history=N`,
+    /// the changes after the N-th), the link's whole destination history,
+    /// a page at a time.
+    Preview {
+        code: &'a [u8],
+        history: Option<u32>,
+    },
     /// `/healthz`.
     Health,
     /// `/.well-known/acme-challenge/{token}`: an ACME HTTP-01 challenge.
@@ -101,10 +106,12 @@ pub fn parse(target: &[u8]) -> Route<'_> {
         };
     }
     if let Some(code) = rest.strip_suffix(b"+") {
-        return if is_valid_code(code) {
-            Route::Preview { code }
-        } else {
-            Route::NotACode
+        if !is_valid_code(code) {
+            return Route::NotACode;
+        }
+        return match history_asked(query.unwrap_or_default()) {
+            Ok(history) => Route::Preview { code, history },
+            Err(()) => Route::Invalid,
         };
     }
     if is_valid_code(rest) {
@@ -113,6 +120,34 @@ pub fn parse(target: &[u8]) -> Route<'_> {
         return Route::Code { code: rest, query };
     }
     Route::NotACode
+}
+
+/// The `history` parameter of a preview's query: absent, bare (from the
+/// first change) or the number of the change to list after. Other
+/// parameters are ignored, as a plain preview ignores them; a `history`
+/// that is not a number is an error.
+fn history_asked(query: &[u8]) -> Result<Option<u32>, ()> {
+    let mut asked = None;
+    for pair in query.split(|&b| b == b'&') {
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if name != b"history" {
+            continue;
+        }
+        let after = if value.is_empty() {
+            0
+        } else {
+            std::str::from_utf8(value)
+                .ok()
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
+                .ok_or(())?
+        };
+        asked = Some(after);
+    }
+    Ok(asked)
 }
 
 /// Whether `bytes` may go into a header value as they are: no control
@@ -203,8 +238,28 @@ mod tests {
                 query: None
             }
         );
-        assert_eq!(parse(b"/abc+"), Route::Preview { code: b"abc" });
-        assert_eq!(parse(b"/abc+?x"), Route::Preview { code: b"abc" });
+        let preview = |history| Route::Preview {
+            code: b"abc",
+            history,
+        };
+        assert_eq!(parse(b"/abc+"), preview(None));
+        assert_eq!(parse(b"/abc+?x"), preview(None));
+        assert_eq!(parse(b"/abc+?history"), preview(Some(0)));
+        assert_eq!(parse(b"/abc+?x=1&history="), preview(Some(0)));
+        assert_eq!(parse(b"/abc+?history=250"), preview(Some(250)));
+        assert_eq!(parse(b"/abc+?historyx=1"), preview(None));
+        for bad in [
+            &b"/abc+?history=x"[..],
+            b"/abc+?history=-1",
+            b"/abc+?history=+1",
+        ] {
+            assert_eq!(parse(bad), Route::Invalid, "{bad:?}");
+        }
+        assert_eq!(
+            parse(b"/abc+?history=99999999999"),
+            Route::Invalid,
+            "beyond u32"
+        );
         assert_eq!(parse(b"/"), Route::Root);
         assert_eq!(parse(b"/healthz"), Route::Health);
         for bad in [&b""[..], b"abc", b"*", b"ftp://x/abc", b"x:/abc"] {
@@ -240,7 +295,10 @@ mod tests {
         );
         assert_eq!(
             parse(b"HTTPS://s.example:8443/abc+"),
-            Route::Preview { code: b"abc" }
+            Route::Preview {
+                code: b"abc",
+                history: None
+            }
         );
         assert_eq!(parse(b"http://s.example"), Route::Root);
         assert_eq!(parse(b"http://s.example?x"), Route::Root);

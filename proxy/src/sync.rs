@@ -11,9 +11,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use shortline_store::stream::Manifest;
@@ -27,22 +24,7 @@ use crate::snapshots;
 
 use shortline_store::stream::{LineReader, Message};
 
-/// The HTTP client used to reach control.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-#[must_use]
-pub fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.set_nodelay(true);
-    // Idle connections are dropped well before control's idle timeout
-    // (control_idle_timeout_ms, 60 s by default) closes them, so a request
-    // is never sent on a connection control is closing.
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(20))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
-}
+pub use crate::upstream::{HttpClient, http_client};
 
 /// Whether the table has caught up with control since start-up: the
 /// redirect listener answers nothing before, so a restarted or upgraded

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Query, State};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiPath, MaybeAuth, Shared, read};
+use super::extract::{ApiPath, MaybeAuth, Shared, check_internal, read};
 use super::links::{domain_of, link_key};
 use super::problem::{ApiError, AppResult};
 use super::wire::{page_limit, rfc3339};
@@ -80,12 +80,40 @@ pub(super) async fn link_history(
         state.limit_unauthenticated(Unauthenticated::Read, client.ip())?;
     }
     let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    history_of(&state, code, params, principal.as_ref())
+        .await
+        .map(Json)
+}
+
+/// `GET /internal/v1/history/{code}`: the same, for a proxy's preview page
+/// (`/{code}+?history`). The proxy limits its clients itself (each page
+/// counts against the client's enumeration budget), so control does not
+/// limit the proxy's address; who made each change is not shown.
+pub(super) async fn internal_history(
+    State(state): Shared,
+    headers: axum::http::HeaderMap,
+    ApiPath(code): ApiPath<String>,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<History>> {
+    check_internal(&state, &headers)?;
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    history_of(&state, code, params, None).await.map(Json)
+}
+
+/// One page of the history of `code`; who made each change is shown to
+/// `principal` when it may see the link.
+async fn history_of(
+    state: &std::sync::Arc<crate::state::AppState>,
+    code: String,
+    params: HistoryParams,
+    principal: Option<&crate::domain::auth::Principal>,
+) -> AppResult<History> {
     let limit = page_limit(params.limit)?;
     // Anyone may read a link's history: its domain is not limited by a
     // key's domains here.
-    let key = link_key(&state, None, params.domain.as_deref(), code)?;
+    let key = link_key(state, None, params.domain.as_deref(), code)?;
     let after = params.after.unwrap_or(0);
-    let found = read(&state, move |txn| {
+    let found = read(state, move |txn| {
         let Some(link) = links::get(txn, &key)? else {
             return Ok(None);
         };
@@ -99,12 +127,10 @@ pub(super) async fn link_history(
     };
     let more = changes.len() > limit;
     changes.truncate(limit);
-    let shows_who = principal
-        .as_ref()
-        .is_some_and(|p| p.may_access(&link.owner));
-    let (domain, base) = domain_of(&state, &link.code);
+    let shows_who = principal.is_some_and(|p| p.may_access(&link.owner));
+    let (domain, base) = domain_of(state, &link.code);
     let code = split_key(&link.code).1.to_owned();
-    Ok(Json(History {
+    Ok(History {
         short_url: format!("{base}/{code}"),
         code,
         domain,
@@ -123,5 +149,5 @@ pub(super) async fn link_history(
                 by: shows_who.then_some(change.by),
             })
             .collect(),
-    }))
+    })
 }

@@ -145,6 +145,10 @@ pub fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
         .route("/internal/v1/segments", get(stream::segments))
         .route("/internal/v1/segments/{file}", get(stream::segment_file))
         .route("/internal/v1/clicks", post(clicks::ingest))
+        .route(
+            "/internal/v1/history/{code}",
+            get(history::internal_history),
+        )
         .fallback(|| async { problem::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
         .with_state(state)

@@ -148,6 +148,49 @@ fn every_change_of_target_is_public_and_a_locked_target_is_the_admins() {
     assert_eq!(history.body["changes"][2]["by"], "bootstrap admin");
     assert_eq!(history.body["target_locked"], true);
 
+    // The proxies' copy, for their preview pages: their internal token
+    // only, the same page, never who made a change.
+    let internal = control.internal_token();
+    let proxies = control.request(
+        "GET",
+        "/internal/v1/history/spread?after=1&limit=1",
+        Some(&internal),
+        None,
+    );
+    assert_eq!(proxies.status, 200, "{proxies:?}");
+    assert_eq!(proxies.body["changes"][0]["n"], 2);
+    assert_eq!(proxies.body["next_after"], 2);
+    assert!(
+        proxies.body["changes"][0].get("by").is_none(),
+        "{proxies:?}"
+    );
+    for token in [None, Some(ann.as_str()), Some(control.token.as_str())] {
+        let refused = control.request("GET", "/internal/v1/history/spread", token, None);
+        assert_eq!(refused.status, 401, "{refused:?}");
+    }
+    assert_eq!(
+        control
+            .request(
+                "GET",
+                "/internal/v1/history/nothing-here",
+                Some(&internal),
+                None
+            )
+            .status,
+        404
+    );
+    assert_eq!(
+        control
+            .request(
+                "GET",
+                "/internal/v1/history/spread?limit=x",
+                Some(&internal),
+                None
+            )
+            .status,
+        422
+    );
+
     // Deleted, the link and its history are gone.
     assert_eq!(as_ann("DELETE", "/api/v1/links/spread", None).status, 204);
     assert_eq!(

@@ -418,3 +418,144 @@ fn a_client_walking_codes_is_refused_for_a_while() {
         "the block ends"
     );
 }
+
+#[test]
+fn the_whole_history_is_on_the_preview_page_on_request() {
+    let mut sys = system(
+        &[],
+        &[
+            ("SHORTLINE_ENUMERATION_MISSES_MAX", "8"),
+            ("SHORTLINE_TRUST_FORWARDED_FOR", "true"),
+        ],
+    );
+    let code = sys.create_visible(link("https://example.com/first?a=1&b=<2>"));
+    // More changes than the snapshot record keeps (five).
+    for n in 1..=7 {
+        let (status, answer) = sys.control.request(
+            "PATCH",
+            &format!("/api/v1/links/{code}"),
+            Some(json!({"url": format!("https://example.com/v{n}")})),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    crate::eventually(10, "the last change to reach the proxy", || {
+        sys.proxy
+            .get(&format!("/{code}+"))
+            .body
+            .contains("https://example.com/v7")
+    });
+    let preview = sys.proxy.get(&format!("/{code}+"));
+    assert!(
+        !preview.body.contains("example.com/first"),
+        "the record keeps the last five: {}",
+        preview.body
+    );
+    assert!(
+        preview
+            .body
+            .contains("<a href=\"?history\">every change</a>")
+    );
+
+    let client = |n: u8| format!("X-Forwarded-For: 198.51.100.{n}\r\n");
+    let page = sys
+        .proxy
+        .request("GET", &format!("/{code}+?history"), &client(1));
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert!(
+        page.body.contains(
+            "<td><code>https://example.com/first?a=1&amp;b=%3C2%3E</code></td><td><code>https://example.com/v1</code></td></tr>"
+        ),
+        "the first change, escaped: {}",
+        page.body
+    );
+    for n in 1..=7 {
+        assert!(
+            page.body.contains(&format!("<tr><td>{n}</td>")),
+            "change {n}"
+        );
+    }
+    assert!(page.body.contains("last changed on"));
+    // Who made a change is for the owner and admins, not a public page.
+    assert!(!page.body.contains("admin"), "{}", page.body);
+    let later = sys
+        .proxy
+        .request("GET", &format!("/{code}+?history=5"), &client(1));
+    assert_eq!(later.status, 200);
+    assert!(later.body.contains("<tr><td>6</td>") && later.body.contains("<tr><td>7</td>"));
+    assert!(!later.body.contains("<tr><td>5</td>"), "{}", later.body);
+    assert_eq!(
+        sys.proxy
+            .request("GET", &format!("/{code}+?history=x"), &client(1))
+            .status,
+        400
+    );
+    let head = sys
+        .proxy
+        .request("HEAD", &format!("/{code}+?history"), &client(1));
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+
+    // Each page costs control a read, so it counts as a miss: a client
+    // asking for many is refused like one walking codes, others are not.
+    let mut refused = None;
+    for i in 0..20 {
+        let answer = sys
+            .proxy
+            .request("GET", &format!("/{code}+?history"), &client(2));
+        if answer.status == 429 {
+            refused = Some(i);
+            break;
+        }
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    assert_eq!(
+        refused,
+        Some(9),
+        "the 9th page is the 9th miss; the 10th is refused"
+    );
+    assert_eq!(
+        sys.proxy
+            .request("GET", &format!("/{code}+?history"), &client(3))
+            .status,
+        200
+    );
+
+    // A flagged link's targets stay hidden, its history's too.
+    let (status, _) = sys.control.request(
+        "PATCH",
+        &format!("/api/v1/links/{code}"),
+        Some(json!({"status": "flagged"})),
+    );
+    assert_eq!(status, 200);
+    crate::eventually(10, "the flag to reach the proxy", || {
+        let page = sys
+            .proxy
+            .request("GET", &format!("/{code}+?history"), &client(4));
+        page.status == 200 && page.body.contains("flagged")
+    });
+    let page = sys
+        .proxy
+        .request("GET", &format!("/{code}+?history"), &client(4));
+    assert!(!page.body.contains("example.com"), "{}", page.body);
+
+    // Without control, the preview stands, with a note and a 503.
+    let other = sys.create_visible(link("https://example.com/other"));
+    sys.control.kill();
+    let page = sys
+        .proxy
+        .request("GET", &format!("/{other}+?history"), &client(5));
+    assert_eq!(page.status, 503, "{page:?}");
+    assert_eq!(page.header("retry-after"), Some("1"));
+    assert!(
+        page.body.contains("full history cannot be read right now")
+            && page.body.contains("https://example.com/other"),
+        "{}",
+        page.body
+    );
+    assert_eq!(sys.proxy.get(&format!("/{other}")).status, 302);
+}
