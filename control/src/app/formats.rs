@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::http::links::CreateLink;
+use crate::http::routing::RuleBody;
 
 /// What made the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -376,6 +377,8 @@ struct Link {
     forward_query: Option<bool>,
     created_at: Option<String>,
     visits: u64,
+    /// Targeting rules (Shlink's device-specific targets).
+    rules: Vec<RuleBody>,
 }
 
 impl Link {
@@ -412,7 +415,7 @@ impl Link {
                 tags: (!self.tags.is_empty()).then_some(self.tags),
                 title: self.title,
                 target_locked: None,
-                rules: None,
+                rules: (!self.rules.is_empty()).then_some(self.rules),
                 variants: None,
                 sticky_variants: None,
             },
@@ -732,18 +735,54 @@ fn json_rows(value: Value, format: Format) -> Vec<Item> {
     }
 }
 
-fn shlink_row(link: ShlinkLink) -> Item {
-    let label = label_of(&link.short_code);
-    if link
-        .device_long_urls
-        .as_ref()
-        .and_then(Value::as_object)
-        .is_some_and(|urls| urls.values().any(|v| !v.is_null()))
+/// Shlink's device-specific targets as targeting rules: `ios` and
+/// `android` by the client's system, `desktop` by its device type, as
+/// Shlink tells them apart. A device it does not name is refused.
+fn shlink_device_rules(urls: Option<&Value>) -> Result<Vec<RuleBody>, String> {
+    let Some(urls) = urls.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let urls = urls.as_object().ok_or("deviceLongUrls is not an object")?;
+    let rule = |url: &str, device: Vec<String>, os: Vec<String>| RuleBody {
+        url: url.to_owned(),
+        device,
+        os,
+        browser: Vec::new(),
+        language: Vec::new(),
+        country: Vec::new(),
+        query: None,
+        from: None,
+        until: None,
+    };
+    let mut rules = Vec::new();
+    // Shlink checks the systems before the device type.
+    for name in ["ios", "android", "desktop"] {
+        let (device, os) = if name == "desktop" {
+            (vec![name.to_owned()], Vec::new())
+        } else {
+            (Vec::new(), vec![name.to_owned()])
+        };
+        match urls.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(url)) => rules.push(rule(url, device, os)),
+            Some(other) => return Err(format!("deviceLongUrls.{name} is not a URL: {other}")),
+        }
+    }
+    if let Some(unknown) = urls
+        .keys()
+        .find(|k| !["ios", "android", "desktop"].contains(&k.as_str()))
     {
         return Err(format!(
-            "{label}device-specific long URLs are not kept by an import; add the link by hand"
+            "deviceLongUrls.{unknown} names a device that has no rule here (ios, android, desktop)"
         ));
     }
+    Ok(rules)
+}
+
+fn shlink_row(link: ShlinkLink) -> Item {
+    let label = label_of(&link.short_code);
+    let rules =
+        shlink_device_rules(link.device_long_urls.as_ref()).map_err(|e| format!("{label}{e}"))?;
     if let Some(since) = &link.meta.valid_since {
         let since = parse_time("validSince", since).map_err(|e| format!("{label}{e}"))?;
         if since > crate::model::now_unix() {
@@ -771,6 +810,7 @@ fn shlink_row(link: ShlinkLink) -> Item {
         forward_query: link.forward_query,
         created_at: link.date_created,
         visits,
+        rules,
         ..Link::default()
     }
     .row(true)
@@ -821,6 +861,36 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shlink_device_targets_become_rules_or_a_clear_refusal() {
+        let urls = serde_json::json!({"desktop": "https://d.example/", "ios": null, "android": "https://a.example/"});
+        let rules = shlink_device_rules(Some(&urls)).unwrap();
+        let shown: Vec<(&str, &[String], &[String])> = rules
+            .iter()
+            .map(|r| (r.url.as_str(), r.device.as_slice(), r.os.as_slice()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("https://a.example/", &[][..], &["android".to_owned()][..]),
+                ("https://d.example/", &["desktop".to_owned()][..], &[][..]),
+            ]
+        );
+        assert!(shlink_device_rules(None).unwrap().is_empty());
+        assert!(
+            shlink_device_rules(Some(&serde_json::json!({"android": null})))
+                .unwrap()
+                .is_empty()
+        );
+        let unknown = shlink_device_rules(Some(&serde_json::json!({"tv": "https://t.example/"})));
+        assert_eq!(
+            unknown.unwrap_err(),
+            "deviceLongUrls.tv names a device that has no rule here (ios, android, desktop)"
+        );
+        let not_a_url = shlink_device_rules(Some(&serde_json::json!({"ios": 3})));
+        assert_eq!(not_a_url.unwrap_err(), "deviceLongUrls.ios is not a URL: 3");
+    }
 
     #[test]
     fn times_as_exports_write_them() {

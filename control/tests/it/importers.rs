@@ -46,11 +46,7 @@ fn every_format_keeps_codes_targets_and_counts() {
 
     // The store has no links: this one is the bulk load.
     let report = import_sample(&data, "shlink.json", &["--format", "shlink"]);
-    assert_eq!(report.lines().count(), 1, "{report}");
-    assert!(
-        report.starts_with("3,\"code \"\"app\"\": device-specific"),
-        "{report}"
-    );
+    assert_eq!(report, "", "device-specific targets become rules");
     // The rest go through transactions.
     let report = import_sample(&data, "shlink.csv", &["--format", "shlink"]);
     assert!(
@@ -107,6 +103,17 @@ fn every_format_keeps_codes_targets_and_counts() {
     assert_eq!(limited["clicks"], 100);
     assert_eq!(limited["expires_at"], "2099-12-31T00:00:00Z");
     assert_eq!(link("guide", Some("s.test"))["clicks"], 5);
+    // Shlink's device-specific targets are targeting rules.
+    let app = link("app", Some("s.test"));
+    assert_eq!(app["url"], "https://www.example.test/app");
+    assert_eq!(
+        app["rules"],
+        json!([
+            {"url": "https://apps.example.test/app", "os": ["ios"]},
+            {"url": "https://play.example.test/app", "os": ["android"]},
+        ])
+    );
+    assert_eq!(app["clicks"], 7);
 
     let sale = link("spring-sale", Some("go.acme.test"));
     assert_eq!(
