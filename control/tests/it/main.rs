@@ -5,6 +5,7 @@ mod abuse;
 mod api;
 mod auth;
 mod backup;
+mod cli;
 mod domains;
 mod durability;
 mod edges;

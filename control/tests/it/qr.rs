@@ -39,7 +39,7 @@ fn decode(width: usize, height: usize, pixel: impl Fn(usize, usize) -> u8) -> St
     grids[0].decode().expect("a readable code").1
 }
 
-fn decode_png(bytes: &[u8]) -> String {
+pub fn decode_png(bytes: &[u8]) -> String {
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];
