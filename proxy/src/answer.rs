@@ -379,8 +379,9 @@ fn on_domain<'a>(
     };
     if preview {
         let html = pages::preview_page(&link, domain.name, code, ask.secure, now_unix_seconds);
+        let resolution = link.resolve(now_unix_seconds);
         // A flagged link's targets stay hidden, its history's included.
-        let shows_targets = !matches!(link.resolve(now_unix_seconds), Resolution::Flagged);
+        let shows_targets = !matches!(resolution, Resolution::Flagged);
         return match history {
             Some(after) if shows_targets => {
                 let mut reply = page(String::new(), Outcome::Preview);
@@ -389,6 +390,7 @@ fn on_domain<'a>(
                     code: String::from_utf8_lossy(code).into_owned(),
                     after,
                     short_name: pages::short_name(domain.name, code),
+                    gone: matches!(resolution, Resolution::Gone(_)),
                     preview: html,
                 }));
                 reply

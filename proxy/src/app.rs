@@ -297,7 +297,7 @@ impl RedirectApp {
         };
         let (reply, retry_after) = match fetched {
             Ok(history) => {
-                let html = crate::pages::history_page(&ask.short_name, &history, ask.after);
+                let html = crate::pages::history_page(&ask, &history);
                 (page(html, Outcome::Preview), None)
             }
             Err(HistoryError::NotFound) => (plain(404, BODY_NOT_FOUND, Outcome::NotFound), None),

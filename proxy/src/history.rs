@@ -29,13 +29,16 @@ pub const PAGE_CHANGES: usize = 200;
 /// A history page to fetch from control.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HistoryAsk {
-    /// The short domain's name; empty for the default domain.
+    /// The short domain's name; empty where the table has no domains.
     pub domain: String,
     pub code: String,
     /// List the changes after this one.
     pub after: u32,
-    /// How the link is shown on its short domain (`s.example/abc`).
+    /// How the link is shown on its short domain (`s.example/abc`),
+    /// escaped for HTML.
     pub short_name: String,
+    /// The link no longer redirects (expired, used up, disabled).
+    pub gone: bool,
     /// The preview page, sent when the history cannot be fetched.
     pub preview: String,
 }

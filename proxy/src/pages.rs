@@ -232,17 +232,25 @@ pub(crate) fn with_notice(page: &str, notice: &str) -> String {
 }
 
 /// A link's whole destination history (`/{code}+?history=N`), a page of
-/// changes at a time, oldest first. `short_name` is HTML already.
+/// changes at a time, oldest first.
 pub(crate) fn history_page(
-    short_name: &str,
+    ask: &crate::history::HistoryAsk,
     history: &crate::history::History,
-    after: u32,
 ) -> String {
     let target = escape_html(&history.url);
+    let short_name = &ask.short_name;
+    let leads = if ask.gone {
+        format!(
+            "<p>The short link <code>{short_name}</code> is no longer available. It led to:</p><p><code>{target}</code></p>"
+        )
+    } else {
+        format!(
+            "<p>The short link <code>{short_name}</code> leads to:</p>\
+             <p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>"
+        )
+    };
     let mut body = format!(
-        "<p>The short link <code>{short_name}</code> leads to:</p>\
-         <p><a href=\"{target}\" rel=\"noopener noreferrer nofollow\">{target}</a></p>\
-         <p>It was made on {}.",
+        "{leads}<p>It was made on {}.",
         escape_html(&history.created_at)
     );
     match &history.target_changed_at {
@@ -256,7 +264,7 @@ pub(crate) fn history_page(
         body.push_str("<p>Its destination is locked: only an administrator can change it.</p>");
     }
     if history.changes.is_empty() {
-        if after > 0 {
+        if ask.after > 0 {
             body.push_str("<p>No changes after these.</p>");
         }
     } else {

@@ -525,6 +525,28 @@ fn the_whole_history_is_on_the_preview_page_on_request() {
         200
     );
 
+    // A link that no longer redirects says so over its history.
+    let (status, _) = sys.control.request(
+        "PATCH",
+        &format!("/api/v1/links/{code}"),
+        Some(json!({"status": "disabled"})),
+    );
+    assert_eq!(status, 200);
+    crate::eventually(10, "the disabled link to answer 410", || {
+        sys.proxy.get(&format!("/{code}")).status == 410
+    });
+    let page = sys
+        .proxy
+        .request("GET", &format!("/{code}+?history"), &client(3));
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("is no longer available. It led to:")
+            && !page.body.contains("leads to")
+            && page.body.contains("<tr><td>7</td>"),
+        "{}",
+        page.body
+    );
+
     // A flagged link's targets stay hidden, its history's too.
     let (status, _) = sys.control.request(
         "PATCH",
