@@ -1,6 +1,6 @@
 //! The HTTP client the proxy reaches control with: snapshots and the
-//! change stream ([`crate::sync`]), click batches ([`crate::shipper`]) and
-//! history pages ([`crate::history`]).
+//! change stream (`sync`), click batches (`shipper`) and history pages
+//! (`history`). It names none of them, so each may use it.
 
 use std::time::Duration;
 
