@@ -169,6 +169,17 @@ pub struct Config {
     /// Where certificates from ACME are written for the proxy on this host
     /// (the proxy's `proxy_tls_dir`); `data_dir/tls` when unset.
     pub proxy_tls_dir: Option<PathBuf>,
+    /// Lets webhooks deliver to loopback, private, link-local and other
+    /// non-public addresses (off: such targets are refused, SSRF).
+    pub webhook_allow_private: bool,
+    /// Longest a webhook delivery may take, connection to last byte.
+    pub webhook_timeout_ms: u64,
+    /// The first wait after a failed delivery; it doubles with each failure.
+    pub webhook_retry_min_ms: u64,
+    /// The longest wait between deliveries of one event.
+    pub webhook_retry_max_ms: u64,
+    /// How long a subscription may keep failing before it is disabled.
+    pub webhook_retry_window_seconds: u64,
 }
 
 /// Which metadata store holds links, keys, counters and the change log.
@@ -251,6 +262,11 @@ impl Default for Config {
             acme_check_interval_ms: 60_000,
             acme_retry_min_ms: 60_000,
             acme_retry_max_ms: 6 * 3_600_000,
+            webhook_allow_private: false,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_min_ms: 10_000,
+            webhook_retry_max_ms: 3_600_000,
+            webhook_retry_window_seconds: 86_400,
             proxy_tls_dir: None,
         }
     }
@@ -325,6 +341,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("acme_retry_min_ms", Kind::Integer),
     ("acme_retry_max_ms", Kind::Integer),
     ("proxy_tls_dir", Kind::Text),
+    ("webhook_allow_private", Kind::Bool),
+    ("webhook_timeout_ms", Kind::Integer),
+    ("webhook_retry_min_ms", Kind::Integer),
+    ("webhook_retry_max_ms", Kind::Integer),
+    ("webhook_retry_window_seconds", Kind::Integer),
 ];
 
 /// Overrides given on the command line, applied last.
@@ -542,6 +563,25 @@ impl Config {
                 100,
                 7 * 86_400_000,
             ),
+            ("webhook_timeout_ms", self.webhook_timeout_ms, 100, 120_000),
+            (
+                "webhook_retry_min_ms",
+                self.webhook_retry_min_ms,
+                10,
+                86_400_000,
+            ),
+            (
+                "webhook_retry_max_ms",
+                self.webhook_retry_max_ms,
+                10,
+                86_400_000,
+            ),
+            (
+                "webhook_retry_window_seconds",
+                self.webhook_retry_window_seconds,
+                1,
+                30 * 86_400,
+            ),
             (
                 "analytics_flush_keys_max",
                 n(self.analytics_flush_keys_max),
@@ -584,6 +624,13 @@ impl Config {
         }
         if self.fdb_prefix.is_empty() || self.fdb_prefix.len() > 64 {
             bail!("bad configuration: fdb_prefix must be 1 to 64 characters");
+        }
+        if self.webhook_retry_min_ms > self.webhook_retry_max_ms {
+            bail!(
+                "bad configuration: webhook_retry_min_ms ({}) is above webhook_retry_max_ms ({})",
+                self.webhook_retry_min_ms,
+                self.webhook_retry_max_ms
+            );
         }
         if self.allowed_schemes.is_empty() {
             bail!("bad configuration: allowed_schemes must name at least one scheme");

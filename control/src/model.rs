@@ -151,6 +151,18 @@ impl Strategy {
     }
 }
 
+/// Unix milliseconds as RFC 3339, UTC, to the millisecond.
+#[must_use]
+pub fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Now, in Unix seconds: the clock of every time the store keeps.
 #[must_use]
 pub fn now_unix() -> i64 {
@@ -218,6 +230,128 @@ impl LinkDoc {
 pub struct ChangeDoc {
     pub code: Code,
     pub record: Option<LinkRecord>,
+    /// What happened to the link, for webhook subscriptions; logged only
+    /// while one is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<LinkEvent>,
+}
+
+/// A link's change as webhooks see it: the kind and the link as it is now
+/// (as it was, for a deletion).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkEvent {
+    pub kind: EventKind,
+    pub link: Box<LinkDoc>,
+}
+
+/// What a webhook subscription can be told about.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+pub enum EventKind {
+    #[serde(rename = "link.created")]
+    Created,
+    /// Any change but a flag: target, settings, status, expiry, exhaustion.
+    #[serde(rename = "link.updated")]
+    Updated,
+    #[serde(rename = "link.deleted")]
+    Deleted,
+    /// Flagged by an admin, a report, the blocklist or the threat list.
+    #[serde(rename = "link.flagged")]
+    Flagged,
+    /// Clicks counted, batched: one event per link set per flush.
+    #[serde(rename = "link.clicks")]
+    Clicks,
+}
+
+impl EventKind {
+    pub const ALL: [Self; 5] = [
+        Self::Created,
+        Self::Updated,
+        Self::Deleted,
+        Self::Flagged,
+        Self::Clicks,
+    ];
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "link.created",
+            Self::Updated => "link.updated",
+            Self::Deleted => "link.deleted",
+            Self::Flagged => "link.flagged",
+            Self::Clicks => "link.clicks",
+        }
+    }
+}
+
+/// A webhook subscription, with where its deliveries stand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookDoc {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<EventKind>,
+    /// Whose links it hears about; `None` for every link (an admin's).
+    pub owner: Option<String>,
+    /// The name of the key that made it.
+    pub created_by: String,
+    pub created_at: i64,
+    /// The HMAC-SHA256 key of its signatures.
+    pub secret: String,
+    pub enabled: bool,
+    /// Why it was disabled, when it was by failing.
+    pub disabled_reason: Option<String>,
+    /// Events queued for it, ever: the next one's queue number.
+    pub queued: u64,
+    /// Events delivered, ever.
+    pub delivered: u64,
+    /// Attempts logged, ever: the next one's log number.
+    pub logged: u64,
+    /// When the event at the head of the queue first failed (Unix ms).
+    pub failing_since: Option<i64>,
+    /// Failed attempts of the event at the head of the queue.
+    pub attempts: u32,
+    /// Not before this (Unix ms) is the head tried again.
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+impl WebhookDoc {
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("webhook document: {e}")))
+    }
+
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a webhook document always serialises")
+    }
+}
+
+/// One delivery attempt, in a subscription's log.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptDoc {
+    /// Unix ms.
+    pub at: i64,
+    pub event_id: String,
+    pub event_type: String,
+    /// The receiver's status; absent when none came back.
+    pub status: Option<u16>,
+    /// Why it failed; absent on success.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    /// Which attempt of this event it was, from 1.
+    pub attempt: u32,
 }
 
 impl ChangeDoc {

@@ -664,6 +664,11 @@ fn apply(
         }
     }
     add_bounded(txn, flush, known, top_n, applied)?;
+    if crate::domain::webhooks::active(&*txn)? {
+        let now_ms = now.saturating_mul(1000);
+        let nonce = rand::random::<u64>();
+        crate::domain::webhooks::queue_clicks(txn, now_ms, nonce, &per_link(flush))?;
+    }
     for (hour, link) in &flush.hours {
         txn.set(Space::StatsHours, &keys::hour_index(*hour, *link), b"")?;
     }
@@ -680,6 +685,24 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// Clicks and human clicks per link in a flush, `(link id, clicks,
+/// humans)`, read off its sorted counter adds.
+fn per_link(flush: &Flush) -> Vec<(u64, u64, u64)> {
+    let ids = |prefix: &'static [u8]| {
+        flush.adds.iter().filter_map(move |(key, delta)| {
+            let id = key.strip_prefix(prefix)?;
+            Some((
+                u64::from_be_bytes(id.try_into().ok()?),
+                delta.unsigned_abs(),
+            ))
+        })
+    };
+    let humans: FastMap<u64, u64> = ids(keys::HUMANS_PREFIX).collect();
+    ids(keys::CLICKS_PREFIX)
+        .map(|(id, clicks)| (id, clicks, humans.get(&id).copied().unwrap_or(0)))
+        .collect()
 }
 
 /// Adds the counts of bounded dimensions (referrers, countries): a value

@@ -98,6 +98,7 @@ pub async fn serve_until(
     tokio::spawn(publish::snapshot_loop(Arc::clone(&state)));
     tokio::spawn(publish::sweep_loop(Arc::clone(&state)));
     tokio::spawn(crate::tasks::acme::acme_loop(Arc::clone(&state)));
+    tokio::spawn(crate::tasks::webhooks::webhook_loop(Arc::clone(&state)));
     tokio::spawn(crate::tasks::abuse::watch_threats(Arc::clone(&state)));
     tokio::spawn(crate::tasks::abuse::resume_sweeps(Arc::clone(&state)));
     tokio::spawn(Arc::clone(&state.analytics).run(state.committer.clone()));

@@ -6,7 +6,8 @@
 //!
 //! [`SEQ`], [`PRUNED`], [`NOTIFY`], [`ID_NEXT`], [`HOSTS_INDEXED`],
 //! [`DEFAULT_DOMAIN`], [`DOMAINS_MIGRATED`] and
-//! [`WAL_THROUGH`], [`STORE_LOG_THROUGH`], plus the secrets' names in the data directory.
+//! [`WAL_THROUGH`], [`STORE_LOG_THROUGH`], [`WEBHOOKS_ACTIVE`],
+//! [`WEBHOOKS_CURSOR`], [`WEBHOOKS_LEASE`], plus the secrets' names in the data directory.
 //!
 //! # Counters ([`Space::Counters`](super::Space::Counters))
 //!
@@ -37,6 +38,8 @@
 //! | `StatsHours` | hour (4 bytes, big-endian), link id ([`hour_index`]) |
 //! | `ReportsOpen` | code, NUL, report id ([`pair`]) |
 //! | `Changes` | change sequence (8 bytes, big-endian) ([`change`]) |
+//! | `WebhookQueue`, `WebhookLog` | subscription id, NUL, number (8 bytes, big-endian) ([`webhook_entry`]) |
+//! | `WebhookClicks` | Unix ms (8 bytes, big-endian), 8 random bytes |
 
 /// The newest change sequence (little-endian `u64`; embedded store only,
 /// FoundationDB keys changes by commit version).
@@ -65,6 +68,25 @@ pub const OPEN_REPORTS: &[u8] = b"reports/open";
 pub const THREAT_RECHECK: &[u8] = b"threat_recheck";
 /// Prefix of a blocklist entry's sweep state, followed by its domain.
 pub const SWEEP_PREFIX: &[u8] = b"blocklist_sweep/";
+
+/// Present while at least one webhook subscription is enabled: link
+/// writes then log their event, and click flushes their counts.
+pub const WEBHOOKS_ACTIVE: &[u8] = b"webhooks/active";
+/// The change sequence through which link events were queued for webhooks
+/// (little-endian `u64`).
+pub const WEBHOOKS_CURSOR: &[u8] = b"webhooks/cursor";
+/// Which process delivers webhooks, and until when (JSON).
+pub const WEBHOOKS_LEASE: &[u8] = b"webhooks/lease";
+
+/// A subscription's queue or log entry: its id, NUL, the number big-endian.
+#[must_use]
+pub fn webhook_entry(id: &str, n: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.len() + 9);
+    key.extend_from_slice(id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
 
 /// The key of the sweep state of the blocklist entry for `domain`.
 #[must_use]
@@ -133,10 +155,13 @@ fn counter(prefix: &[u8], link_id: u64) -> Vec<u8> {
     key
 }
 
+/// The prefix of the total-click counters.
+pub const CLICKS_PREFIX: &[u8] = b"clicks/";
+
 /// Counter of a link's total clicks.
 #[must_use]
 pub fn clicks(link_id: u64) -> Vec<u8> {
-    counter(b"clicks/", link_id)
+    counter(CLICKS_PREFIX, link_id)
 }
 
 /// The prefix of the human-click counters.

@@ -66,11 +66,22 @@ pub enum Space {
     /// Big-endian link id, big-endian change number (from 1) -> the
     /// change of the link's target: its public destination history.
     History,
+    /// Subscription id -> webhook document.
+    Webhooks,
+    /// Subscription id, NUL, big-endian queue number -> the event's body:
+    /// what is still to be delivered, oldest first.
+    WebhookQueue,
+    /// Subscription id, NUL, big-endian log number -> a delivery attempt;
+    /// the newest few are kept.
+    WebhookLog,
+    /// Big-endian Unix ms, random bytes -> a click flush's counts per link,
+    /// waiting to be queued for the subscriptions to `link.clicks`.
+    WebhookClicks,
 }
 
 impl Space {
     /// Every space, for backends that create them up front.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 24] = [
         Self::Links,
         Self::Retired,
         Self::ByOwner,
@@ -91,6 +102,10 @@ impl Space {
         Self::ReportsOpen,
         Self::Domains,
         Self::History,
+        Self::Webhooks,
+        Self::WebhookQueue,
+        Self::WebhookLog,
+        Self::WebhookClicks,
     ];
 
     /// The space's place in [`Space::ALL`], as redo records and sort files
@@ -128,6 +143,10 @@ impl Space {
             Self::ReportsOpen => "reports_open",
             Self::Domains => "domains",
             Self::History => "history",
+            Self::Webhooks => "webhooks",
+            Self::WebhookQueue => "webhook_queue",
+            Self::WebhookLog => "webhook_log",
+            Self::WebhookClicks => "webhook_clicks",
         }
     }
 }

@@ -172,6 +172,7 @@ pub fn set_challenge(txn: &mut dyn Txn, token: &str, key_authorization: &str) ->
         &ChangeDoc {
             code: record.code.clone(),
             record: Some(record),
+            event: None,
         }
         .encode(),
     )
@@ -186,7 +187,14 @@ pub fn clear_challenge(txn: &mut dyn Txn, token: &str) -> StoreResult<()> {
     txn.clear(Space::Meta, &at)?;
     let code = shortline_store::domain::challenge_key(token)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    txn.log_change(&ChangeDoc { code, record: None }.encode())
+    txn.log_change(
+        &ChangeDoc {
+            code,
+            record: None,
+            event: None,
+        }
+        .encode(),
+    )
 }
 
 /// Every challenge being answered, as `(token, key authorization)`, for

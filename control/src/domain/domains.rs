@@ -216,7 +216,14 @@ fn write(txn: &mut dyn Txn, doc: &DomainDoc, is_default: bool) -> StoreResult<()
 }
 
 fn log(txn: &mut dyn Txn, code: Code, record: Option<LinkRecord>) -> StoreResult<()> {
-    txn.log_change(&ChangeDoc { code, record }.encode())
+    txn.log_change(
+        &ChangeDoc {
+            code,
+            record,
+            event: None,
+        }
+        .encode(),
+    )
 }
 
 /// Adds a domain; the first one is the default whatever `make_default` says.

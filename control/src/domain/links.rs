@@ -11,6 +11,7 @@ use crate::domain::auth::Principal;
 use crate::domain::codes::{self, Permutation};
 use crate::domain::domains::{self, DomainDoc};
 use crate::domain::threats::ThreatList;
+use crate::domain::webhooks;
 use crate::domain::{Error, Outcome};
 use crate::model::Strategy;
 use crate::model::{ChangeDoc, FlagReason, HistoryDoc, LinkDoc, PREVIOUS_TARGETS_KEPT};
@@ -531,6 +532,7 @@ fn write_link(txn: &mut dyn Txn, link: &LinkDoc, old: Option<&LinkDoc>) -> Store
     let change = ChangeDoc {
         code: link.code.clone(),
         record: Some(link.record()),
+        event: webhooks::link_event(&*txn, link, old)?,
     };
     txn.log_change(&change.encode())
 }
@@ -791,6 +793,7 @@ pub fn delete(txn: &mut dyn Txn, code: &str, principal: &Principal) -> Outcome<(
         txn.clear(Space::History, &history_key(link.id.0, n))?;
     }
     let change = ChangeDoc {
+        event: webhooks::deleted_event(&*txn, &link)?,
         code: link.code,
         record: None,
     };

@@ -18,6 +18,7 @@ pub mod links;
 pub mod reports;
 pub mod threats;
 pub mod validate;
+pub mod webhooks;
 
 use crate::db::StoreResult;
 

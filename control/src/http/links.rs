@@ -118,20 +118,7 @@ impl LinkOut {
 
 /// The short domain of a link's table key and the start of its short URLs.
 pub(super) fn domain_of(state: &AppState, key: &str) -> (String, String) {
-    let cached = state.domains.current().of_key(key).cloned();
-    let found = match (cached, domains::split_key(key).0) {
-        (Some(doc), _) => Some(doc),
-        // Made by another process since this one last read the domains.
-        (None, Some(name)) => state.domains.find(&*state.backend, name).ok().flatten(),
-        (None, None) => None,
-    };
-    match found {
-        Some(doc) => (doc.name.clone(), doc.base_url()),
-        None => (
-            domains::split_key(key).0.unwrap_or_default().to_owned(),
-            state.config.public_url.trim_end_matches('/').to_owned(),
-        ),
-    }
+    state.domain_of(key)
 }
 
 /// Which short domain a by-code request means (`?domain=`, default: the

@@ -17,6 +17,7 @@ pub mod qr;
 pub mod routing;
 pub mod stats;
 pub mod stream;
+pub mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;
@@ -131,6 +132,20 @@ pub fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
                 .delete(domains::delete_domain),
         )
         .route("/api/v1/keys/{id}", delete(keys::delete_key))
+        .route(
+            "/api/v1/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            get(webhooks::get_webhook)
+                .patch(webhooks::patch_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::webhook_deliveries),
+        )
         .route("/api/v1/blocklist", get(abuse::list_blocklist))
         .route(
             "/api/v1/blocklist/{domain}",

@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 use super::problem::Problem;
-use super::{abuse, admin, domains, history, keys, links, qr, stats};
+use super::{abuse, admin, domains, history, keys, links, qr, stats, webhooks};
 use crate::model::Role;
 use crate::model::Strategy;
 
@@ -79,14 +79,17 @@ impl utoipa::Modify for DocFixes {
         domains::create_domain, domains::list_domains, domains::get_domain, domains::patch_domain, domains::delete_domain,
         abuse::list_blocklist, abuse::get_block, abuse::put_block, abuse::delete_block,
         abuse::report_link, abuse::list_reports, abuse::resolve_report,
-        keys::create_key, keys::list_keys, keys::delete_key, admin::backup, admin::index, admin::healthz, admin::readyz),
+        keys::create_key, keys::list_keys, keys::delete_key,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook, webhooks::patch_webhook, webhooks::delete_webhook, webhooks::webhook_deliveries,
+        admin::backup, admin::index, admin::healthz, admin::readyz),
     components(schemas(admin::Index, links::LinkOut, links::CreateLink, links::CreateBatch, links::BatchItem, links::BatchOut, links::PatchLink, links::LinkPage, keys::CreateKey, keys::KeyOut, domains::DomainOut, domains::CertificateOut, domains::CreateDomain, domains::PatchDomain, domains::DomainList, Problem, Strategy, Role,
         crate::analytics::stats::Stats, crate::analytics::stats::Point, crate::analytics::stats::Count,
         stats::TopLinks, stats::TopLink, history::History, history::Change,
         super::routing::RuleBody, super::routing::QueryBody, super::routing::VariantBody,
         crate::domain::blocklist::BlockEntry, abuse::BlocklistPage, abuse::PutBlock, abuse::BlockOut, abuse::BlockView, abuse::SweepOut, abuse::SweepState,
         crate::domain::reports::Report, crate::domain::reports::ReportState, crate::domain::reports::Category, crate::domain::reports::Action,
-        abuse::NewReport, abuse::ReportReceipt, abuse::ReportPage, abuse::Resolve, abuse::ResolvedOut)),
+        abuse::NewReport, abuse::ReportReceipt, abuse::ReportPage, abuse::Resolve, abuse::ResolvedOut,
+        webhooks::CreateWebhook, webhooks::PatchWebhook, webhooks::WebhookOut, webhooks::AttemptOut, webhooks::Deliveries, crate::model::EventKind)),
     modifiers(&DocFixes)
 )]
 #[derive(Debug)]

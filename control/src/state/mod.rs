@@ -199,6 +199,29 @@ impl AppState {
         Ok((Arc::new(state), bootstrap))
     }
 
+    /// The short domain of a link's table key and the start of its short
+    /// URLs (`https://s.example`).
+    #[must_use]
+    pub fn domain_of(&self, key: &str) -> (String, String) {
+        let cached = self.domains.current().of_key(key).cloned();
+        let found = match (cached, crate::domain::domains::split_key(key).0) {
+            (Some(doc), _) => Some(doc),
+            // Made by another process since this one last read the domains.
+            (None, Some(name)) => self.domains.find(&*self.backend, name).ok().flatten(),
+            (None, None) => None,
+        };
+        match found {
+            Some(doc) => (doc.name.clone(), doc.base_url()),
+            None => (
+                crate::domain::domains::split_key(key)
+                    .0
+                    .unwrap_or_default()
+                    .to_owned(),
+                self.config.public_url.trim_end_matches('/').to_owned(),
+            ),
+        }
+    }
+
     /// Publishes a sequence committed by another process sharing the store.
     pub fn publish_committed(&self, seq: Seq) {
         crate::commit::publish_seq(&self.committed_tx, seq);

@@ -5,3 +5,4 @@
 pub mod abuse;
 pub mod acme;
 pub mod publish;
+pub mod webhooks;

@@ -20,7 +20,7 @@ use shortline_store::{
 };
 use tokio::sync::mpsc;
 
-use crate::db::{Space, StoreResult};
+use crate::db::{Space, StoreResult, keys};
 use crate::model::{ChangeDoc, LinkDoc};
 use crate::state::AppState;
 
@@ -403,7 +403,21 @@ pub fn build_snapshot(state: &AppState, force: bool) -> anyhow::Result<Option<Se
     // the log: sequences are not counts (FoundationDB's are commit
     // versions, a million a second).
     let keep = state.config.change_log_keep;
-    let behind = state.backend.read(|txn| txn.change_behind(seq, keep))?;
+    // While a webhook subscription is enabled, never past the changes
+    // whose events are not yet queued for it.
+    let behind = state.backend.read(|txn| {
+        let behind = txn.change_behind(seq, keep)?;
+        if !crate::domain::webhooks::active(txn)? {
+            return Ok(behind);
+        }
+        let cursor = txn
+            .get(Space::Meta, keys::WEBHOOKS_CURSOR)?
+            .and_then(|b| b.try_into().ok().map(u64::from_le_bytes));
+        Ok(match cursor {
+            Some(cursor) => behind.map(|b| Seq(b.0.min(cursor))),
+            None => None,
+        })
+    })?;
     if let Some(prune_through) = behind {
         let removed = state.backend.prune_changes(prune_through)?;
         metrics::counter!("control_changes_pruned_total").increment(removed);

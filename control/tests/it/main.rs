@@ -22,6 +22,7 @@ mod stream;
 mod targeting;
 mod uniqueness;
 mod validation;
+mod webhooks;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -48,6 +48,12 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("get", "/api/v1/domains/{name}", Rule::Admin),
     ("patch", "/api/v1/domains/{name}", Rule::Admin),
     ("delete", "/api/v1/domains/{name}", Rule::Admin),
+    ("post", "/api/v1/webhooks", Rule::AnyKey),
+    ("get", "/api/v1/webhooks", Rule::AnyKey),
+    ("get", "/api/v1/webhooks/{id}", Rule::Owner),
+    ("patch", "/api/v1/webhooks/{id}", Rule::Owner),
+    ("delete", "/api/v1/webhooks/{id}", Rule::Owner),
+    ("get", "/api/v1/webhooks/{id}/deliveries", Rule::Owner),
     ("get", "/api/v1", Rule::Public),
     ("get", "/healthz", Rule::Public),
     ("get", "/readyz", Rule::Public),
@@ -61,6 +67,8 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         }
         ("post", "/api/v1/domains") => Some(json!({"name": "matrix-new.example"})),
         ("patch", "/api/v1/domains/{name}") => Some(json!({"hsts_max_age": 60})),
+        ("post", "/api/v1/webhooks") => Some(WEBHOOK.clone()),
+        ("patch", "/api/v1/webhooks/{id}") => Some(json!({"events": ["link.deleted"]})),
         ("patch", _) => Some(json!({"title": "changed"})),
         ("post", "/api/v1/keys") => Some(json!({"name": "k", "role": "user"})),
         ("post", "/api/v1/links/{code}/report") => Some(json!({"category": "spam"})),
@@ -70,8 +78,27 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
     }
 }
 
-fn call(control: &Control, method: &str, template: &str, code: &str, token: Option<&str>) -> u16 {
-    let path = template
+/// A subscription to a public address (a literal: no resolver needed).
+static WEBHOOK: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+    || json!({"url": "https://93.184.215.14/hook", "events": ["link.created"]}),
+);
+
+/// Calls `template` on `subject`: a link's code, or for a webhook's
+/// routes a webhook's id.
+fn call(
+    control: &Control,
+    method: &str,
+    template: &str,
+    subject: &str,
+    token: Option<&str>,
+) -> u16 {
+    let path = if template.starts_with("/api/v1/webhooks/") {
+        template.replace("{id}", subject)
+    } else {
+        template.to_owned()
+    };
+    let code = subject;
+    let path = path
         .replace("{code}", code)
         .replace("{id}", "key_or_report_that_is_absent")
         .replace("{domain}", "matrix.example")
@@ -105,15 +132,20 @@ fn every_operation_enforces_its_access_rule() {
     let bob = control.new_key("bob", "user");
     let admin = control.token.clone();
     for (method, template, rule) in TABLE {
+        // What the operation acts on, owned by alice: a link, or a webhook.
         let fresh = || {
-            let made = control.request(
-                "POST",
-                "/api/v1/links",
-                Some(&alice),
-                Some(&json!({"url": "https://alice.example/"})),
-            );
-            assert_eq!(made.status, 201);
-            made.body["code"].as_str().unwrap().to_owned()
+            let (path, body, field) = if template.starts_with("/api/v1/webhooks/") {
+                ("/api/v1/webhooks", WEBHOOK.clone(), "id")
+            } else {
+                (
+                    "/api/v1/links",
+                    json!({"url": "https://alice.example/"}),
+                    "code",
+                )
+            };
+            let made = control.request("POST", path, Some(&alice), Some(&body));
+            assert_eq!(made.status, 201, "{made:?}");
+            made.body[field].as_str().unwrap().to_owned()
         };
         let what = format!("{method} {template}");
         let secured = document["paths"][template][method]
