@@ -169,6 +169,14 @@ pub struct Config {
     /// Where certificates from ACME are written for the proxy on this host
     /// (the proxy's `proxy_tls_dir`); `data_dir/tls` when unset.
     pub proxy_tls_dir: Option<PathBuf>,
+    /// Sign-ins (and one-time password links used) per client address per
+    /// minute.
+    pub rate_limit_login_per_minute: u32,
+    /// How long a browser session lasts after sign-in.
+    pub session_ttl_seconds: u64,
+    /// Marks session cookies `Secure` on every answer, not only those to
+    /// requests that arrived over HTTPS (`X-Forwarded-Proto: https`).
+    pub session_cookie_secure: bool,
     /// Lets webhooks deliver to loopback, private, link-local and other
     /// non-public addresses (off: such targets are refused, SSRF).
     pub webhook_allow_private: bool,
@@ -262,6 +270,9 @@ impl Default for Config {
             acme_check_interval_ms: 60_000,
             acme_retry_min_ms: 60_000,
             acme_retry_max_ms: 6 * 3_600_000,
+            rate_limit_login_per_minute: 10,
+            session_ttl_seconds: 7 * 86_400,
+            session_cookie_secure: false,
             webhook_allow_private: false,
             webhook_timeout_ms: 10_000,
             webhook_retry_min_ms: 10_000,
@@ -341,6 +352,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("acme_retry_min_ms", Kind::Integer),
     ("acme_retry_max_ms", Kind::Integer),
     ("proxy_tls_dir", Kind::Text),
+    ("rate_limit_login_per_minute", Kind::Integer),
+    ("session_ttl_seconds", Kind::Integer),
+    ("session_cookie_secure", Kind::Bool),
     ("webhook_allow_private", Kind::Bool),
     ("webhook_timeout_ms", Kind::Integer),
     ("webhook_retry_min_ms", Kind::Integer),
@@ -564,6 +578,18 @@ impl Config {
                 7 * 86_400_000,
             ),
             ("webhook_timeout_ms", self.webhook_timeout_ms, 100, 120_000),
+            (
+                "rate_limit_login_per_minute",
+                u64::from(self.rate_limit_login_per_minute),
+                1,
+                rate_max,
+            ),
+            (
+                "session_ttl_seconds",
+                self.session_ttl_seconds,
+                60,
+                365 * 86_400,
+            ),
             (
                 "webhook_retry_min_ms",
                 self.webhook_retry_min_ms,

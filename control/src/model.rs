@@ -376,6 +376,77 @@ pub enum Role {
     User,
 }
 
+/// A person's account. Their links are owned by their email.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserDoc {
+    pub id: String,
+    /// Lowercase; also the owner of the links the user makes.
+    pub email: String,
+    pub role: Role,
+    /// The argon2id PHC string; `None` until an invitation is accepted.
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    /// Who invited them (a key's or user's name).
+    pub created_by: String,
+    pub disabled: bool,
+    /// Failed sign-ins since the last success or lock-out.
+    pub failed_logins: u32,
+    /// No sign-in before this (Unix seconds), after too many failures.
+    pub locked_until: Option<i64>,
+    pub password_changed_at: Option<i64>,
+    pub last_login_at: Option<i64>,
+}
+
+/// A signed-in browser session, stored under its token's SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionDoc {
+    /// Names it in lists and revocations; never the token.
+    pub id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// The CSRF token every unsafe request of the session must carry.
+    pub csrf: String,
+    pub address: String,
+    pub user_agent: String,
+}
+
+/// What a one-time token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// Set the first password of an invited account.
+    Invitation,
+    /// Set a new password, chosen by an admin's reset.
+    Reset,
+}
+
+/// A one-time token, stored under its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserTokenDoc {
+    pub kind: TokenKind,
+    pub user_id: String,
+    pub expires_at: i64,
+}
+
+macro_rules! json_doc {
+    ($($doc:ty => $what:literal),* $(,)?) => {$(
+        impl $doc {
+            pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+                serde_json::from_slice(bytes)
+                    .map_err(|e| StoreError::Corrupt(format!(concat!($what, ": {}"), e)))
+            }
+
+            #[must_use]
+            pub fn encode(&self) -> Vec<u8> {
+                serde_json::to_vec(self).expect("a stored document always serialises")
+            }
+        }
+    )*};
+}
+
+json_doc!(UserDoc => "user document", SessionDoc => "session document", UserTokenDoc => "user token");
+
 /// An API key as stored: never the token, only its hash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyDoc {
@@ -390,6 +461,10 @@ pub struct KeyDoc {
     /// for every domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domains: Option<Vec<String>>,
+    /// The user the key belongs to and acts as (their role and links); the
+    /// key stops working when the user is disabled or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 impl KeyDoc {

@@ -58,6 +58,9 @@ enum Command {
     /// API keys (admin).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// People's accounts (admin).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Short domains (admin).
     #[command(subcommand)]
     Domains(DomainsCommand),
@@ -212,9 +215,12 @@ enum KeysCommand {
     /// Create a key and print its token, shown only this once.
     Create {
         name: String,
-        /// user or admin.
-        #[arg(long, default_value = "user")]
-        role: String,
+        /// user or admin (default: user, or the user's role with --user).
+        #[arg(long)]
+        role: Option<String>,
+        /// The id of the user the key belongs to and acts as.
+        #[arg(long)]
+        user: Option<String>,
         /// Whose links a user key manages (default: its name).
         #[arg(long)]
         owner: Option<String>,
@@ -224,6 +230,39 @@ enum KeysCommand {
     },
     /// Delete a key: its token stops working at once.
     Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// List the accounts.
+    List,
+    /// Make an account and print its invitation, a one-time token to hand
+    /// over; its holder sets a password with it.
+    Create {
+        email: String,
+        /// member or admin.
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+    /// Show one account.
+    Get { id: String },
+    /// Change an account's role, or disable or enable it.
+    Update {
+        id: String,
+        #[arg(long)]
+        role: Option<String>,
+        /// Disable: no sign-in; sessions end and keys stop working.
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Delete an account; its links stay, owned by its email.
+    Delete { id: String },
+    /// Print a one-time token that sets a new password.
+    Reset { id: String },
+    /// End every session of an account.
+    SignOut { id: String },
 }
 
 #[derive(Subcommand)]
@@ -500,6 +539,86 @@ fn text(value: &Value) -> String {
     }
 }
 
+const USER_FIELDS: [&str; 8] = [
+    "id",
+    "email",
+    "role",
+    "disabled",
+    "password_set",
+    "locked_until",
+    "last_login_at",
+    "created_at",
+];
+
+fn users(api: &Api, command: UsersCommand, print: Printer<'_>) -> Result<()> {
+    let path = |id: &str, rest: &str| format!("/api/v1/users/{}{rest}", segment(id));
+    match command {
+        UsersCommand::List => {
+            let list = api.json("GET", "/api/v1/users", None)?;
+            print(&list, &|list| {
+                let items = list.as_array().cloned().unwrap_or_default();
+                let names = ["id", "email", "role", "disabled", "last_login_at"];
+                table(
+                    &["id", "email", "role", "disabled", "last sign-in"],
+                    rows_of(&items, &names),
+                )
+                .to_string()
+            });
+        }
+        UsersCommand::Create { email, role } => {
+            let body = json!({"email": email, "role": role});
+            let made = api.json("POST", "/api/v1/users", Some(&body))?;
+            print(&made, &|made| {
+                format!(
+                    "{}\nHand over this invitation, valid until {}; it sets the password once:\n{}",
+                    fields(&made["user"], &USER_FIELDS),
+                    text(&made["invitation"]["expires_at"]),
+                    text(&made["invitation"]["token"])
+                )
+            });
+        }
+        UsersCommand::Get { id } => {
+            let user = api.json("GET", &path(&id, ""), None)?;
+            print(&user, &|u| fields(u, &USER_FIELDS).to_string());
+        }
+        UsersCommand::Update {
+            id,
+            role,
+            disable,
+            enable,
+        } => {
+            let mut body = json!({});
+            if let Some(role) = role {
+                body["role"] = json!(role);
+            }
+            if disable || enable {
+                body["disabled"] = json!(disable);
+            }
+            let user = api.json("PATCH", &path(&id, ""), Some(&body))?;
+            print(&user, &|u| fields(u, &USER_FIELDS).to_string());
+        }
+        UsersCommand::Delete { id } => {
+            api.call("DELETE", &path(&id, ""), None)?;
+            eprintln!("user {id} deleted");
+        }
+        UsersCommand::Reset { id } => {
+            let token = api.json("POST", &path(&id, "/reset"), Some(&json!({})))?;
+            print(&token, &|t| {
+                format!(
+                    "Hand over this reset, valid until {}; it sets a new password once:\n{}",
+                    text(&t["expires_at"]),
+                    text(&t["token"])
+                )
+            });
+        }
+        UsersCommand::SignOut { id } => {
+            api.call("DELETE", &path(&id, "/sessions"), None)?;
+            eprintln!("every session of user {id} ended");
+        }
+    }
+    Ok(())
+}
+
 fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Table {
     let mut table = Table::new();
     table
@@ -642,10 +761,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(KeysCommand::Create {
             name,
             role,
+            user,
             owner,
             domains,
         }) => {
-            let mut body = json!({"name": name, "role": role});
+            let mut body = json!({"name": name});
+            match (user, role) {
+                (Some(user), role) => {
+                    body["user"] = json!(user);
+                    if let Some(role) = role {
+                        body["role"] = json!(role);
+                    }
+                }
+                (None, role) => body["role"] = json!(role.as_deref().unwrap_or("user")),
+            }
             if let Some(owner) = owner {
                 body["owner"] = json!(owner);
             }
@@ -667,6 +796,7 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("key {id} deleted");
             Ok(())
         }
+        Command::Users(command) => users(&api, command, &print),
         Command::Domains(DomainsCommand::List) => {
             let list = api.json("GET", "/api/v1/domains", None)?;
             print(&list, &|list| {

@@ -77,11 +77,21 @@ pub enum Space {
     /// Big-endian Unix ms, random bytes -> a click flush's counts per link,
     /// waiting to be queued for the subscriptions to `link.clicks`.
     WebhookClicks,
+    /// User id -> user document.
+    Users,
+    /// Email (lowercase) -> user id.
+    UserEmails,
+    /// SHA-256 of a session token -> session document.
+    Sessions,
+    /// User id, NUL, session id -> SHA-256 of the session's token.
+    UserSessions,
+    /// SHA-256 of an invitation or reset token -> its document.
+    UserTokens,
 }
 
 impl Space {
     /// Every space, for backends that create them up front.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 29] = [
         Self::Links,
         Self::Retired,
         Self::ByOwner,
@@ -106,6 +116,11 @@ impl Space {
         Self::WebhookQueue,
         Self::WebhookLog,
         Self::WebhookClicks,
+        Self::Users,
+        Self::UserEmails,
+        Self::Sessions,
+        Self::UserSessions,
+        Self::UserTokens,
     ];
 
     /// The space's place in [`Space::ALL`], as redo records and sort files
@@ -147,6 +162,11 @@ impl Space {
             Self::WebhookQueue => "webhook_queue",
             Self::WebhookLog => "webhook_log",
             Self::WebhookClicks => "webhook_clicks",
+            Self::Users => "users",
+            Self::UserEmails => "user_emails",
+            Self::Sessions => "sessions",
+            Self::UserSessions => "user_sessions",
+            Self::UserTokens => "user_tokens",
         }
     }
 }

@@ -19,6 +19,10 @@ pub struct Principal {
     pub role: Role,
     /// The short domains this caller may use; `None` for all.
     pub domains: Option<Vec<String>>,
+    /// The user it acts as: a session's, or a key's that belongs to one.
+    pub user_id: Option<String>,
+    /// The browser session it came in, when not a key.
+    pub session_id: Option<String>,
 }
 
 impl Principal {
@@ -88,6 +92,7 @@ pub fn key_doc(
         created_at: now,
         token_sha256: hex::encode(token_hash(token)),
         domains: None,
+        user_id: None,
     }
 }
 

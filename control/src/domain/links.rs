@@ -1063,6 +1063,8 @@ mod tests {
             owner: owner.into(),
             role: Role::User,
             domains: None,
+            user_id: None,
+            session_id: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod links;
 pub mod reports;
 pub mod threats;
+pub mod users;
 pub mod validate;
 pub mod webhooks;
 

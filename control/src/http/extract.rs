@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use super::problem::{ApiError, AppResult};
 use crate::db::{StoreResult, View};
 use crate::domain::auth::{self, Principal};
+use crate::domain::users;
 use crate::state::AppState;
 
 /// The JSON body extractor, with every rejection as a problem document.
@@ -87,9 +88,14 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers)
-            .ok_or(ApiError::Unauthorized)?
-            .to_owned();
+        let Some(token) = bearer_token(&parts.headers) else {
+            let token = session_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
+            let principal = session_principal(state, token)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            return check_csrf(parts, principal).map(Self);
+        };
+        let token = token.to_owned();
         if let Some(principal) = state.keys.cached(&token) {
             return Ok(Self(principal));
         }
@@ -99,6 +105,71 @@ impl FromRequestParts<Arc<AppState>> for Auth {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         principal.map(Self).ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "shortline_session";
+/// The header that carries a session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The session token in the request's cookies, if any.
+#[must_use]
+pub fn session_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// The caller a session token stands for (their user, role and links),
+/// with the session's CSRF token. `None` for no such session, an expired
+/// one, or a disabled user. Read from the store every time, so an ended
+/// session stops at once.
+pub async fn session_principal(
+    state: &Arc<AppState>,
+    token: &str,
+) -> AppResult<Option<(Principal, String)>> {
+    let token = token.to_owned();
+    let now = crate::model::now_unix();
+    let found = read(state, move |txn| users::session(txn, &token, now)).await?;
+    Ok(found.map(|(session, user)| {
+        let principal = Principal {
+            key_id: session.id.clone(),
+            key_name: user.email.clone(),
+            owner: user.email,
+            role: user.role,
+            domains: None,
+            user_id: Some(user.id),
+            session_id: Some(session.id),
+        };
+        (principal, session.csrf)
+    }))
+}
+
+/// A session's unsafe request (anything but GET, HEAD and OPTIONS) must
+/// carry the session's CSRF token in `X-CSRF-Token`: a page elsewhere can
+/// make the browser send the cookie, but cannot read the token.
+fn check_csrf(parts: &Parts, (principal, csrf): (Principal, String)) -> AppResult<Principal> {
+    if parts.method.is_safe() {
+        return Ok(principal);
+    }
+    let given = parts
+        .headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // Compare hashes, so the comparison's time says nothing about the token.
+    if !given.is_empty() && auth::token_hash(given) == auth::token_hash(&csrf) {
+        Ok(principal)
+    } else {
+        Err(ApiError::Forbidden(
+            "a signed-in session must send its CSRF token in the X-CSRF-Token header (GET /api/v1/auth/session gives it)".into(),
+        ))
     }
 }
 
@@ -144,11 +215,18 @@ impl FromRequestParts<Arc<AppState>> for MaybeAuth {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         if parts.headers.contains_key(header::AUTHORIZATION) {
-            Auth::from_request_parts(parts, state)
+            return Auth::from_request_parts(parts, state)
                 .await
-                .map(|Auth(p)| Self(Some(p)))
-        } else {
-            Ok(Self(None))
+                .map(|Auth(p)| Self(Some(p)));
+        }
+        // A live session acts as its user (and needs its CSRF token); a
+        // stale cookie is no one, as if absent.
+        let Some(token) = session_token(&parts.headers) else {
+            return Ok(Self(None));
+        };
+        match session_principal(state, token).await? {
+            Some(found) => check_csrf(parts, found).map(|p| Self(Some(p))),
+            None => Ok(Self(None)),
         }
     }
 }

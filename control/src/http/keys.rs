@@ -15,6 +15,7 @@ use super::wire::rfc3339;
 use crate::domain::auth::{self};
 use crate::domain::domains;
 use crate::domain::links::ANONYMOUS_OWNER;
+use crate::domain::users;
 use crate::model::Role;
 use crate::model::now_unix;
 use crate::state::AppState;
@@ -24,7 +25,11 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
-    pub role: Role,
+    /// Needed unless the key belongs to a user, whose role it takes.
+    pub role: Option<Role>,
+    /// The user the key belongs to and acts as (their role and links);
+    /// it stops working when they are disabled or deleted.
+    pub user: Option<String>,
     /// Whose links a user key manages; defaults to the key's name.
     pub owner: Option<String>,
     /// User keys: the short domains the key may use (default: all).
@@ -42,6 +47,9 @@ pub struct KeyOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domains: Option<Vec<String>>,
     pub created_at: String,
+    /// The user it belongs to and acts as, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     /// Only in the response that created the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -64,8 +72,38 @@ pub(super) async fn create_key(
             "a name is 1 to 128 printable characters",
         ));
     }
-    let owner = body.owner.unwrap_or_else(|| name.clone());
-    if owner == ANONYMOUS_OWNER && body.role == Role::User {
+    let user = match &body.user {
+        Some(id) => {
+            if body.owner.is_some() || body.role.is_some() {
+                return Err(ApiError::invalid(
+                    "user",
+                    "a user's key takes the user's role and links; leave role and owner out",
+                ));
+            }
+            let wanted = id.clone();
+            Some(
+                read(&state, move |txn| users::get(txn, &wanted))
+                    .await?
+                    .ok_or_else(|| ApiError::invalid("user", format!("no user {id:?}")))?,
+            )
+        }
+        None => None,
+    };
+    let role = match (&user, body.role) {
+        (Some(user), _) => user.role,
+        (None, Some(role)) => role,
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "role",
+                "give a role (admin or user), or the user the key belongs to",
+            ));
+        }
+    };
+    let owner = match &user {
+        Some(user) => user.email.clone(),
+        None => body.owner.unwrap_or_else(|| name.clone()),
+    };
+    if owner == ANONYMOUS_OWNER && role == Role::User {
         return Err(ApiError::invalid(
             "owner",
             "the owner anonymous holds links created without a key; only admins manage them",
@@ -82,7 +120,7 @@ pub(super) async fn create_key(
         ));
     }
     let domains = match body.domains {
-        Some(_) if body.role == Role::Admin => {
+        Some(_) if role == Role::Admin => {
             return Err(ApiError::invalid(
                 "domains",
                 "admin keys use every domain; limit user keys",
@@ -92,15 +130,9 @@ pub(super) async fn create_key(
         None => None,
     };
     let token = auth::new_token();
-    let mut doc = auth::key_doc(
-        auth::new_key_id(),
-        name,
-        body.role,
-        owner,
-        &token,
-        now_unix(),
-    );
+    let mut doc = auth::key_doc(auth::new_key_id(), name, role, owner, &token, now_unix());
     doc.domains = domains;
+    doc.user_id = user.map(|u| u.id);
     let hash = auth::token_hash(&token);
     let stored = doc.clone();
     state
@@ -116,6 +148,7 @@ pub(super) async fn create_key(
             owner: doc.owner,
             domains: doc.domains,
             created_at: rfc3339(doc.created_at),
+            user_id: doc.user_id,
             token: Some(token),
         }),
     ))
@@ -137,6 +170,7 @@ pub(super) async fn list_keys(
                 owner: k.owner,
                 domains: k.domains,
                 created_at: rfc3339(k.created_at),
+                user_id: k.user_id,
                 token: None,
             })
             .collect(),

@@ -3,6 +3,7 @@
 //! ([`problem`]); it holds no rules of its own.
 
 pub mod abuse;
+pub mod account;
 pub mod admin;
 pub mod clicks;
 pub mod conn;
@@ -17,6 +18,7 @@ pub mod qr;
 pub mod routing;
 pub mod stats;
 pub mod stream;
+pub mod users;
 pub mod webhooks;
 pub mod wire;
 
@@ -132,6 +134,28 @@ pub fn router(state: Arc<AppState>, metrics: PrometheusHandle) -> Router {
                 .delete(domains::delete_domain),
         )
         .route("/api/v1/keys/{id}", delete(keys::delete_key))
+        .route("/api/v1/auth/login", post(account::login))
+        .route("/api/v1/auth/logout", post(account::logout))
+        .route("/api/v1/auth/session", get(account::whoami))
+        .route("/api/v1/auth/sessions", get(account::list_sessions))
+        .route("/api/v1/auth/sessions/{id}", delete(account::end_session))
+        .route("/api/v1/auth/password", post(account::change_password))
+        .route("/api/v1/auth/redeem", post(account::redeem))
+        .route(
+            "/api/v1/users",
+            post(users::create_user).get(users::list_users),
+        )
+        .route(
+            "/api/v1/users/{id}",
+            get(users::get_user)
+                .patch(users::patch_user)
+                .delete(users::delete_user),
+        )
+        .route("/api/v1/users/{id}/reset", post(users::reset_user))
+        .route(
+            "/api/v1/users/{id}/sessions",
+            delete(users::end_user_sessions),
+        )
         .route(
             "/api/v1/webhooks",
             post(webhooks::create_webhook).get(webhooks::list_webhooks),

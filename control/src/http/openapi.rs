@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 use super::problem::Problem;
-use super::{abuse, admin, domains, history, keys, links, qr, stats, webhooks};
+use super::{abuse, account, admin, domains, history, keys, links, qr, stats, users, webhooks};
 use crate::model::Role;
 use crate::model::Strategy;
 
@@ -80,6 +80,8 @@ impl utoipa::Modify for DocFixes {
         abuse::list_blocklist, abuse::get_block, abuse::put_block, abuse::delete_block,
         abuse::report_link, abuse::list_reports, abuse::resolve_report,
         keys::create_key, keys::list_keys, keys::delete_key,
+        account::login, account::logout, account::whoami, account::list_sessions, account::end_session, account::change_password, account::redeem,
+        users::create_user, users::list_users, users::get_user, users::patch_user, users::delete_user, users::reset_user, users::end_user_sessions,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook, webhooks::patch_webhook, webhooks::delete_webhook, webhooks::webhook_deliveries,
         admin::backup, admin::index, admin::healthz, admin::readyz),
     components(schemas(admin::Index, links::LinkOut, links::CreateLink, links::CreateBatch, links::BatchItem, links::BatchOut, links::PatchLink, links::LinkPage, keys::CreateKey, keys::KeyOut, domains::DomainOut, domains::CertificateOut, domains::CreateDomain, domains::PatchDomain, domains::DomainList, Problem, Strategy, Role,
@@ -89,6 +91,8 @@ impl utoipa::Modify for DocFixes {
         crate::domain::blocklist::BlockEntry, abuse::BlocklistPage, abuse::PutBlock, abuse::BlockOut, abuse::BlockView, abuse::SweepOut, abuse::SweepState,
         crate::domain::reports::Report, crate::domain::reports::ReportState, crate::domain::reports::Category, crate::domain::reports::Action,
         abuse::NewReport, abuse::ReportReceipt, abuse::ReportPage, abuse::Resolve, abuse::ResolvedOut,
+        account::Login, account::Whoami, account::SessionOut, account::ChangePassword, account::Redeem,
+        users::UserRole, users::UserOut, users::CreateUser, users::OneTimeToken, users::CreatedUser, users::PatchUser, crate::model::TokenKind,
         webhooks::CreateWebhook, webhooks::PatchWebhook, webhooks::WebhookOut, webhooks::AttemptOut, webhooks::Deliveries, crate::model::EventKind)),
     modifiers(&DocFixes)
 )]

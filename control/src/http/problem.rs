@@ -24,6 +24,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// A sign-in refused: wrong email or password (which, not said).
+    #[error("{0}")]
+    SignInRefused(String),
+    /// Too many failed sign-ins: the account is locked for a while.
+    #[error("too many failed sign-ins for this account; try again in {retry_after_seconds} s")]
+    LockedOut { retry_after_seconds: u64 },
     #[error("{0}")]
     Forbidden(String),
     #[error("not found")]
@@ -64,7 +70,8 @@ impl ApiError {
         match self {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::SignInRefused(_) => StatusCode::UNAUTHORIZED,
+            Self::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -82,7 +89,8 @@ impl ApiError {
         match self {
             Self::Invalid { .. } => "validation",
             Self::BadRequest(_) => "bad-request",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::SignInRefused(_) => "unauthorized",
+            Self::LockedOut { .. } => "locked-out",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound | Self::NoRoute => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
@@ -203,6 +211,9 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::TooManyRequests {
+                retry_after_seconds,
+            }
+            | Self::LockedOut {
                 retry_after_seconds,
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));

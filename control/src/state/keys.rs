@@ -8,6 +8,7 @@ use dashmap::DashMap;
 
 use crate::db::{Backend, StoreResult};
 use crate::domain::auth::{Principal, find_key, token_hash};
+use crate::domain::users;
 
 /// How long a verified token is trusted without asking the store again. A key
 /// deleted through this process is dropped from the cache at once; one
@@ -41,17 +42,44 @@ impl KeyCache {
             return Ok(Some(principal));
         }
         let hash = token_hash(token);
-        let found = backend.read(|txn| find_key(txn, token))?;
-        let Some(doc) = found else {
+        // A key that belongs to a user acts as the user: their role and
+        // links, and not at all once they are disabled or deleted.
+        let found = backend.read(|txn| {
+            let Some(doc) = find_key(txn, token)? else {
+                return Ok(None);
+            };
+            let user = match &doc.user_id {
+                Some(id) => match users::get(txn, id)? {
+                    Some(user) if !user.disabled => Some(user),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            Ok(Some((doc, user)))
+        })?;
+        let Some((doc, user)) = found else {
             self.entries.remove(&hash);
             return Ok(None);
         };
-        let principal = Principal {
-            key_id: doc.id,
-            key_name: doc.name,
-            owner: doc.owner,
-            role: doc.role,
-            domains: doc.domains,
+        let principal = match user {
+            Some(user) => Principal {
+                key_id: doc.id,
+                key_name: doc.name,
+                owner: user.email,
+                role: user.role,
+                domains: doc.domains,
+                user_id: Some(user.id),
+                session_id: None,
+            },
+            None => Principal {
+                key_id: doc.id,
+                key_name: doc.name,
+                owner: doc.owner,
+                role: doc.role,
+                domains: doc.domains,
+                user_id: None,
+                session_id: None,
+            },
         };
         if self.entries.len() >= CACHE_ENTRIES_MAX {
             self.entries.clear();
@@ -59,6 +87,12 @@ impl KeyCache {
         self.entries
             .insert(hash, (principal.clone(), Instant::now()));
         Ok(Some(principal))
+    }
+
+    /// Forgets every cached token (a user changed: their keys must be
+    /// checked again).
+    pub fn forget_all(&self) {
+        self.entries.clear();
     }
 
     /// Forgets every cached token of key `id`.

@@ -63,6 +63,7 @@ struct Limiters {
     ip: DefaultKeyedRateLimiter<IpAddr>,
     anonymous: DefaultKeyedRateLimiter<IpAddr>,
     report: DefaultKeyedRateLimiter<IpAddr>,
+    login: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl Limiters {
@@ -88,6 +89,7 @@ impl Limiters {
             ip: per_second(config.rate_limit_ip_per_second, config.rate_limit_burst),
             anonymous: per_minute(config.rate_limit_anonymous_per_minute),
             report: per_minute(config.rate_limit_report_per_minute),
+            login: per_minute(config.rate_limit_login_per_minute),
         }
     }
 }
@@ -108,6 +110,8 @@ pub enum Unauthenticated {
     /// A public read (a link's destination history): the per-address
     /// limit only.
     Read,
+    /// A sign-in or a password set with a one-time token.
+    Login,
 }
 
 fn too_many(
@@ -303,9 +307,10 @@ impl AppState {
             Unauthenticated::Create => (&self.limiters.anonymous, "anonymous"),
             Unauthenticated::Report => (&self.limiters.report, "report"),
             Unauthenticated::Read => (&self.limiters.ip, "address"),
+            Unauthenticated::Login => (&self.limiters.login, "login"),
         };
         limiter.check_key(&client).map_err(|n| too_many(n, label))?;
-        if kind == Unauthenticated::Read {
+        if matches!(kind, Unauthenticated::Read | Unauthenticated::Login) {
             return Ok(());
         }
         self.limiters

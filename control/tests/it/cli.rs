@@ -245,6 +245,58 @@ fn a_login_then_links_keys_and_domains_from_the_command_line() {
         401
     );
 
+    // Accounts: an invitation, a key of the user's, a reset, disabling.
+    let made: Value = serde_json::from_str(&ok(
+        &control,
+        dir,
+        &[
+            "--json",
+            "users",
+            "create",
+            "Dee@Example.com",
+            "--role",
+            "member",
+        ],
+    ))
+    .unwrap();
+    let user = made["user"]["id"].as_str().unwrap().to_owned();
+    let invitation = made["invitation"]["token"].as_str().unwrap();
+    let set = control.request(
+        "POST",
+        "/api/v1/auth/redeem",
+        None,
+        Some(&serde_json::json!({"token": invitation, "password": "a long enough password"})),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    let listed = ok(&control, dir, &["users", "list"]);
+    assert!(
+        listed.contains("dee@example.com") && listed.contains("member"),
+        "{listed}"
+    );
+    let key: Value = serde_json::from_str(&ok(
+        &control,
+        dir,
+        &["--json", "keys", "create", "dee-ci", "--user", &user],
+    ))
+    .unwrap();
+    assert_eq!(key["owner"], "dee@example.com");
+    let reset = ok(&control, dir, &["users", "reset", &user]);
+    assert!(reset.contains("rst_"), "{reset}");
+    let disabled = ok(&control, dir, &["users", "update", &user, "--disable"]);
+    assert!(disabled.contains("true"), "{disabled}");
+    let dee = key["token"].as_str().unwrap();
+    assert_eq!(
+        control
+            .request("GET", "/api/v1/links", Some(dee), None)
+            .status,
+        401,
+        "a disabled user's key stops"
+    );
+    ok(&control, dir, &["users", "sign-out", &user]);
+    ok(&control, dir, &["users", "delete", &user]);
+    let gone = refused(&control, dir, &["users", "get", &user]);
+    assert!(gone.contains("404"), "{gone}");
+
     ok(&control, dir, &["domains", "create", "go.cli.test"]);
     assert!(ok(&control, dir, &["domains", "list"]).contains("go.cli.test"));
     ok(&control, dir, &["domains", "delete", "go.cli.test"]);

@@ -2,6 +2,7 @@
 //! loopback port, driven over HTTP.
 
 mod abuse;
+mod accounts;
 mod api;
 mod auth;
 mod backup;
@@ -168,15 +169,35 @@ impl Control {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Answer {
-        let url = self.url(path);
         let auth = token.map(|t| format!("Bearer {t}"));
-        let with_auth = |b: ureq::RequestBuilder<ureq::typestate::WithBody>| match &auth {
-            Some(a) => b.header("Authorization", a),
-            None => b,
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("Authorization", a))
+            .into_iter()
+            .collect();
+        self.request_with(method, path, &headers, body)
+    }
+
+    /// A request with the given headers (a cookie, a CSRF token).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Answer {
+        let url = self.url(path);
+        let with_auth = |mut b: ureq::RequestBuilder<ureq::typestate::WithBody>| {
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b
         };
-        let without_body = |b: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match &auth {
-            Some(a) => b.header("Authorization", a),
-            None => b,
+        let without_body = |mut b: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b
         };
         answer(match (method, body) {
             ("GET", _) => without_body(self.agent.get(&url)).call(),
