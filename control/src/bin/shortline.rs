@@ -64,6 +64,9 @@ enum Command {
     /// Short domains (admin).
     #[command(subcommand)]
     Domains(DomainsCommand),
+    /// Webhook subscriptions: yours, or every one for an admin.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -263,6 +266,41 @@ enum UsersCommand {
     Reset { id: String },
     /// End every session of an account.
     SignOut { id: String },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    List,
+    /// Subscribe URL to events and print the signing secret, shown only
+    /// this once.
+    Create {
+        url: String,
+        /// link.created, link.updated, link.deleted, link.flagged or
+        /// link.clicks; repeat for more.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        /// Admins: only this owner's links.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show one, with where its deliveries stand.
+    Get {
+        id: String,
+    },
+    /// The last delivery attempts, newest first.
+    Deliveries {
+        id: String,
+    },
+    /// Turn one back on after it was disabled for failing.
+    Enable {
+        id: String,
+    },
+    Disable {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -539,6 +577,86 @@ fn text(value: &Value) -> String {
     }
 }
 
+const WEBHOOK_FIELDS: [&str; 10] = [
+    "id",
+    "url",
+    "events",
+    "owner",
+    "enabled",
+    "disabled_reason",
+    "pending",
+    "delivered",
+    "failing_since",
+    "last_error",
+];
+
+fn webhooks(api: &Api, command: WebhooksCommand, print: Printer<'_>) -> Result<()> {
+    let path = |id: &str, rest: &str| format!("/api/v1/webhooks/{}{rest}", segment(id));
+    let enabled = |id: &str, on: bool| -> Result<()> {
+        let hook = api.json("PATCH", &path(id, ""), Some(&json!({"enabled": on})))?;
+        print(&hook, &|h| fields(h, &WEBHOOK_FIELDS).to_string());
+        Ok(())
+    };
+    match command {
+        WebhooksCommand::List => {
+            let list = api.json("GET", "/api/v1/webhooks", None)?;
+            print(&list, &|list| {
+                let items = list.as_array().cloned().unwrap_or_default();
+                let names = ["id", "url", "events", "enabled", "pending", "last_error"];
+                table(
+                    &["id", "url", "events", "enabled", "pending", "last error"],
+                    rows_of(&items, &names),
+                )
+                .to_string()
+            });
+        }
+        WebhooksCommand::Create { url, events, owner } => {
+            let mut body = json!({"url": url, "events": events});
+            if let Some(owner) = owner {
+                body["owner"] = json!(owner);
+            }
+            let hook = api.json("POST", "/api/v1/webhooks", Some(&body))?;
+            print(&hook, &|h| {
+                format!(
+                    "{}\nThe signing secret is shown only this once:\n{}",
+                    fields(h, &WEBHOOK_FIELDS),
+                    text(&h["secret"])
+                )
+            });
+        }
+        WebhooksCommand::Get { id } => {
+            let hook = api.json("GET", &path(&id, ""), None)?;
+            print(&hook, &|h| fields(h, &WEBHOOK_FIELDS).to_string());
+        }
+        WebhooksCommand::Deliveries { id } => {
+            let log = api.json("GET", &path(&id, "/deliveries"), None)?;
+            print(&log, &|log| {
+                let items = log["attempts"].as_array().cloned().unwrap_or_default();
+                let names = [
+                    "at",
+                    "event_type",
+                    "attempt",
+                    "status",
+                    "duration_ms",
+                    "error",
+                ];
+                table(
+                    &["at", "event", "attempt", "status", "ms", "error"],
+                    rows_of(&items, &names),
+                )
+                .to_string()
+            });
+        }
+        WebhooksCommand::Enable { id } => enabled(&id, true)?,
+        WebhooksCommand::Disable { id } => enabled(&id, false)?,
+        WebhooksCommand::Delete { id } => {
+            api.call("DELETE", &path(&id, ""), None)?;
+            eprintln!("webhook {id} deleted");
+        }
+    }
+    Ok(())
+}
+
 const USER_FIELDS: [&str; 8] = [
     "id",
     "email",
@@ -797,6 +915,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Users(command) => users(&api, command, &print),
+        Command::Webhooks(command) => webhooks(&api, command, &print),
         Command::Domains(DomainsCommand::List) => {
             let list = api.json("GET", "/api/v1/domains", None)?;
             print(&list, &|list| {

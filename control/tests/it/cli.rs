@@ -1,6 +1,7 @@
 //! `shortline`, the API's command line: a login kept readable by its owner
-//! alone, links, keys and domains end to end against the real control
-//! plane, `--json` for scripts, and the API's refusals as clear errors.
+//! alone, links, keys, users, webhooks and domains end to end against the
+//! real control plane, `--json` for scripts, and the API's refusals as
+//! clear errors.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -296,6 +297,53 @@ fn a_login_then_links_keys_and_domains_from_the_command_line() {
     ok(&control, dir, &["users", "delete", &user]);
     let gone = refused(&control, dir, &["users", "get", &user]);
     assert!(gone.contains("404"), "{gone}");
+
+    // Webhooks: the secret once, then the subscription's state.
+    let hook: Value = serde_json::from_str(&ok(
+        &control,
+        dir,
+        &[
+            "--json",
+            "webhooks",
+            "create",
+            "https://93.184.215.14/in",
+            "--event",
+            "link.created",
+            "--event",
+            "link.clicks",
+        ],
+    ))
+    .unwrap();
+    assert!(
+        hook["secret"].as_str().unwrap().starts_with("whsec_"),
+        "{hook}"
+    );
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    let listed = ok(&control, dir, &["webhooks", "list"]);
+    assert!(
+        listed.contains(&hook_id) && listed.contains("link.clicks"),
+        "{listed}"
+    );
+    let off = ok(&control, dir, &["--json", "webhooks", "disable", &hook_id]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&off).unwrap()["enabled"],
+        false
+    );
+    ok(&control, dir, &["webhooks", "enable", &hook_id]);
+    ok(&control, dir, &["webhooks", "deliveries", &hook_id]);
+    let refused_hook = refused(
+        &control,
+        dir,
+        &[
+            "webhooks",
+            "create",
+            "http://127.0.0.1:1/",
+            "--event",
+            "link.created",
+        ],
+    );
+    assert!(refused_hook.contains("loopback"), "{refused_hook}");
+    ok(&control, dir, &["webhooks", "delete", &hook_id]);
 
     ok(&control, dir, &["domains", "create", "go.cli.test"]);
     assert!(ok(&control, dir, &["domains", "list"]).contains("go.cli.test"));
