@@ -55,11 +55,22 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 /// A new random token: `sl_` and 43 base62 characters (256 bits).
 #[must_use]
 pub fn new_token() -> String {
+    new_secret("sl_")
+}
+
+/// A random secret: `prefix` and 43 base62 characters (256 bits). Every
+/// token, session, one-time link and signing secret is one.
+#[must_use]
+pub fn new_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let high = u128::from_le_bytes(bytes[..16].try_into().expect("16 bytes"));
     let low = u128::from_le_bytes(bytes[16..].try_into().expect("16 bytes"));
-    format!("sl_{}{}", base62_fixed(high, 22), base62_fixed(low, 22))
+    format!(
+        "{prefix}{}{}",
+        base62_fixed(high, 22),
+        base62_fixed(low, 22)
+    )
 }
 
 /// A new key id.

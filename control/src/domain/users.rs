@@ -14,8 +14,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
 
 use crate::db::{ReadTxn, Space, StoreResult, Txn, prefix_end};
+pub use crate::domain::auth::new_secret;
 use crate::domain::auth::token_hash;
-use crate::domain::codes::base62_fixed;
 use crate::domain::{Error, Outcome};
 use crate::model::{Role, SessionDoc, TokenKind, UserDoc, UserTokenDoc};
 
@@ -105,20 +105,6 @@ pub fn normalize_email(email: &str) -> Result<String, String> {
     } else {
         Err(format!("{email:?} is not an email address"))
     }
-}
-
-/// A random secret: `prefix` and 43 base62 characters (256 bits).
-#[must_use]
-pub fn new_secret(prefix: &str) -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let high = u128::from_le_bytes(bytes[..16].try_into().expect("16 bytes"));
-    let low = u128::from_le_bytes(bytes[16..].try_into().expect("16 bytes"));
-    format!(
-        "{prefix}{}{}",
-        base62_fixed(high, 22),
-        base62_fixed(low, 22)
-    )
 }
 
 /// A user.

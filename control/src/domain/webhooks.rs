@@ -64,6 +64,36 @@ pub fn deleted_event(txn: &dyn ReadTxn, link: &LinkDoc) -> StoreResult<Option<Li
     }))
 }
 
+/// A new, enabled subscription with nothing queued yet.
+#[must_use]
+pub fn subscription(
+    id: String,
+    url: String,
+    events: Vec<EventKind>,
+    owner: Option<String>,
+    created_by: String,
+    created_at: i64,
+) -> WebhookDoc {
+    WebhookDoc {
+        id,
+        url,
+        events,
+        owner,
+        created_by,
+        created_at,
+        secret: crate::domain::auth::new_secret("whsec_"),
+        enabled: true,
+        disabled_reason: None,
+        queued: 0,
+        delivered: 0,
+        logged: 0,
+        failing_since: None,
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+    }
+}
+
 /// Whether `hook` wants an event of `kind` about a link owned by `owner`.
 #[must_use]
 pub fn wants(hook: &WebhookDoc, kind: EventKind, owner: &str) -> bool {
@@ -413,24 +443,14 @@ mod tests {
     }
 
     fn hook() -> WebhookDoc {
-        WebhookDoc {
-            id: "wh_1".into(),
-            url: "https://hooks.example/in".into(),
-            events: vec![EventKind::Created, EventKind::Clicks],
-            owner: Some("ann".into()),
-            created_by: "ann".into(),
-            created_at: 0,
-            secret: "s".into(),
-            enabled: true,
-            disabled_reason: None,
-            queued: 0,
-            delivered: 0,
-            logged: 0,
-            failing_since: None,
-            attempts: 0,
-            next_attempt_at: 0,
-            last_error: None,
-        }
+        subscription(
+            "wh_1".into(),
+            "https://hooks.example/in".into(),
+            vec![EventKind::Created, EventKind::Clicks],
+            Some("ann".into()),
+            "ann".into(),
+            0,
+        )
     }
 
     #[test]

@@ -7,14 +7,13 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath, Auth, Shared, read};
 use super::problem::{ApiError, AppResult, Problem};
 use super::wire::rfc3339;
 use crate::domain::auth::Principal;
-use crate::domain::codes::{base62_fixed, random_code};
+use crate::domain::codes::random_code;
 use crate::domain::webhooks;
 use crate::model::{AttemptDoc, EventKind, WebhookDoc, now_unix, rfc3339_ms};
 use crate::tasks::webhooks::check_target;
@@ -161,15 +160,6 @@ async fn check_url(state: &crate::state::AppState, url: &str) -> AppResult<Strin
         .map_err(|reason| ApiError::invalid("url", reason))
 }
 
-/// A secret of 256 bits: `whsec_` and 43 base62 characters.
-fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let high = u128::from_le_bytes(bytes[..16].try_into().expect("16 bytes"));
-    let low = u128::from_le_bytes(bytes[16..].try_into().expect("16 bytes"));
-    format!("whsec_{}{}", base62_fixed(high, 22), base62_fixed(low, 22))
-}
-
 fn owner_for(principal: &Principal, asked: Option<String>) -> AppResult<Option<String>> {
     match asked {
         _ if !principal.is_admin() => match asked {
@@ -203,24 +193,14 @@ pub(super) async fn create_webhook(
     let events = check_events(&body.events)?;
     let owner = owner_for(&principal, body.owner)?;
     let url = check_url(&state, &body.url).await?;
-    let hook = WebhookDoc {
-        id: format!("wh_{}", random_code(12)),
+    let hook = webhooks::subscription(
+        format!("wh_{}", random_code(12)),
         url,
         events,
         owner,
-        created_by: principal.key_name.clone(),
-        created_at: now_unix(),
-        secret: new_secret(),
-        enabled: true,
-        disabled_reason: None,
-        queued: 0,
-        delivered: 0,
-        logged: 0,
-        failing_since: None,
-        attempts: 0,
-        next_attempt_at: 0,
-        last_error: None,
-    };
+        principal.key_name.clone(),
+        now_unix(),
+    );
     let stored = hook.clone();
     state
         .committer

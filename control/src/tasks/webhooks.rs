@@ -304,15 +304,10 @@ async fn fan_out(state: &Arc<AppState>) -> anyhow::Result<bool> {
                 .filter_map(|(id, clicks, humans)| {
                     let link = page.clicked.get(id)?;
                     webhooks::wants(hook, EventKind::Clicks, &link.owner).then(|| {
-                        let (domain, base) = state.domain_of(&link.code);
-                        let code = crate::domain::domains::split_key(&link.code).1;
-                        json!({
-                            "code": code,
-                            "domain": domain,
-                            "short_url": format!("{base}/{code}"),
-                            "clicks": clicks,
-                            "human_clicks": humans,
-                        })
+                        let mut counted = names(state, &link.code);
+                        counted["clicks"] = json!(clicks);
+                        counted["human_clicks"] = json!(humans);
+                        counted
                     })
                 })
                 .collect();
@@ -377,14 +372,21 @@ async fn fan_out(state: &Arc<AppState>) -> anyhow::Result<bool> {
     Ok(page.full)
 }
 
-/// A link as events show it: the fields of the API's link, less its counts.
-fn link_json(state: &AppState, link: &LinkDoc) -> serde_json::Value {
-    let (domain, base) = state.domain_of(&link.code);
-    let code = crate::domain::domains::split_key(&link.code).1;
+/// How events name a link: its code, short domain and short URL.
+fn names(state: &AppState, key: &str) -> serde_json::Value {
+    let (domain, base) = state.domain_of(key);
+    let code = crate::domain::domains::split_key(key).1;
     json!({
         "code": code,
         "domain": domain,
         "short_url": format!("{base}/{code}"),
+    })
+}
+
+/// A link as events show it: the fields of the API's link, less its counts.
+fn link_json(state: &AppState, link: &LinkDoc) -> serde_json::Value {
+    let mut out = names(state, &link.code);
+    let fields = json!({
         "url": link.url.as_str(),
         "owner": link.owner,
         "title": link.title,
@@ -396,7 +398,11 @@ fn link_json(state: &AppState, link: &LinkDoc) -> serde_json::Value {
         "max_clicks": link.max_clicks,
         "created_at": rfc3339_ms(link.created_at.saturating_mul(1000)),
         "updated_at": rfc3339_ms(link.updated_at.saturating_mul(1000)),
-    })
+    });
+    if let (Some(out), serde_json::Value::Object(fields)) = (out.as_object_mut(), fields) {
+        out.extend(fields);
+    }
+    out
 }
 
 #[derive(Deserialize)]
