@@ -3,7 +3,11 @@
 //! * durable creates per second with 1, 16 and 64 concurrent clients (each
 //!   201 is acknowledged only after its group commit is fsynced);
 //! * create-to-visible latency: from a create's 201 at control to the new
-//!   code answering 302 at a proxy on the same host.
+//!   code answering 302 at a proxy on the same host;
+//! * with `--webhook`, the same creates while a webhook subscription to
+//!   every event is enabled (each create also logs its event), and the
+//!   events delivered per second to a receiver on loopback that answers
+//!   200 at once.
 //!
 //! ```text
 //! cargo build --release -p shortline-control -p shortline-proxy -p shortline-bench
@@ -52,6 +56,10 @@ struct Args {
     /// gets a fresh key prefix.
     #[arg(long)]
     fdb_cluster_file: Option<PathBuf>,
+    /// Run each level twice, interleaved: without and with a webhook
+    /// subscription to every event.
+    #[arg(long)]
+    webhook: bool,
 }
 
 struct Guard(Child);
@@ -86,6 +94,8 @@ fn start_control(args: &Args, dir: &Path) -> Result<(Guard, SocketAddr)> {
         .env("SHORTLINE_RATE_LIMIT_IP_PER_SECOND", "10000000")
         .env("SHORTLINE_RATE_LIMIT_BURST", "10000000")
         .env("RUST_LOG", "warn")
+        // The benchmark's webhook receiver is on loopback.
+        .env("SHORTLINE_WEBHOOK_ALLOW_PRIVATE", "true")
         .stdout(Stdio::piped())
         .spawn()
         .context("start shortline-control (build it with --release first)")?;
@@ -122,10 +132,84 @@ async fn create(client: &HttpClient, addr: SocketAddr, url: &str) -> Result<(u16
     Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
-async fn throughput(args: &Args, clients: usize) -> Result<(f64, Histogram<u64>, u64)> {
+/// A webhook receiver on loopback: answers every request 200 at once (HTTP/1.1
+/// keep-alive) and counts them.
+async fn receiver(count: Arc<AtomicU64>) -> Result<SocketAddr> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.get_mut().write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Subscribes `receiver` to every event.
+async fn subscribe(client: &HttpClient, addr: SocketAddr, receiver: SocketAddr) -> Result<()> {
+    let body = format!(
+        "{{\"url\":\"http://{receiver}/hook\",\"events\":[\"link.created\",\"link.updated\",\"link.deleted\",\"link.flagged\",\"link.clicks\"]}}"
+    );
+    let request = http::Request::post(format!("http://{addr}/api/v1/webhooks"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let response = client.request(request).await?;
+    if response.status() != 201 {
+        bail!("the subscription was refused: {}", response.status());
+    }
+    Ok(())
+}
+
+/// What a level measured.
+struct Level {
+    rate: f64,
+    histogram: Histogram<u64>,
+    errors: u64,
+    /// Events delivered per second over the level, with a subscription.
+    delivered: Option<f64>,
+}
+
+async fn throughput(args: &Args, clients: usize, webhook: bool) -> Result<Level> {
     let dir = tempfile::tempdir()?;
     let (_control, addr) = start_control(args, dir.path())?;
     let client = client();
+    let delivered = Arc::new(AtomicU64::new(0));
+    if webhook {
+        let receiver = receiver(Arc::clone(&delivered)).await?;
+        subscribe(&client, addr, receiver).await?;
+    }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -156,11 +240,12 @@ async fn throughput(args: &Args, clients: usize) -> Result<(f64, Histogram<u64>,
         total.add(task.await?)?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok((
-        total.len() as f64 / elapsed,
-        total,
-        errors.load(Ordering::Relaxed),
-    ))
+    Ok(Level {
+        rate: total.len() as f64 / elapsed,
+        histogram: total,
+        errors: errors.load(Ordering::Relaxed),
+        delivered: webhook.then(|| delivered.load(Ordering::Relaxed) as f64 / elapsed),
+    })
 }
 
 fn free_port() -> Result<u16> {
@@ -241,15 +326,30 @@ async fn main() -> Result<()> {
         Some(cluster) => println!("store: FoundationDB ({})\n", cluster.display()),
         None => println!("store: embedded (redb)\n"),
     }
-    println!("| clients | durable creates/s | p50 ms | p99 ms | errors |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| clients | webhook | durable creates/s | p50 ms | p99 ms | errors | events delivered/s |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    let modes: &[bool] = if args.webhook {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for &clients in &args.clients {
-        let (rate, histogram, errors) = throughput(&args, clients).await?;
-        println!(
-            "| {clients} | {rate:.0} | {:.2} | {:.2} | {errors} |",
-            ms(histogram.value_at_quantile(0.5)),
-            ms(histogram.value_at_quantile(0.99))
-        );
+        for &webhook in modes {
+            let level = throughput(&args, clients, webhook).await?;
+            println!(
+                "| {clients} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                if webhook { "on" } else { "off" },
+                level.rate,
+                ms(level.histogram.value_at_quantile(0.5)),
+                ms(level.histogram.value_at_quantile(0.99)),
+                level.errors,
+                level
+                    .delivered
+                    .map_or("-".to_owned(), |d| format!("{d:.0}")),
+            );
+        }
     }
     if args.visibility_samples > 0 {
         let histogram = visibility(&args).await?;

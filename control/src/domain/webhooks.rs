@@ -7,7 +7,7 @@
 //! `WebhookClicks` ([`queue_clicks`]), written by the click flush that counts
 //! them. The delivery task moves both into each matching subscription's
 //! queue ([`enqueue`]) and delivers the queue in order; an event leaves a
-//! queue only once delivered ([`record_attempt`]), so one acknowledged by
+//! queue only once delivered ([`record_attempts`]), so one acknowledged by
 //! the store is never lost to a restart.
 
 use shortline_store::LinkStatus;
@@ -248,16 +248,20 @@ pub fn enqueue(txn: &mut dyn Txn, hook: &mut WebhookDoc, body: &[u8]) -> StoreRe
     Ok(())
 }
 
-/// The oldest event waiting for `id`: its number and body.
-pub fn head(txn: &dyn ReadTxn, id: &str) -> StoreResult<Option<(u64, Vec<u8>)>> {
+/// Up to `limit` of the oldest events waiting for `id`: their numbers and
+/// bodies, in order.
+pub fn waiting(txn: &dyn ReadTxn, id: &str, limit: usize) -> StoreResult<Vec<(u64, Vec<u8>)>> {
     let start = keys::webhook_entry(id, 0);
     let mut prefix = id.as_bytes().to_vec();
     prefix.push(0);
-    let found = txn.range(Space::WebhookQueue, &start, &prefix_end(&prefix), 1)?;
-    Ok(found.into_iter().next().map(|(key, body)| {
-        let n = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("8 bytes"));
-        (n, body)
-    }))
+    let found = txn.range(Space::WebhookQueue, &start, &prefix_end(&prefix), limit)?;
+    Ok(found
+        .into_iter()
+        .map(|(key, body)| {
+            let n = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("8 bytes"));
+            (n, body)
+        })
+        .collect())
 }
 
 /// What became of one attempt.
@@ -272,32 +276,46 @@ pub struct Attempted {
     pub give_up: bool,
 }
 
-/// Records an attempt at event `number` of `id`: logs it, and either drops
-/// the event (delivered) or schedules its retry, disabling the subscription
-/// once `give_up`. Returns the subscription as it now is, or `None` when it
-/// was deleted (or the event delivered by another) meanwhile.
-pub fn record_attempt(
+/// Records attempts at `id`'s events, in the order they were made: each
+/// is logged, and either drops its event (delivered) or schedules its
+/// retry, disabling the subscription once `give_up`. One transaction for a
+/// run of deliveries. Returns the subscription as it now is, or `None` when
+/// it was deleted meanwhile. An attempt whose event is no longer queued
+/// (delivered by another process meanwhile) ends the run.
+pub fn record_attempts(
     txn: &mut dyn Txn,
     id: &str,
-    outcome: &Attempted,
+    outcomes: &[Attempted],
 ) -> StoreResult<Option<WebhookDoc>> {
     let Some(mut hook) = get(&*txn, id)? else {
         return Ok(None);
     };
-    let key = keys::webhook_entry(id, outcome.number);
+    for outcome in outcomes {
+        if !record_one(txn, &mut hook, outcome)? {
+            break;
+        }
+    }
+    put(txn, &hook)?;
+    Ok(Some(hook))
+}
+
+/// Records one attempt on `hook` (the caller stores it); false when its
+/// event is no longer queued.
+fn record_one(txn: &mut dyn Txn, hook: &mut WebhookDoc, outcome: &Attempted) -> StoreResult<bool> {
+    let key = keys::webhook_entry(&hook.id, outcome.number);
     if txn.get(Space::WebhookQueue, &key)?.is_none() {
-        return Ok(None);
+        return Ok(false);
     }
     let attempt = &outcome.attempt;
     txn.set(
         Space::WebhookLog,
-        &keys::webhook_entry(id, hook.logged),
+        &keys::webhook_entry(&hook.id, hook.logged),
         &serde_json::to_vec(attempt).expect("an attempt serialises"),
     )?;
     if hook.logged >= LOG_KEPT {
         txn.clear(
             Space::WebhookLog,
-            &keys::webhook_entry(id, hook.logged - LOG_KEPT),
+            &keys::webhook_entry(&hook.id, hook.logged - LOG_KEPT),
         )?;
     }
     hook.logged += 1;
@@ -322,8 +340,7 @@ pub fn record_attempt(
         }
         hook.last_error = Some(error);
     }
-    put(txn, &hook)?;
-    Ok(Some(hook))
+    Ok(true)
 }
 
 /// The attempts `id`'s log keeps, newest first.

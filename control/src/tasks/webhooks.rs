@@ -48,6 +48,10 @@ const CLICK_FLUSHES_PER_FAN_OUT: usize = 8;
 /// Fan-out transactions per round at most, so a long backlog still lets
 /// deliveries start.
 const FAN_OUTS_PER_ROUND: usize = 64;
+/// Events one delivery run posts before recording their outcomes at most.
+const RUN_EVENTS: usize = 256;
+/// How long one delivery run posts before recording its outcomes at most.
+const RUN_TIME: Duration = Duration::from_secs(1);
 /// The longest a subscription's host may take to resolve when it is checked.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The header that carries the signature.
@@ -413,11 +417,12 @@ struct EventHead {
 }
 
 /// Delivers `id`'s queue in order until it is empty, an attempt fails, or
-/// shutdown begins.
+/// shutdown begins. Events are posted one after another, and their
+/// outcomes recorded together, one transaction per run of up to
+/// [`RUN_EVENTS`] events or [`RUN_TIME`]: a crash in a run posts its
+/// delivered events again (at least once; their ids let receivers drop
+/// repeats).
 async fn deliver(state: Arc<AppState>, agent: ureq::Agent, id: String) {
-    let window_ms = i64::try_from(state.config.webhook_retry_window_seconds)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(1000);
     loop {
         if *state.shutdown.borrow() {
             return;
@@ -427,11 +432,11 @@ async fn deliver(state: Arc<AppState>, agent: ureq::Agent, id: String) {
             let Some(hook) = webhooks::get(txn, &wanted)? else {
                 return Ok(None);
             };
-            Ok(Some((webhooks::head(txn, &wanted)?, hook)))
+            Ok(Some((webhooks::waiting(txn, &wanted, RUN_EVENTS)?, hook)))
         })
         .await;
-        let (number, body, hook) = match found {
-            Ok(Some((Some((number, body)), hook))) => (number, body, hook),
+        let (waiting, hook) = match found {
+            Ok(Some((waiting, hook))) if !waiting.is_empty() => (waiting, hook),
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), webhook = %id, "cannot read a webhook queue");
@@ -441,44 +446,27 @@ async fn deliver(state: Arc<AppState>, agent: ureq::Agent, id: String) {
         if !hook.enabled || hook.next_attempt_at > now_ms() {
             return;
         }
-        let head: Option<EventHead> = serde_json::from_slice(&body).ok();
-        let at = now_ms();
-        let started = Instant::now();
-        let (status, error) = post(&agent, &hook, body).await;
-        let delivered = error.is_none() && status.is_some_and(|s| (200..300).contains(&s));
-        let error = match (delivered, error, status) {
-            (true, ..) => None,
-            (false, Some(error), _) => Some(error),
-            (false, None, Some(status)) => Some(format!("the receiver answered {status}")),
-            (false, None, None) => Some("no answer".to_owned()),
-        };
-        let done = now_ms();
-        let attempt = AttemptDoc {
-            at,
-            event_id: head.as_ref().map(|h| h.id.clone()).unwrap_or_default(),
-            event_type: head.map(|h| h.kind).unwrap_or_default(),
-            status,
-            error,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            attempt: hook.attempts + 1,
-        };
-        let outcome = Attempted {
-            number,
-            attempt,
-            delivered,
-            retry_at: done + backoff_ms(&state.config, hook.attempts),
-            give_up: !delivered && done - hook.failing_since.unwrap_or(at) >= window_ms,
-        };
-        metrics::counter!(
-            "control_webhook_deliveries_total",
-            "outcome" => if delivered { "delivered" } else { "failed" }
-        )
-        .increment(1);
-        let recorded = outcome.clone();
+        let run = Instant::now();
+        let mut outcomes = Vec::new();
+        for (number, body) in waiting {
+            // Only the first of a run can have failed before.
+            let (tried, failing_since) = match outcomes.is_empty() {
+                true => (hook.attempts, hook.failing_since),
+                false => (0, None),
+            };
+            let outcome =
+                attempt(&state, &agent, &hook, number, body, (tried, failing_since)).await;
+            let delivered = outcome.delivered;
+            outcomes.push(outcome);
+            if !delivered || run.elapsed() > RUN_TIME || *state.shutdown.borrow() {
+                break;
+            }
+        }
+        let failed = outcomes.last().is_some_and(|o| !o.delivered);
         let hook_id = id.clone();
         match state
             .committer
-            .write(move |txn| webhooks::record_attempt(txn, &hook_id, &recorded))
+            .write(move |txn| webhooks::record_attempts(txn, &hook_id, &outcomes))
             .await
         {
             Ok(Some(now)) if !now.enabled => {
@@ -488,13 +476,60 @@ async fn deliver(state: Arc<AppState>, agent: ureq::Agent, id: String) {
             Ok(Some(_)) => {}
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, webhook = %id, "cannot record a webhook attempt");
+                tracing::warn!(error = %e, webhook = %id, "cannot record webhook attempts");
                 return;
             }
         }
-        if !delivered {
+        if failed {
             return;
         }
+    }
+}
+
+/// Posts one event and says what came of it; `earlier` is how many times
+/// it failed before, and since when (Unix ms).
+async fn attempt(
+    state: &AppState,
+    agent: &ureq::Agent,
+    hook: &WebhookDoc,
+    number: u64,
+    body: Vec<u8>,
+    (tried, failing_since): (u32, Option<i64>),
+) -> Attempted {
+    let window_ms = i64::try_from(state.config.webhook_retry_window_seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let head: Option<EventHead> = serde_json::from_slice(&body).ok();
+    let at = now_ms();
+    let started = Instant::now();
+    let (status, error) = post(agent, hook, body).await;
+    let delivered = error.is_none() && status.is_some_and(|s| (200..300).contains(&s));
+    let error = match (delivered, error, status) {
+        (true, ..) => None,
+        (false, Some(error), _) => Some(error),
+        (false, None, Some(status)) => Some(format!("the receiver answered {status}")),
+        (false, None, None) => Some("no answer".to_owned()),
+    };
+    let done = now_ms();
+    metrics::counter!(
+        "control_webhook_deliveries_total",
+        "outcome" => if delivered { "delivered" } else { "failed" }
+    )
+    .increment(1);
+    Attempted {
+        number,
+        attempt: AttemptDoc {
+            at,
+            event_id: head.as_ref().map(|h| h.id.clone()).unwrap_or_default(),
+            event_type: head.map(|h| h.kind).unwrap_or_default(),
+            status,
+            error,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            attempt: tried + 1,
+        },
+        delivered,
+        retry_at: done + backoff_ms(&state.config, tried),
+        give_up: !delivered && done - failing_since.unwrap_or(at) >= window_ms,
     }
 }
 
