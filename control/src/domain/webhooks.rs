@@ -170,8 +170,9 @@ pub fn put(txn: &mut dyn Txn, hook: &WebhookDoc) -> StoreResult<()> {
     refresh_active(txn)
 }
 
-/// Stores `hook` as the delivery task left it (its queue moved on, or it
-/// was disabled for a full queue).
+/// Stores `hook` as the delivery task left it (events queued or recorded,
+/// or disabled): the flag that makes writes log events is checked again
+/// only when it is disabled, the one change here that can clear it.
 pub fn store(txn: &mut dyn Txn, hook: &WebhookDoc) -> StoreResult<()> {
     txn.set(Space::Webhooks, hook.id.as_bytes(), &hook.encode())?;
     if !hook.enabled {
@@ -295,7 +296,7 @@ pub fn record_attempts(
             break;
         }
     }
-    put(txn, &hook)?;
+    store(txn, &hook)?;
     Ok(Some(hook))
 }
 

@@ -361,6 +361,5 @@ pub(super) async fn redeem(
         .committer
         .write(move |txn| users::redeem(txn, &token, &hash, now))
         .await??;
-    state.keys.forget_all();
     Ok(Json(UserOut::new(user)))
 }
